@@ -1,0 +1,428 @@
+//! Sky Island's configuration: one TOML schema with every key optional, the defaults in
+//! one place (the `Default` impls below), and one validation path used by every command.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use units::{Size, Span};
+
+/// Why a configuration could not be used. Each message is one line naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Persistent state: the base root filesystem, the build jail's data, the caches.
+    pub data_dir: PathBuf,
+    /// Machine-wide runtime state shared by every Sky Island process on the host: jail
+    /// slot locks and per-slot mount points. Lives on tmpfs so a reboot clears it.
+    pub run_dir: PathBuf,
+    pub admin: Admin,
+    pub jails: Jails,
+    pub storage: Storage,
+    pub cgroup: Cgroup,
+    pub git: Git,
+    pub go: Go,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3280)),
+            data_dir: PathBuf::from("/var/lib/skyisland"),
+            run_dir: PathBuf::from("/run/skyisland"),
+            admin: Admin::default(),
+            jails: Jails::default(),
+            storage: Storage::default(),
+            cgroup: Cgroup::default(),
+            git: Git::default(),
+            go: Go::default(),
+        }
+    }
+}
+
+/// The admin API's credentials.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// The admin token. When unset, the server makes a random one at start-up and logs it.
+    pub token: Option<String>,
+    /// The request header that carries the token.
+    pub header: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            token: None,
+            header: "X-Sky-Island-Token".into(),
+        }
+    }
+}
+
+/// Limits of the execution jails (one per function call) and of the build jail.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jails {
+    pub build_timeout: Span,
+    pub exec_timeout: Span,
+    /// Memory a function may use (the memory cgroup also carries `disk_limit`, because
+    /// the jail's writable tmpfs is charged to it).
+    pub memory_limit: Size,
+    pub pids_limit: u32,
+    /// Writable space of an execution jail's root filesystem.
+    pub disk_limit: Size,
+    /// Standard output and standard error kept per jail; more kills the jail.
+    pub output_limit: Size,
+    /// CPUs a jail may use (CFS quota); 0.5 is half a CPU.
+    pub cpu_limit: f64,
+    /// Execution jails that may run at once on this host (each has its own uid and cgroup).
+    pub max_jails: u32,
+    /// First uid of the jail range: the build jail runs as `uid_base`, execution slot `n`
+    /// as `uid_base + 1 + n`. The range must not belong to real users.
+    pub uid_base: u32,
+    pub build_memory_limit: Size,
+    pub build_pids_limit: u32,
+    pub build_disk_limit: Size,
+    /// Builds that may run at once.
+    pub max_builds: u32,
+}
+
+impl Default for Jails {
+    fn default() -> Self {
+        Jails {
+            build_timeout: Span::secs(60),
+            exec_timeout: Span::secs(5),
+            memory_limit: Size::mib(256),
+            pids_limit: 64,
+            disk_limit: Size::mib(64),
+            output_limit: Size::mib(1),
+            cpu_limit: 1.0,
+            max_jails: 32,
+            uid_base: 1_000_000,
+            build_memory_limit: Size::mib(2048),
+            build_pids_limit: 1024,
+            build_disk_limit: Size::mib(1024),
+            max_builds: 2,
+        }
+    }
+}
+
+/// Which copy-on-write mechanism clones the base root filesystem for each jail.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The read-only base as overlayfs lower layer, a per-jail tmpfs as the upper one.
+    #[default]
+    Overlay,
+    /// A btrfs subvolume snapshot per jail (the analogue of a ZFS clone).
+    Btrfs,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub backend: Backend,
+    /// A directory on a btrfs filesystem holding the base subvolume, its read-only
+    /// snapshot and the per-jail snapshots. Required by the btrfs backend.
+    pub btrfs_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    /// v2 when `root` is a cgroup2 mount, v1 otherwise.
+    #[default]
+    Auto,
+    V1,
+    V2,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cgroup {
+    pub version: CgroupVersion,
+    /// Where the cgroup filesystems are mounted.
+    pub root: PathBuf,
+    /// The cgroup (below `root`, or below each v1 controller) holding the jail slots.
+    pub parent: String,
+}
+
+impl Default for Cgroup {
+    fn default() -> Self {
+        Cgroup {
+            version: CgroupVersion::Auto,
+            root: "/sys/fs/cgroup".into(),
+            parent: "skyisland".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Git {
+    /// The git program (run inside the build jail, from the host's /usr).
+    pub program: PathBuf,
+    /// Clone URL rewrites, longest matching prefix first, like git's `insteadOf`:
+    /// `"https://github.com/" = "file:///srv/git/github.com/"`.
+    pub url_rewrite: BTreeMap<String, String>,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Git {
+            program: "/usr/bin/git".into(),
+            url_rewrite: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Go {
+    /// The Go toolchain's `go` command; a bare name is looked up on PATH.
+    pub program: PathBuf,
+    /// Let builds download modules (gives the build step network access).
+    pub allow_module_downloads: bool,
+    /// The binary cache's bound; least recently used binaries go first.
+    pub binary_cache_size: Size,
+}
+
+impl Default for Go {
+    fn default() -> Self {
+        Go {
+            program: "go".into(),
+            allow_module_downloads: false,
+            binary_cache_size: Size::mib(2048),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file, or returns the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            let config = Config::default();
+            config.validate()?;
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_column(text, span.start));
+            ConfigError::Parse {
+                path: origin.to_owned(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let j = &self.jails;
+        if j.exec_timeout.get().is_zero() || j.build_timeout.get().is_zero() {
+            return bad(
+                "jails.exec_timeout and jails.build_timeout must be longer than zero".into(),
+            );
+        }
+        if !(1..=4096).contains(&j.max_jails) {
+            return bad(format!(
+                "jails.max_jails must be between 1 and 4096, not {}",
+                j.max_jails
+            ));
+        }
+        if !(1..=256).contains(&j.max_builds) {
+            return bad(format!(
+                "jails.max_builds must be between 1 and 256, not {}",
+                j.max_builds
+            ));
+        }
+        if j.uid_base < 1000 || u64::from(j.uid_base) + u64::from(j.max_jails) + 1 >= 1 << 31 {
+            return bad(format!(
+                "jails.uid_base {} must be at least 1000 and leave room for {} jail uids below 2^31",
+                j.uid_base, j.max_jails
+            ));
+        }
+        for (key, pids) in [
+            ("pids_limit", j.pids_limit),
+            ("build_pids_limit", j.build_pids_limit),
+        ] {
+            if pids == 0 {
+                return bad(format!("jails.{key} must be at least 1"));
+            }
+        }
+        for (key, size, min) in [
+            ("memory_limit", j.memory_limit, Size::mib(8)),
+            ("build_memory_limit", j.build_memory_limit, Size::mib(64)),
+            ("disk_limit", j.disk_limit, Size::kib(64)),
+            ("build_disk_limit", j.build_disk_limit, Size::mib(16)),
+            ("output_limit", j.output_limit, Size(1)),
+        ] {
+            if size < min {
+                return bad(format!("jails.{key} must be at least {min}, not {size}"));
+            }
+        }
+        if !(j.cpu_limit.is_finite() && j.cpu_limit > 0.0 && j.cpu_limit <= 1024.0) {
+            return bad(format!(
+                "jails.cpu_limit must be a number of CPUs above 0, not {}",
+                j.cpu_limit
+            ));
+        }
+        if self.storage.backend == Backend::Btrfs && self.storage.btrfs_dir.is_none() {
+            return bad("storage.backend = \"btrfs\" needs storage.btrfs_dir".into());
+        }
+        let header = &self.admin.header;
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad(format!(
+                "admin.header {header:?} is not a valid HTTP header name"
+            ));
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 8) {
+            return bad("admin.token must be at least 8 characters long".into());
+        }
+        let parent = &self.cgroup.parent;
+        if parent.is_empty()
+            || parent
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return bad(format!(
+                "cgroup.parent {parent:?} must be a relative cgroup path"
+            ));
+        }
+        for (from, to) in &self.git.url_rewrite {
+            if from.is_empty() || to.is_empty() {
+                return bad("git.url_rewrite entries must not be empty".into());
+            }
+        }
+        for (key, path) in [("data_dir", &self.data_dir), ("run_dir", &self.run_dir)] {
+            if !path.is_absolute() {
+                return bad(format!(
+                    "{key} must be an absolute path, not {}",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../skyisland.example.toml");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let config = parse(EXAMPLE).expect("example config");
+        assert_eq!(config.jails.exec_timeout, Span::secs(5));
+        assert_eq!(config.jails.memory_limit, Size::mib(256));
+        assert_eq!(config.admin.token.as_deref(), Some("change-me"));
+        assert_eq!(config.listen.port(), 3280);
+    }
+
+    #[test]
+    fn every_key_is_optional() {
+        let config = parse("").unwrap();
+        assert_eq!(config.jails.output_limit, Size::mib(1));
+        assert_eq!(config.admin.header, "X-Sky-Island-Token");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        for (text, expect) in [
+            (
+                "lisen = \"1.2.3.4:5\"",
+                "test.toml:1:1: unknown field `lisen`",
+            ),
+            (
+                "[jails]\nmemory_limit = \"lots\"",
+                "test.toml:2:16: invalid size \"lots\"",
+            ),
+            (
+                "[jails]\nexec_timeout = \"5 parsecs\"",
+                "test.toml:2:16: invalid duration",
+            ),
+            ("[jails]\nexec_timeout = \"0s\"", "must be longer than zero"),
+            (
+                "[jails]\nmax_jails = 0",
+                "jails.max_jails must be between 1 and 4096",
+            ),
+            ("[storage]\nbackend = \"zfs\"", "unknown variant `zfs`"),
+            ("[storage]\nbackend = \"btrfs\"", "needs storage.btrfs_dir"),
+            (
+                "[admin]\nheader = \"X Bad\"",
+                "not a valid HTTP header name",
+            ),
+            (
+                "[cgroup]\nparent = \"../escape\"",
+                "must be a relative cgroup path",
+            ),
+            (
+                "data_dir = \"relative\"",
+                "data_dir must be an absolute path",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expect), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+}

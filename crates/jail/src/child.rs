@@ -1,0 +1,264 @@
+//! The jail's first process between `clone3` and `exec`: executes the plan's steps as
+//! root in the new namespaces, then becomes the jailed program (PID 1 of its namespace,
+//! so that when it exits the kernel kills whatever it left behind).
+//!
+//! Runs in a copy of the single-threaded spawner, so allocating is safe here; it never
+//! returns: it either `exec`s or reports the failed step on the setup pipe and `_exit`s.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{Mode, mkdir};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::{Resource as RlimitResource, Rlimit as RustixRlimit, Signal};
+use rustix::thread::{CapabilitySet, CapabilitySets, LinkNameSpaceType};
+
+use crate::plan::Step;
+use crate::seccomp::Policy;
+use crate::spec::{JailSpec, Program, Resource};
+use crate::sys;
+
+/// What the spawner lends to every child.
+pub(crate) struct Context<'a> {
+    pub empty_netns: BorrowedFd<'a>,
+    /// pidfd of the process that owns the jails; readable once it has exited.
+    pub host: BorrowedFd<'a>,
+    pub policy: &'a Policy,
+}
+
+/// The descriptors that came with this jail's request.
+pub(crate) struct Fds {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub setup: OwnedFd,
+    pub exec: Option<OwnedFd>,
+    pub go: Option<OwnedFd>,
+}
+
+/// Exit status of a child whose setup failed (the setup pipe says why).
+pub const SETUP_FAILED: i32 = 127;
+
+pub(crate) fn run(spec: &JailSpec, plan: &[Step], fds: Fds, ctx: &Context<'_>) -> ! {
+    let mut setup = std::fs::File::from(fds.setup);
+    let err = match enter(
+        spec, plan, fds.stdin, fds.stdout, fds.stderr, fds.exec, fds.go, ctx,
+    ) {
+        Ok(never) => match never {},
+        Err(message) => message,
+    };
+    // The host reads this as the reason the jail did not start; nothing else to do if
+    // even that fails.
+    let _ = setup.write_all(err.as_bytes());
+    sys::exit_now(SETUP_FAILED)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn enter(
+    spec: &JailSpec,
+    plan: &[Step],
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    exec_fd: Option<OwnedFd>,
+    go: Option<OwnedFd>,
+    ctx: &Context<'_>,
+) -> Result<std::convert::Infallible, String> {
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let stdin = match stdin {
+        Some(fd) => fd,
+        None => rustix::fs::open("/dev/null", rustix::fs::OFlags::RDONLY, Mode::empty())
+            .map_err(|e| io("open /dev/null", e.into()))?,
+    };
+    rustix::stdio::dup2_stdin(&stdin).map_err(|e| io("set up stdin", e.into()))?;
+    rustix::stdio::dup2_stdout(&stdout).map_err(|e| io("set up stdout", e.into()))?;
+    rustix::stdio::dup2_stderr(&stderr).map_err(|e| io("set up stderr", e.into()))?;
+    // Everything else we hold (the spawner's socket and namespaces, the setup pipe, the
+    // program) closes at exec.
+    sys::cloexec_from(3).map_err(|e| io("mark descriptors close-on-exec", e))?;
+
+    for step in plan {
+        run_step(step, go.as_ref().map(|fd| fd.as_fd()), ctx)
+            .map_err(|e| format!("{step}: {e}"))?;
+    }
+
+    let argv = cstrings(&spec.argv)?;
+    let env = cstrings(&spec.env)?;
+    let err = match &spec.program {
+        Program::Fd => {
+            let fd = exec_fd.as_ref().ok_or("no program descriptor was passed")?;
+            sys::exec(Some(fd.as_fd()), None, &argv, &env)
+        }
+        Program::Path(path) => {
+            let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+            sys::exec(None, Some(&path), &argv, &env)
+        }
+    };
+    let hint = if err.kind() == std::io::ErrorKind::NotFound {
+        " (a dynamically linked program whose loader or libraries are not in the jail?)"
+    } else {
+        ""
+    };
+    Err(format!("exec {}: {err}{hint}", spec.argv[0]))
+}
+
+fn cstrings(strings: &[String]) -> Result<Vec<CString>, String> {
+    strings
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::io::Result<()> {
+    match step {
+        Step::JoinCgroup { procs } => std::fs::write(procs, b"0"),
+        Step::NewCgroupNamespace => sys::unshare_cgroup_namespace(),
+        Step::MakeMountsPrivate => Ok(rustix::mount::mount_change(
+            "/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        )?),
+        Step::MountTmpfs { target, size } => {
+            let data = CString::new(format!("size={size},mode=0755")).expect("no NUL");
+            Ok(rustix::mount::mount(
+                "tmpfs",
+                target,
+                "tmpfs",
+                MountFlags::NOSUID,
+                data.as_c_str(),
+            )?)
+        }
+        Step::MakeDir { path } => Ok(mkdir(path, Mode::from_raw_mode(0o755))?),
+        Step::MountOverlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            );
+            let data = CString::new(data).map_err(std::io::Error::other)?;
+            Ok(rustix::mount::mount(
+                "overlay",
+                target,
+                "overlay",
+                MountFlags::NOSUID,
+                data.as_c_str(),
+            )?)
+        }
+        Step::BindSelf { path } => Ok(rustix::mount::mount_bind(path, path)?),
+        Step::Bind {
+            source,
+            target,
+            writable,
+        } => bind(source, target, *writable),
+        Step::MountProc { target, subset_pid } => {
+            let data = if *subset_pid { c"subset=pid" } else { c"" };
+            let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+            Ok(rustix::mount::mount("proc", target, "proc", flags, data)?)
+        }
+        Step::SetHostname { name } => Ok(rustix::system::sethostname(name.as_bytes())?),
+        Step::JoinEmptyNetwork => Ok(rustix::thread::move_into_link_name_space(
+            ctx.empty_netns,
+            Some(LinkNameSpaceType::Network),
+        )?),
+        Step::WaitForGo => {
+            let go = go.ok_or_else(|| std::io::Error::other("no go pipe was passed"))?;
+            let mut byte = [0u8; 1];
+            match rustix::io::read(go, &mut byte)? {
+                1 => Ok(()),
+                _ => Err(std::io::Error::other("the host cancelled the jail")),
+            }
+        }
+        Step::PivotRoot { new_root } => {
+            // pivot_root(".", ".") stacks the old root on top of the new one; detaching
+            // it leaves only the new root, with no directory needed for the old.
+            rustix::process::chdir(new_root)?;
+            rustix::process::pivot_root(".", ".")?;
+            rustix::mount::unmount(".", UnmountFlags::DETACH)?;
+            Ok(rustix::process::chdir("/")?)
+        }
+        Step::SetRlimits { limits } => {
+            for limit in limits {
+                let value = Some(limit.limit);
+                rustix::process::setrlimit(
+                    resource(limit.resource),
+                    RustixRlimit {
+                        current: value,
+                        maximum: value,
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        Step::DropBoundingSet => sys::drop_bounding_set(),
+        Step::SwitchUser { uid, gid } => {
+            let (uid, gid) = (
+                rustix::process::Uid::from_raw(*uid),
+                rustix::process::Gid::from_raw(*gid),
+            );
+            rustix::thread::set_thread_groups(&[gid])?;
+            rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+            Ok(rustix::thread::set_thread_res_uid(uid, uid, uid)?)
+        }
+        Step::ClearCapabilities => {
+            let none = CapabilitySet::empty();
+            rustix::thread::set_capabilities(
+                None,
+                CapabilitySets {
+                    effective: none,
+                    permitted: none,
+                    inheritable: none,
+                },
+            )?;
+            Ok(rustix::thread::clear_ambient_capability_set()?)
+        }
+        Step::DieWithHost => {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The host may have died before the signal was armed.
+            let mut fds = [rustix::event::PollFd::new(
+                &ctx.host,
+                rustix::event::PollFlags::IN,
+            )];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if rustix::event::poll(&mut fds, Some(&zero))? > 0 {
+                return Err(std::io::Error::other("the host process has exited"));
+            }
+            Ok(())
+        }
+        Step::NoNewPrivs => Ok(rustix::thread::set_no_new_privs(true)?),
+        Step::Seccomp => ctx.policy.install(),
+    }
+}
+
+/// Bind-mounts `source` on `target`, then makes it read-only unless `writable`; never
+/// setuid or device files through a bind.
+fn bind(source: &Path, target: &Path, writable: bool) -> std::io::Result<()> {
+    rustix::mount::mount_bind(source, target)?;
+    let mut flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
+    if !writable {
+        flags |= MountFlags::RDONLY;
+    }
+    Ok(rustix::mount::mount_remount(target, flags, c"")?)
+}
+
+fn resource(r: Resource) -> RlimitResource {
+    match r {
+        Resource::Core => RlimitResource::Core,
+        Resource::FileSize => RlimitResource::Fsize,
+        Resource::NoFile => RlimitResource::Nofile,
+        Resource::Nproc => RlimitResource::Nproc,
+        Resource::MemLock => RlimitResource::Memlock,
+        Resource::MsgQueue => RlimitResource::Msgqueue,
+        Resource::Stack => RlimitResource::Stack,
+    }
+}

@@ -1,0 +1,421 @@
+//! A host's jail machinery: the spawner, the slot pools, the cgroups and the clone backend,
+//! and the life cycle of one jail on top of them — lease a slot, set its limits, clone
+//! its root, spawn; and after the program has exited, check for limit kills, make sure
+//! nothing of it survives, release the root and the slot.
+//!
+//! Synchronous: the server waits for jails on their pidfds with its own event loop.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cgroup::{CgroupError, Cgroups, Limits};
+use crate::process;
+use crate::rootfs::{AnyBackend, CloneBackend, RootfsError};
+use crate::slots::{Lease, SlotDef, SlotPool};
+use crate::spawner::{JailIo, SpawnError, Spawner};
+use crate::spec::{Bind, JailSpec, Network, Program, Resource, Rlimit};
+
+/// How long a slot's leftover processes get to disappear after SIGKILL.
+const KILL_PATIENCE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Function execution: one uid per slot.
+    Exec,
+    /// The build jail: one uid shared by all its processes, a cgroup per concurrent build.
+    Build,
+}
+
+impl fmt::Display for SlotKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlotKind::Exec => "execution",
+            SlotKind::Build => "build",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("all {0} jail slots on this host are in use")]
+    Busy(SlotKind),
+    #[error("the base root filesystem is not initialised (run `skyisland init`)")]
+    NotInitialised,
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a host needs to know to run jails.
+#[derive(Debug)]
+pub struct HostConfig {
+    /// Machine-wide runtime state: slot locks and scratch directories.
+    pub run_dir: PathBuf,
+    pub cgroups: Cgroups,
+    pub backend: AnyBackend,
+    /// One execution slot per uid.
+    pub exec_uids: Vec<u32>,
+    pub build_uid: u32,
+    pub build_slots: u32,
+}
+
+/// What one jail should run, and within which limits.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub kind: SlotKind,
+    pub name: String,
+    pub limits: Limits,
+    /// Writable space of the jail's root.
+    pub disk: u64,
+    pub program: Program,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub binds: Vec<Bind>,
+    pub network: Network,
+    pub proc_subset_pid: bool,
+    pub wait_for_go: bool,
+    pub max_open_files: u64,
+}
+
+struct Inner {
+    spawner: Spawner,
+    cgroups: Cgroups,
+    backend: AnyBackend,
+    exec: Arc<SlotPool>,
+    build: Arc<SlotPool>,
+    scratch_dir: PathBuf,
+}
+
+/// The jail machinery of this host. Cheap to clone.
+#[derive(Clone)]
+pub struct JailHost {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for JailHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JailHost")
+            .field("backend", &self.inner.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HostError + 'a {
+    move |source| HostError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl JailHost {
+    /// Starts the spawner and reaps whatever a crashed previous owner left in the slots
+    /// that no live process holds. Call while the process is single-threaded, from the
+    /// thread that outlives every jail (see [`Spawner::start`]).
+    pub fn open(config: HostConfig) -> Result<JailHost, HostError> {
+        if !config.backend.is_initialised() {
+            return Err(HostError::NotInitialised);
+        }
+        let slot_dir = config.run_dir.join("slots");
+        let scratch_dir = config.run_dir.join("jails");
+        fs::create_dir_all(&scratch_dir).map_err(io_at("create", &scratch_dir))?;
+        let exec_defs = config
+            .exec_uids
+            .iter()
+            .map(|&uid| SlotDef {
+                name: format!("exec-{uid}"),
+                uid,
+            })
+            .collect();
+        let build_defs = (0..config.build_slots)
+            .map(|k| SlotDef {
+                name: format!("build-{}-{k}", config.build_uid),
+                uid: config.build_uid,
+            })
+            .collect();
+        let exec =
+            SlotPool::open(&slot_dir, exec_defs).map_err(io_at("open slot locks in", &slot_dir))?;
+        let build = SlotPool::open(&slot_dir, build_defs)
+            .map_err(io_at("open slot locks in", &slot_dir))?;
+        let spawner = Spawner::start()?;
+        let host = JailHost {
+            inner: Arc::new(Inner {
+                spawner,
+                cgroups: config.cgroups,
+                backend: config.backend,
+                exec,
+                build,
+                scratch_dir,
+            }),
+        };
+        let mut first_error = None;
+        host.for_each_unheld_slot(|inner, lease| {
+            if let Err(e) = inner.reap(lease.def()) {
+                first_error.get_or_insert(e);
+            }
+        });
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(host),
+        }
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.inner.cgroups
+    }
+
+    pub fn backend(&self) -> &AnyBackend {
+        &self.inner.backend
+    }
+
+    /// Slots of `kind` this host may use.
+    pub fn capacity(&self, kind: SlotKind) -> usize {
+        self.inner.pool(kind).len()
+    }
+
+    /// Calls `f` with every slot no process holds that has anything on the host: a
+    /// cgroup, a scratch directory, or backend state.
+    fn for_each_unheld_slot(&self, mut f: impl FnMut(&Inner, &Lease)) {
+        let inner = &self.inner;
+        let mut present: HashSet<String> = inner.cgroups.list().into_iter().collect();
+        present.extend(inner.backend.in_use());
+        if let Ok(entries) = fs::read_dir(&inner.scratch_dir) {
+            present.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
+        for pool in [&inner.exec, &inner.build] {
+            pool.for_each_unheld(|def| present.contains(&def.name), |lease| f(inner, lease));
+        }
+    }
+
+    /// Starts a jail. Returns once it is cloned; `Running::setup` tells whether it got as
+    /// far as executing the program.
+    pub fn launch(&self, launch: &Launch, io: JailIo) -> Result<Running, HostError> {
+        let inner = &self.inner;
+        let lease = inner
+            .pool(launch.kind)
+            .acquire()
+            .ok_or(HostError::Busy(launch.kind))?;
+        let slot = lease.def().clone();
+        let created = inner.cgroups.ensure(&slot.name)?;
+        {
+            let mut cached = lease
+                .cached_limits()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if created || *cached != Some(launch.limits) {
+                *cached = None;
+                inner.cgroups.set_limits(&slot.name, &launch.limits)?;
+                *cached = Some(launch.limits);
+            }
+        }
+        let oom_before = inner.cgroups.oom_kills(&slot.name)?;
+        let scratch = inner.scratch_dir.join(&slot.name);
+        let root = inner.backend.prepare(&slot.name, &scratch, launch.disk)?;
+        let spec = JailSpec {
+            name: launch.name.clone(),
+            root,
+            binds: launch.binds.clone(),
+            program: launch.program.clone(),
+            argv: launch.argv.clone(),
+            env: launch.env.clone(),
+            cwd: launch.cwd.clone(),
+            uid: slot.uid,
+            gid: slot.uid,
+            network: launch.network,
+            cgroup: inner.cgroups.join(&slot.name),
+            rlimits: rlimits(launch),
+            proc_subset_pid: launch.proc_subset_pid,
+            wait_for_go: launch.wait_for_go,
+        };
+        let root_path = crate::plan::new_root(&spec);
+        match inner.spawner.spawn(&spec, io) {
+            Ok(spawned) => Ok(Running {
+                host: self.clone(),
+                lease: Some(lease),
+                name: launch.name.clone(),
+                pid: spawned.pid,
+                pidfd: spawned.pidfd,
+                setup: Some(spawned.setup),
+                uid: slot.uid,
+                slot: slot.name,
+                root: root_path,
+                oom_before,
+                finished: false,
+            }),
+            Err(e) => {
+                let _ = inner.backend.release(&slot.name);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes the cgroups and scratch directories of every slot no process holds, and
+    /// reaps what is left in them. Jails still running keep theirs.
+    pub fn shutdown(&self) -> Result<(), HostError> {
+        let mut first_error = None;
+        self.for_each_unheld_slot(|inner, lease| {
+            let name = &lease.def().name;
+            let result = inner
+                .reap(lease.def())
+                .and_then(|()| Ok(inner.cgroups.remove(name)?))
+                .and_then(|()| {
+                    let scratch = inner.scratch_dir.join(name);
+                    match fs::remove_dir(&scratch) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(io_at("remove", &scratch)(e))
+                        }
+                        _ => Ok(()),
+                    }
+                });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        });
+        self.inner.cgroups.remove_parent_if_empty();
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// No core dumps, bounded descriptors; build jails, which write to persistent storage
+/// rather than their size-limited root, also get a bound on any one file's size.
+/// (Execution jails hit ENOSPC on their root instead of SIGXFSZ.)
+fn rlimits(launch: &Launch) -> Vec<Rlimit> {
+    let mut limits = vec![
+        Rlimit {
+            resource: Resource::Core,
+            limit: 0,
+        },
+        Rlimit {
+            resource: Resource::NoFile,
+            limit: launch.max_open_files,
+        },
+    ];
+    if launch.kind == SlotKind::Build {
+        limits.push(Rlimit {
+            resource: Resource::FileSize,
+            limit: launch.disk,
+        });
+    }
+    limits
+}
+
+impl Inner {
+    fn pool(&self, kind: SlotKind) -> &Arc<SlotPool> {
+        match kind {
+            SlotKind::Exec => &self.exec,
+            SlotKind::Build => &self.build,
+        }
+    }
+
+    /// Kills whatever runs in the slot's cgroup and undoes the slot's root.
+    fn reap(&self, slot: &SlotDef) -> Result<(), HostError> {
+        self.cgroups.kill_all(&slot.name, KILL_PATIENCE)?;
+        self.backend.release(&slot.name)?;
+        Ok(())
+    }
+}
+
+/// How a jail ended, beyond its exit status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The kernel's OOM killer killed a process of the jail (its memory limit).
+    pub oom_killed: bool,
+}
+
+/// A jail that has been cloned. Call [`Running::finish`] once its first process has been
+/// reaped; dropping it unfinished kills it, waits for it and cleans up (blocking).
+pub struct Running {
+    host: JailHost,
+    lease: Option<Lease>,
+    pub name: String,
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// The setup pipe (see [`crate::Spawned::setup`]); take it to learn whether the
+    /// program started.
+    pub setup: Option<OwnedFd>,
+    pub uid: u32,
+    pub slot: String,
+    /// Where the jail's root is assembled (visible inside the jail's mount namespace).
+    pub root: PathBuf,
+    oom_before: u64,
+    finished: bool,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl Running {
+    /// Kills the whole jail (its first process is PID 1 of its namespace).
+    pub fn kill(&self) -> std::io::Result<()> {
+        process::kill(self.pidfd.as_fd())
+    }
+
+    /// Cleans up after the first process has been reaped: kills stragglers (there should
+    /// be none), releases the root and the slot, and reports limit kills.
+    pub fn finish(mut self) -> Result<Outcome, HostError> {
+        self.finished = true;
+        self.cleanup()
+    }
+
+    fn cleanup(&mut self) -> Result<Outcome, HostError> {
+        let inner = &self.host.inner;
+        let result = inner
+            .reap(&SlotDef {
+                name: self.slot.clone(),
+                uid: self.uid,
+            })
+            .and_then(|()| {
+                let oom_after = inner.cgroups.oom_kills(&self.slot)?;
+                Ok(Outcome {
+                    oom_killed: oom_after > self.oom_before,
+                })
+            });
+        // The slot goes back only when its cgroup is known to be empty.
+        if result.is_ok() {
+            self.lease.take();
+        } else {
+            // Keep the lock until this process exits: the next owner reaps the slot.
+            std::mem::forget(self.lease.take());
+        }
+        result
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let _ = self.kill();
+        let _ = process::wait(self.pidfd.as_fd());
+        if let Err(e) = self.cleanup() {
+            tracing::error!(jail = %self.name, error = %e, "cleaning up an abandoned jail failed");
+        }
+    }
+}

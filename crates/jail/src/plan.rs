@@ -1,0 +1,325 @@
+//! The ordered list of operations that turns a freshly cloned process into a jail.
+//!
+//! The plan is plain data derived from a [`JailSpec`], so the order that security depends
+//! on (mounts before `pivot_root`, privileges dropped before `no_new_privs` and seccomp,
+//! seccomp last before `exec`) is checked by unit tests without root; `child.rs`
+//! executes it for real.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{Bind, CgroupJoin, JailSpec, Network, Rlimit, RootSpec};
+
+/// One operation in the jail's first process, in its new namespaces, as root.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// cgroup v1: move this process into a controller's cgroup.
+    JoinCgroup {
+        procs: PathBuf,
+    },
+    /// A cgroup namespace rooted at the jail's own cgroup, so that /proc/self/cgroup
+    /// shows "/" rather than the host's layout.
+    NewCgroupNamespace,
+    /// Stop mount events propagating back to the host.
+    MakeMountsPrivate,
+    MountTmpfs {
+        target: PathBuf,
+        size: u64,
+    },
+    MakeDir {
+        path: PathBuf,
+    },
+    MountOverlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
+    /// Bind a directory onto itself so that it is a mount point `pivot_root` accepts.
+    BindSelf {
+        path: PathBuf,
+    },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        writable: bool,
+    },
+    MountProc {
+        target: PathBuf,
+        subset_pid: bool,
+    },
+    SetHostname {
+        name: String,
+    },
+    /// Enter the spawner's shared, empty network namespace.
+    JoinEmptyNetwork,
+    WaitForGo,
+    PivotRoot {
+        new_root: PathBuf,
+    },
+    SetRlimits {
+        limits: Vec<Rlimit>,
+    },
+    /// Empty the capability bounding set while we still hold CAP_SETPCAP.
+    DropBoundingSet,
+    /// `setgroups`, `setresgid`, `setresuid`: from here on the process is unprivileged
+    /// and the kernel clears its capabilities.
+    SwitchUser {
+        uid: u32,
+        gid: u32,
+    },
+    /// Clear the inheritable and ambient sets too, so nothing comes back at `exec`.
+    ClearCapabilities,
+    /// Die with the host: SIGKILL when the process that owns the jail goes away. Set
+    /// after `SwitchUser`, because a credential change clears it.
+    DieWithHost,
+    NoNewPrivs,
+    Seccomp,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::JoinCgroup { procs } => write!(f, "join cgroup {}", procs.display()),
+            Step::NewCgroupNamespace => f.write_str("create cgroup namespace"),
+            Step::MakeMountsPrivate => f.write_str("make mounts private"),
+            Step::MountTmpfs { target, size } => {
+                write!(f, "mount tmpfs of {size} bytes on {}", target.display())
+            }
+            Step::MakeDir { path } => write!(f, "create directory {}", path.display()),
+            Step::MountOverlay { target, .. } => write!(f, "mount overlay on {}", target.display()),
+            Step::BindSelf { path } => write!(f, "bind {} onto itself", path.display()),
+            Step::Bind { source, target, .. } => {
+                write!(f, "bind {} on {}", source.display(), target.display())
+            }
+            Step::MountProc { target, .. } => write!(f, "mount proc on {}", target.display()),
+            Step::SetHostname { name } => write!(f, "set hostname {name}"),
+            Step::JoinEmptyNetwork => f.write_str("join the empty network namespace"),
+            Step::WaitForGo => f.write_str("wait for the host"),
+            Step::PivotRoot { new_root } => write!(f, "pivot_root into {}", new_root.display()),
+            Step::SetRlimits { .. } => f.write_str("set rlimits"),
+            Step::DropBoundingSet => f.write_str("drop the capability bounding set"),
+            Step::SwitchUser { uid, gid } => write!(f, "switch to uid {uid} gid {gid}"),
+            Step::ClearCapabilities => f.write_str("clear capabilities"),
+            Step::DieWithHost => f.write_str("set the parent-death signal"),
+            Step::NoNewPrivs => f.write_str("set no_new_privs"),
+            Step::Seccomp => f.write_str("install the seccomp filter"),
+        }
+    }
+}
+
+/// Where the new root is assembled (a directory of the host, seen only by this jail's
+/// private mount namespace).
+pub fn new_root(spec: &JailSpec) -> PathBuf {
+    match &spec.root {
+        RootSpec::Overlay { scratch, .. } => scratch.join("root"),
+        RootSpec::Dir { path } => path.clone(),
+    }
+}
+
+/// Derives the setup steps for `spec`, in the order they must run.
+pub fn plan(spec: &JailSpec) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(24);
+    if let CgroupJoin::Procs(files) = &spec.cgroup {
+        // First, so that everything the jail allocates (its tmpfs pages included) is
+        // charged to its cgroup.
+        steps.extend(files.iter().map(|procs| Step::JoinCgroup {
+            procs: procs.clone(),
+        }));
+    }
+    steps.push(Step::NewCgroupNamespace);
+    steps.push(Step::MakeMountsPrivate);
+    let root = new_root(spec);
+    match &spec.root {
+        RootSpec::Overlay {
+            lower,
+            scratch,
+            size,
+        } => {
+            steps.push(Step::MountTmpfs {
+                target: scratch.clone(),
+                size: *size,
+            });
+            for dir in ["upper", "work", "root"] {
+                steps.push(Step::MakeDir {
+                    path: scratch.join(dir),
+                });
+            }
+            steps.push(Step::MountOverlay {
+                lower: lower.clone(),
+                upper: scratch.join("upper"),
+                work: scratch.join("work"),
+                target: root.clone(),
+            });
+        }
+        RootSpec::Dir { path } => steps.push(Step::BindSelf { path: path.clone() }),
+    }
+    steps.extend(spec.binds.iter().map(
+        |Bind {
+             source,
+             target,
+             writable,
+         }| Step::Bind {
+            source: source.clone(),
+            target: inside(&root, target),
+            writable: *writable,
+        },
+    ));
+    steps.push(Step::MountProc {
+        target: root.join("proc"),
+        subset_pid: spec.proc_subset_pid,
+    });
+    steps.push(Step::SetHostname {
+        name: spec.name.clone(),
+    });
+    if spec.network == Network::None {
+        steps.push(Step::JoinEmptyNetwork);
+    }
+    if spec.wait_for_go {
+        steps.push(Step::WaitForGo);
+    }
+    steps.push(Step::PivotRoot { new_root: root });
+    steps.push(Step::SetRlimits {
+        limits: spec.rlimits.clone(),
+    });
+    steps.push(Step::DropBoundingSet);
+    steps.push(Step::SwitchUser {
+        uid: spec.uid,
+        gid: spec.gid,
+    });
+    steps.push(Step::ClearCapabilities);
+    steps.push(Step::DieWithHost);
+    steps.push(Step::NoNewPrivs);
+    steps.push(Step::Seccomp);
+    steps
+}
+
+/// `target` (absolute, inside the jail) as a path under the new root on the host side.
+fn inside(root: &Path, target: &Path) -> PathBuf {
+    root.join(target.strip_prefix("/").unwrap_or(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Program, Resource};
+
+    fn spec(root: RootSpec, network: Network) -> JailSpec {
+        JailSpec {
+            name: "sky-test".into(),
+            root,
+            binds: vec![Bind {
+                source: "/usr".into(),
+                target: "/usr".into(),
+                writable: false,
+            }],
+            program: Program::Fd,
+            argv: vec!["fn".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 1000001,
+            gid: 1000001,
+            network,
+            cgroup: CgroupJoin::Procs(vec!["/cg/memory/x/cgroup.procs".into()]),
+            rlimits: vec![Rlimit {
+                resource: Resource::Core,
+                limit: 0,
+            }],
+            proc_subset_pid: true,
+            wait_for_go: false,
+        }
+    }
+
+    fn position(steps: &[Step], pred: impl Fn(&Step) -> bool) -> usize {
+        steps.iter().position(pred).expect("step present")
+    }
+
+    #[test]
+    fn overlay_root_is_assembled_inside_the_scratch_tmpfs() {
+        let s = spec(
+            RootSpec::Overlay {
+                lower: "/base".into(),
+                scratch: "/run/j/1".into(),
+                size: 1 << 20,
+            },
+            Network::None,
+        );
+        let steps = plan(&s);
+        assert_eq!(
+            steps[0],
+            Step::JoinCgroup {
+                procs: "/cg/memory/x/cgroup.procs".into()
+            }
+        );
+        assert_eq!(steps[1], Step::NewCgroupNamespace);
+        assert_eq!(steps[2], Step::MakeMountsPrivate);
+        assert_eq!(
+            steps[3],
+            Step::MountTmpfs {
+                target: "/run/j/1".into(),
+                size: 1 << 20
+            }
+        );
+        assert!(steps.contains(&Step::MountOverlay {
+            lower: "/base".into(),
+            upper: "/run/j/1/upper".into(),
+            work: "/run/j/1/work".into(),
+            target: "/run/j/1/root".into(),
+        }));
+        assert!(steps.contains(&Step::Bind {
+            source: "/usr".into(),
+            target: "/run/j/1/root/usr".into(),
+            writable: false
+        }));
+        assert!(steps.contains(&Step::JoinEmptyNetwork));
+    }
+
+    #[test]
+    fn security_order_holds() {
+        for network in [Network::None, Network::Own, Network::Host] {
+            let mut s = spec(
+                RootSpec::Dir {
+                    path: "/btrfs/jails/1".into(),
+                },
+                network,
+            );
+            s.wait_for_go = true;
+            let steps = plan(&s);
+            let pivot = position(&steps, |s| matches!(s, Step::PivotRoot { .. }));
+            let last_mount = steps
+                .iter()
+                .rposition(|s| {
+                    matches!(
+                        s,
+                        Step::Bind { .. } | Step::MountProc { .. } | Step::BindSelf { .. }
+                    )
+                })
+                .unwrap();
+            let bounding = position(&steps, |s| *s == Step::DropBoundingSet);
+            let user = position(&steps, |s| matches!(s, Step::SwitchUser { .. }));
+            let death = position(&steps, |s| *s == Step::DieWithHost);
+            let nnp = position(&steps, |s| *s == Step::NoNewPrivs);
+            let go = position(&steps, |s| *s == Step::WaitForGo);
+            assert!(last_mount < pivot, "every mount happens before pivot_root");
+            assert!(
+                go < user,
+                "the host configures the jail while it is still root"
+            );
+            assert!(
+                pivot < bounding && bounding < user,
+                "bounding set needs CAP_SETPCAP"
+            );
+            assert!(user < death, "a uid change clears the parent-death signal");
+            assert!(user < nnp);
+            assert_eq!(
+                steps.last(),
+                Some(&Step::Seccomp),
+                "seccomp is the last step before exec"
+            );
+            assert_eq!(
+                steps.contains(&Step::JoinEmptyNetwork),
+                network == Network::None
+            );
+        }
+    }
+}

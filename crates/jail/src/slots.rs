@@ -1,0 +1,221 @@
+//! Jail slots, the unit of concurrency on a host. A slot owns a uid, a cgroup and a
+//! scratch directory, named after it. Ownership is machine-wide: an exclusive `flock` on
+//! `<run_dir>/slots/<name>.lock`, so every Sky Island process on the host (servers and
+//! `skyisland jail run` alike) shares the slots safely, and a crashed owner's slots are
+//! recognisable by their free locks and reaped by the next process that opens them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::{FlockOperation, flock};
+
+/// A slot's identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotDef {
+    /// Names the lock, the cgroup and the scratch directory.
+    pub name: String,
+    pub uid: u32,
+}
+
+#[derive(Debug)]
+struct Slot {
+    def: SlotDef,
+    lock: File,
+    /// What the cgroup is known to be set to, so unchanged limits are not rewritten.
+    limits: Mutex<Option<crate::cgroup::Limits>>,
+}
+
+/// A set of slots of one kind (execution or build).
+#[derive(Debug)]
+pub struct SlotPool {
+    slots: Vec<Slot>,
+    /// Slots not leased by this process, most recently released last (reused first:
+    /// its cgroup's and its binary's pages are warm).
+    free: Mutex<Vec<usize>>,
+}
+
+/// Exclusive use of one slot until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<SlotPool>,
+    index: usize,
+}
+
+impl SlotPool {
+    pub fn open(lock_dir: &Path, defs: Vec<SlotDef>) -> io::Result<Arc<SlotPool>> {
+        fs::create_dir_all(lock_dir)?;
+        let mut slots = Vec::with_capacity(defs.len());
+        for def in defs {
+            let path = lock_dir.join(format!("{}.lock", def.name));
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            slots.push(Slot {
+                def,
+                lock,
+                limits: Mutex::new(None),
+            });
+        }
+        let free = (0..slots.len()).rev().collect();
+        Ok(Arc::new(SlotPool {
+            slots,
+            free: Mutex::new(free),
+        }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Leases a free slot, skipping those another process holds; `None` if all are taken.
+    pub fn acquire(self: &Arc<Self>) -> Option<Lease> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in (0..free.len()).rev() {
+            let index = free[attempt];
+            if flock(
+                &self.slots[index].lock,
+                FlockOperation::NonBlockingLockExclusive,
+            )
+            .is_ok()
+            {
+                free.remove(attempt);
+                return Some(Lease {
+                    pool: Arc::clone(self),
+                    index,
+                });
+            }
+        }
+        None
+    }
+
+    /// Leases, one after the other, every slot no process holds for which `wanted` is true,
+    /// and calls `f` with each: for reaping what a crashed owner left, and for cleaning up
+    /// at shutdown.
+    pub fn for_each_unheld(
+        self: &Arc<Self>,
+        wanted: impl Fn(&SlotDef) -> bool,
+        mut f: impl FnMut(&Lease),
+    ) {
+        let candidates: Vec<usize> = self.free.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let candidates = candidates
+            .into_iter()
+            .filter(|&i| wanted(&self.slots[i].def));
+        for index in candidates {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(position) = free.iter().position(|&i| i == index) else {
+                continue;
+            };
+            if flock(
+                &self.slots[index].lock,
+                FlockOperation::NonBlockingLockExclusive,
+            )
+            .is_err()
+            {
+                continue;
+            }
+            free.remove(position);
+            drop(free);
+            let lease = Lease {
+                pool: Arc::clone(self),
+                index,
+            };
+            f(&lease);
+        }
+    }
+}
+
+impl Lease {
+    pub fn def(&self) -> &SlotDef {
+        &self.pool.slots[self.index].def
+    }
+
+    /// The limits last written to this slot's cgroup by this process.
+    pub(crate) fn cached_limits(&self) -> &Mutex<Option<crate::cgroup::Limits>> {
+        &self.pool.slots[self.index].limits
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let slot = &self.pool.slots[self.index];
+        // Unlocking a lock we hold cannot fail in a way we could act on.
+        let _ = flock(&slot.lock, FlockOperation::Unlock);
+        self.pool
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defs(n: u32) -> Vec<SlotDef> {
+        (0..n)
+            .map(|i| SlotDef {
+                name: format!("exec-{}", 100 + i),
+                uid: 100 + i,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leases_are_exclusive_across_pools_like_across_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SlotPool::open(dir.path(), defs(2)).unwrap();
+        let b = SlotPool::open(dir.path(), defs(2)).unwrap();
+        let a1 = a.acquire().unwrap();
+        let b1 = b.acquire().unwrap();
+        assert_ne!(
+            a1.def(),
+            b1.def(),
+            "separate open files conflict like separate processes"
+        );
+        assert!(a.acquire().is_none());
+        assert!(b.acquire().is_none());
+        drop(a1);
+        let b2 = b.acquire().expect("released by a");
+        assert_ne!(b2.def(), b1.def());
+    }
+
+    #[test]
+    fn the_most_recently_released_slot_is_reused_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SlotPool::open(dir.path(), defs(3)).unwrap();
+        let first = pool.acquire().unwrap();
+        let name = first.def().name.clone();
+        assert_eq!(name, "exec-100");
+        drop(first);
+        assert_eq!(pool.acquire().unwrap().def().name, name);
+    }
+
+    #[test]
+    fn for_each_unheld_skips_leased_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SlotPool::open(dir.path(), defs(3)).unwrap();
+        let other = SlotPool::open(dir.path(), defs(3)).unwrap();
+        let held = other.acquire().unwrap();
+        let mut seen = Vec::new();
+        pool.for_each_unheld(
+            |def| def.uid != 101,
+            |lease| seen.push(lease.def().name.clone()),
+        );
+        assert_eq!(
+            seen.len(),
+            1,
+            "one held elsewhere, one not wanted: {seen:?}"
+        );
+        assert!(!seen.contains(&held.def().name));
+        assert_eq!(pool.acquire().map(|l| l.def().name.clone()).is_some(), true);
+    }
+}

@@ -1,0 +1,427 @@
+//! The spawner: a small single-threaded helper process that creates every jail.
+//!
+//! Forking a big multi-threaded server is slow (its page tables are copied) and unsafe
+//! between fork and exec, so the server instead forks this helper once, at start-up
+//! while it is still small and single-threaded, and sends it one request per jail over
+//! a `SOCK_SEQPACKET` socket, with the jail's descriptors attached (`SCM_RIGHTS`). The
+//! helper `clone3`s the jail with `CLONE_PARENT`, so the jail is the *server's* child:
+//! the server gets its pidfd back and waits on it directly. The helper keeps the one
+//! shared empty network namespace and the compiled seccomp policy.
+//!
+//! Invariant: the helper never starts a thread, which is what makes allocating in the
+//! cloned child safe.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::child::{self, Context, Fds};
+use crate::plan;
+use crate::seccomp::Policy;
+use crate::spec::{CgroupJoin, JailSpec, Network};
+use crate::sys::{self, Cloned};
+
+const MAX_MESSAGE: usize = 256 * 1024;
+const MAX_FDS: usize = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("the jail spawner must be started while the process is single-threaded")]
+    Threads,
+    #[error("cannot start the jail spawner: {0}")]
+    Start(String),
+    #[error("the jail spawner is gone: {0}")]
+    Gone(io::Error),
+    #[error("invalid jail: {0}")]
+    Invalid(String),
+    #[error("cannot create the jail: {0}")]
+    Clone(String),
+}
+
+/// Descriptors the jailed program gets, and the ones that steer its start.
+#[derive(Debug)]
+pub struct JailIo {
+    /// Standard input; `/dev/null` when `None`.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// The program, for [`crate::spec::Program::Fd`].
+    pub exec: Option<OwnedFd>,
+    /// Read end of the pipe the host writes to when the jail may go on
+    /// ([`JailSpec::wait_for_go`]).
+    pub go: Option<OwnedFd>,
+}
+
+/// A jail that has been cloned; it is setting itself up or already running.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    /// Pollable: readable once the jail's first process has exited.
+    pub pidfd: OwnedFd,
+    /// Read end of the setup pipe: end-of-file once the program is executing, or the
+    /// reason setup failed.
+    pub setup: OwnedFd,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    spec: JailSpec,
+    has_stdin: bool,
+    has_exec: bool,
+    has_go: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Ready,
+    Spawned { pid: i32 },
+    Failed { error: String },
+}
+
+/// The server's end of the spawner.
+#[derive(Debug)]
+pub struct Spawner {
+    conn: Mutex<Option<OwnedFd>>,
+    pid: rustix::process::Pid,
+}
+
+impl Spawner {
+    /// Forks the helper. Call it while the process is still single-threaded (before an
+    /// async runtime starts), from the thread that lives as long as the jails: their
+    /// parent-death signal is tied to it.
+    pub fn start() -> Result<Spawner, SpawnError> {
+        let start = |what: &str, e: io::Error| SpawnError::Start(format!("{what}: {e}"));
+        if sys::thread_count().map_err(|e| start("count threads", e))? != 1 {
+            return Err(SpawnError::Threads);
+        }
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| start("socketpair", e.into()))?;
+        let parent = rustix::process::getpid();
+        // SAFETY: checked above that this process has a single thread.
+        match unsafe { sys::fork() }.map_err(|e| start("fork", e))? {
+            None => {
+                drop(ours);
+                let code = match serve(theirs, parent) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("skyisland spawner: {e}");
+                        1
+                    }
+                };
+                sys::exit_now(code)
+            }
+            Some(pid) => {
+                drop(theirs);
+                let spawner = Spawner {
+                    conn: Mutex::new(Some(ours)),
+                    pid,
+                };
+                let guard = spawner.conn.lock().expect("fresh mutex");
+                let conn = guard.as_ref().expect("just set");
+                let (reply, _) = receive(conn.as_fd()).map_err(|e| start("handshake", e))?;
+                drop(guard);
+                match reply {
+                    Reply::Ready => Ok(spawner),
+                    Reply::Failed { error } => Err(SpawnError::Start(error)),
+                    Reply::Spawned { .. } => Err(SpawnError::Start("unexpected handshake".into())),
+                }
+            }
+        }
+    }
+
+    /// Creates a jail. Returns as soon as it is cloned; its setup runs concurrently.
+    pub fn spawn(&self, spec: &JailSpec, io: JailIo) -> Result<Spawned, SpawnError> {
+        spec.validate().map_err(SpawnError::Invalid)?;
+        let (setup_read, setup_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| SpawnError::Gone(e.into()))?;
+        let request = Request {
+            spec: spec.clone(),
+            has_stdin: io.stdin.is_some(),
+            has_exec: io.exec.is_some(),
+            has_go: io.go.is_some(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| SpawnError::Invalid(e.to_string()))?;
+        if body.len() > MAX_MESSAGE {
+            return Err(SpawnError::Invalid(format!(
+                "jail request of {} bytes is too large",
+                body.len()
+            )));
+        }
+        let mut fds: Vec<BorrowedFd<'_>> =
+            vec![io.stdout.as_fd(), io.stderr.as_fd(), setup_write.as_fd()];
+        fds.extend(
+            [&io.stdin, &io.exec, &io.go]
+                .into_iter()
+                .flatten()
+                .map(|fd| fd.as_fd()),
+        );
+
+        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| SpawnError::Gone(io::ErrorKind::NotConnected.into()))?;
+        send(conn.as_fd(), &body, &fds).map_err(SpawnError::Gone)?;
+        let (reply, mut fds) = receive(conn.as_fd()).map_err(SpawnError::Gone)?;
+        drop(guard);
+        match reply {
+            Reply::Spawned { pid } if fds.len() == 1 => Ok(Spawned {
+                pid,
+                pidfd: fds.remove(0),
+                setup: setup_read,
+            }),
+            Reply::Failed { error } => Err(SpawnError::Clone(error)),
+            _ => Err(SpawnError::Gone(io::Error::other("malformed reply"))),
+        }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // Closing our end is the helper's signal to exit.
+        drop(self.conn.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+    }
+}
+
+fn send(conn: BorrowedFd<'_>, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("too many descriptors"));
+    }
+    let sent = rustix::net::sendmsg(
+        conn,
+        &[IoSlice::new(body)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if sent != body.len() {
+        return Err(io::Error::other("short send"));
+    }
+    Ok(())
+}
+
+fn receive<T: for<'de> Deserialize<'de>>(conn: BorrowedFd<'_>) -> io::Result<(T, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = loop {
+        match rustix::net::recvmsg(
+            conn,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.bytes == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if msg
+        .flags
+        .contains(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
+    {
+        return Err(io::Error::other("truncated message"));
+    }
+    let value = serde_json::from_slice(&buf[..msg.bytes]).map_err(io::Error::other)?;
+    Ok((value, fds))
+}
+
+/// Everything the helper keeps for its whole life.
+struct Helper {
+    conn: OwnedFd,
+    host: OwnedFd,
+    empty_netns: OwnedFd,
+    policy: Policy,
+}
+
+/// The helper's main loop: one jail per request until the server closes the socket.
+fn serve(conn: OwnedFd, parent: rustix::process::Pid) -> io::Result<()> {
+    let helper = match prepare(conn, parent) {
+        Ok(helper) => helper,
+        Err((conn, error)) => {
+            let body = serde_json::to_vec(&Reply::Failed {
+                error: error.clone(),
+            })
+            .map_err(io::Error::other)?;
+            let _ = send(conn.as_fd(), &body, &[]);
+            return Err(io::Error::other(error));
+        }
+    };
+    send(
+        helper.conn.as_fd(),
+        &serde_json::to_vec(&Reply::Ready).map_err(io::Error::other)?,
+        &[],
+    )?;
+    loop {
+        let (request, fds) = match receive::<Request>(helper.conn.as_fd()) {
+            Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let (reply, pidfd) = match helper.spawn(request, fds) {
+            Ok((pid, pidfd)) => (Reply::Spawned { pid }, Some(pidfd)),
+            Err(error) => (Reply::Failed { error }, None),
+        };
+        let body = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+        let fds: Vec<BorrowedFd<'_>> = pidfd.iter().map(|fd| fd.as_fd()).collect();
+        send(helper.conn.as_fd(), &body, &fds)?;
+    }
+}
+
+fn prepare(conn: OwnedFd, parent: rustix::process::Pid) -> Result<Helper, (OwnedFd, String)> {
+    let fail = |conn, e: String| Err((conn, e));
+    // Keep only the socket and stderr of what the fork inherited: no listening sockets,
+    // no pipes whose readers would wait for us.
+    let conn = match sys::keep_only(conn) {
+        Ok(conn) => conn,
+        Err((conn, e)) => return fail(conn, format!("close inherited descriptors: {e}")),
+    };
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        return fail(conn, format!("parent-death signal: {e}"));
+    }
+    if rustix::process::getppid() != Some(parent) {
+        return fail(conn, "the server exited before the spawner started".into());
+    }
+    let host = match rustix::process::pidfd_open(parent, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => return fail(conn, format!("pidfd_open of the server: {e}")),
+    };
+    // Rust ignores SIGPIPE; ignored signals stay ignored across exec, and jailed programs
+    // should start with the default.
+    sys::default_signal(libc::SIGPIPE);
+    let policy = match Policy::compile() {
+        Ok(policy) => policy,
+        Err(e) => return fail(conn, e),
+    };
+    let empty_netns = match empty_network_namespace() {
+        Ok(fd) => fd,
+        Err(e) => return fail(conn, format!("empty network namespace: {e}")),
+    };
+    Ok(Helper {
+        conn,
+        host,
+        empty_netns,
+        policy,
+    })
+}
+
+/// A network namespace with nothing in it (not even loopback up), shared by every jail
+/// that has no network: joining one costs nothing, creating one per jail ~0.4 ms.
+fn empty_network_namespace() -> io::Result<OwnedFd> {
+    let open = || {
+        rustix::fs::open(
+            "/proc/thread-self/ns/net",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let host = open()?;
+    sys::unshare_network_namespace()?;
+    let empty = open()?;
+    rustix::thread::move_into_link_name_space(
+        host.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    Ok(empty)
+}
+
+impl Helper {
+    fn spawn(&self, request: Request, mut fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), String> {
+        let expected = 3
+            + usize::from(request.has_stdin)
+            + usize::from(request.has_exec)
+            + usize::from(request.has_go);
+        if fds.len() != expected {
+            return Err(format!(
+                "expected {expected} descriptors, got {}",
+                fds.len()
+            ));
+        }
+        let mut optional = |present: bool| {
+            if present {
+                Some(fds.pop().expect("counted"))
+            } else {
+                None
+            }
+        };
+        // Attached in the order stdout, stderr, setup, [stdin], [exec], [go].
+        let go = optional(request.has_go);
+        let exec = optional(request.has_exec);
+        let stdin = optional(request.has_stdin);
+        let setup = fds.pop().expect("counted");
+        let stderr = fds.pop().expect("counted");
+        let stdout = fds.pop().expect("counted");
+
+        let spec = request.spec;
+        spec.validate()?;
+        let steps = plan::plan(&spec);
+        let mut flags = (libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_PARENT) as u64;
+        if spec.network == Network::Own {
+            flags |= libc::CLONE_NEWNET as u64;
+        }
+        let cgroup = match &spec.cgroup {
+            CgroupJoin::Into(dir) => Some(
+                rustix::fs::open(
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("open cgroup {}: {e}", dir.display()))?,
+            ),
+            CgroupJoin::Procs(_) => None,
+        };
+        // SAFETY: the helper is single-threaded (module invariant).
+        match unsafe { sys::clone3(flags, cgroup.as_ref().map(|fd| fd.as_fd())) } {
+            Ok(Cloned::Child) => {
+                let ctx = Context {
+                    empty_netns: self.empty_netns.as_fd(),
+                    host: self.host.as_fd(),
+                    policy: &self.policy,
+                };
+                child::run(
+                    &spec,
+                    &steps,
+                    Fds {
+                        stdin,
+                        stdout,
+                        stderr,
+                        setup,
+                        exec,
+                        go,
+                    },
+                    &ctx,
+                )
+            }
+            Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
+            Err(e) => Err(format!("clone3: {e}")),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Runs jails from async code. [`Jails::run`] launches one jail through the synchronous
+//! jail crate, then waits on its pidfd and output pipes in the tokio event loop (no thread
+//! per jail), enforcing the timeout and the output bound, honouring kill requests from the
+//! admin API, and reporting how it ended. Dropping the future kills the jail and cleans up.
+
+pub mod machine;
+mod registry;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use skyisland_config::Config;
+use skyisland_jail::{ExitStatus, HostError, JailHost, JailIo, Launch, SlotKind};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::Notify;
+
+pub use machine::MachineError;
+pub use registry::{JailInfo, JailState, LimitsInfo, Registry};
+
+/// How a jail ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The program exited (or was killed by a signal) on its own.
+    Exited,
+    /// It ran past its timeout and was killed.
+    TimedOut,
+    /// It wrote more than its output bound and was killed.
+    OutputLimit,
+    /// The kernel's OOM killer killed it at its memory limit.
+    MemoryLimit,
+    /// An administrator (or shutdown) killed it.
+    Killed,
+}
+
+/// Where a jail's standard output and error go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Kept in [`RunReport`], up to the output bound.
+    Capture,
+    /// Copied through to this process's own stdout and stderr as it arrives
+    /// (`skyisland jail run`); still counted against the bound.
+    PassThrough,
+}
+
+/// One jail to run.
+#[derive(Debug)]
+pub struct RunRequest {
+    /// What to run; `launch.name` is replaced by the jail's generated name.
+    pub launch: Launch,
+    /// Shown in the admin API.
+    pub label: String,
+    pub timeout: Duration,
+    /// Bytes of stdout and stderr together before the jail is killed.
+    pub output_limit: u64,
+    pub output: Output,
+    /// The program, for [`skyisland_jail::Program::Fd`].
+    pub exec: Option<OwnedFd>,
+}
+
+/// What a jail did.
+#[derive(Debug)]
+pub struct RunReport {
+    pub id: String,
+    pub end: End,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The jail was created but could not execute its program.
+    #[error("jail setup failed: {0}")]
+    Setup(String),
+    #[error("{0}: {1}")]
+    Io(&'static str, io::Error),
+}
+
+/// This host's jails, for async callers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Jails {
+    host: JailHost,
+    registry: Registry,
+}
+
+impl Jails {
+    /// Opens the jail machinery (starting the spawner and reaping orphans). Call before
+    /// starting the async runtime's threads or from a thread that lives as long as the
+    /// jails (their parent-death signal is tied to it).
+    pub fn open(config: &Config) -> Result<Jails, OpenError> {
+        let host = JailHost::open(machine::host_config(config)?)?;
+        Ok(Jails {
+            host,
+            registry: Registry::default(),
+        })
+    }
+
+    pub fn host(&self) -> &JailHost {
+        &self.host
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Kills every running jail and waits (up to `patience`) until they are gone, then
+    /// removes the slots' cgroups and directories.
+    pub async fn shutdown(&self, patience: Duration) -> Result<(), HostError> {
+        self.registry.kill_all();
+        let deadline = Instant::now() + patience;
+        while !self.registry.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.shutdown())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Runs one jail to its end.
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
+        let RunRequest {
+            mut launch,
+            label,
+            timeout,
+            output_limit,
+            output,
+            exec,
+        } = request;
+        let id = new_id();
+        launch.name = format!("sky-{id}");
+        let (out_read, out_write) = pipe_pair()?;
+        let (err_read, err_write) = pipe_pair()?;
+        let io = JailIo {
+            stdin: None,
+            stdout: out_write,
+            stderr: err_write,
+            exec,
+            go: None,
+        };
+        let started = Instant::now();
+        let host = self.host.clone();
+        let blocking_launch = launch.clone();
+        let mut running = tokio::task::spawn_blocking(move || host.launch(&blocking_launch, io))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+
+        let kill = Arc::new(Notify::new());
+        let _listed = self.registry.insert(
+            JailInfo {
+                id: id.clone(),
+                name: launch.name.clone(),
+                hostname: launch.name.clone(),
+                kind: match launch.kind {
+                    SlotKind::Exec => "exec",
+                    SlotKind::Build => "build",
+                },
+                label,
+                path: running.root.display().to_string(),
+                pid: running.pid,
+                uid: running.uid,
+                slot: running.slot.clone(),
+                state: JailState::Starting,
+                started_at_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                limits: LimitsInfo {
+                    memory_bytes: launch.limits.memory,
+                    pids: launch.limits.pids,
+                    cpus: launch.limits.cpu,
+                    disk_bytes: launch.disk,
+                    timeout_ms: timeout.as_millis() as u64,
+                    output_bytes: output_limit,
+                },
+                ip4: None,
+            },
+            Arc::clone(&kill),
+        );
+
+        let setup = running.setup.take().expect("launch returns the setup pipe");
+        let pidfd = running
+            .pidfd
+            .try_clone()
+            .map_err(|e| RunError::Io("dup pidfd", e))?;
+        // SAFETY: the AsyncFd owns this OwnedFd (a duplicate of the jail's pidfd) and
+        // nothing else closes or replaces it while it is registered.
+        let exited = unsafe { AsyncFd::register(pidfd) }
+            .map_err(|e| RunError::Io("watch pidfd", e.into()))?;
+        let deadline = tokio::time::sleep_until((started + timeout).into());
+        tokio::pin!(deadline);
+
+        // Setup: end-of-file on the setup pipe means the program is executing.
+        let mut setup =
+            pipe::Receiver::from_owned_fd(setup).map_err(|e| RunError::Io("setup pipe", e))?;
+        let mut reason = Vec::new();
+        tokio::select! {
+            read = setup.read_to_end(&mut reason) => { read.map_err(|e| RunError::Io("setup pipe", e))?; }
+            () = &mut deadline => reason.extend_from_slice(b"timed out while setting up the jail"),
+        }
+        if !reason.is_empty() {
+            running.kill().map_err(|e| RunError::Io("kill", e))?;
+            let _ = exited.readable().await;
+            skyisland_jail::process::wait(exited.get_ref().as_fd())
+                .map_err(|e| RunError::Io("wait", e))?;
+            finish(running).await?;
+            return Err(RunError::Setup(
+                String::from_utf8_lossy(&reason).into_owned(),
+            ));
+        }
+        self.registry
+            .update(&id, |info| info.state = JailState::Running);
+
+        let mut stdout =
+            pipe::Receiver::from_owned_fd(out_read).map_err(|e| RunError::Io("stdout pipe", e))?;
+        let mut stderr =
+            pipe::Receiver::from_owned_fd(err_read).map_err(|e| RunError::Io("stderr pipe", e))?;
+        let mut sink = Sink::new(output, output_limit);
+        let (mut out_open, mut err_open) = (true, true);
+        let mut status = None;
+        let mut end = End::Exited;
+        let (mut out_buf, mut err_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+        while status.is_none() || out_open || err_open {
+            tokio::select! {
+                ready = exited.readable(), if status.is_none() => {
+                    let mut guard = ready.map_err(|e| RunError::Io("wait", e))?;
+                    match skyisland_jail::process::try_wait(exited.get_ref().as_fd()) {
+                        Ok(Some(s)) => status = Some(s),
+                        Ok(None) => guard.clear_ready(),
+                        Err(e) => return Err(RunError::Io("wait", e)),
+                    }
+                }
+                read = stdout.read(&mut out_buf), if out_open => match read {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => if !sink.take(Stream::Out, &out_buf[..n]).await && end == End::Exited {
+                        end = End::OutputLimit;
+                        running.kill().map_err(|e| RunError::Io("kill", e))?;
+                    },
+                },
+                read = stderr.read(&mut err_buf), if err_open => match read {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => if !sink.take(Stream::Err, &err_buf[..n]).await && end == End::Exited {
+                        end = End::OutputLimit;
+                        running.kill().map_err(|e| RunError::Io("kill", e))?;
+                    },
+                },
+                () = &mut deadline, if end == End::Exited && status.is_none() => {
+                    end = End::TimedOut;
+                    running.kill().map_err(|e| RunError::Io("kill", e))?;
+                }
+                () = kill.notified(), if end == End::Exited && status.is_none() => {
+                    end = End::Killed;
+                    running.kill().map_err(|e| RunError::Io("kill", e))?;
+                }
+            }
+        }
+        let status = status.expect("loop ends after the jail exited");
+        let duration = started.elapsed();
+        let outcome = finish(running).await?;
+        if outcome.oom_killed && end == End::Exited && status == ExitStatus::Signaled(9) {
+            end = End::MemoryLimit;
+        }
+        Ok(RunReport {
+            id,
+            end,
+            status,
+            stdout: sink.stdout,
+            stderr: sink.stderr,
+            duration,
+        })
+    }
+}
+
+/// Why [`Jails::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+async fn finish(running: skyisland_jail::Running) -> Result<skyisland_jail::Outcome, HostError> {
+    tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RunError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| RunError::Io("pipe", e.into()))
+}
+
+/// A short random id, unique among the jails of a host for all practical purposes.
+fn new_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// Collects or passes through a jail's output, up to a bound on both streams together.
+struct Sink {
+    mode: Output,
+    left: u64,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Sink {
+    fn new(mode: Output, limit: u64) -> Sink {
+        Sink {
+            mode,
+            left: limit,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Keeps what fits; false once the bound is exceeded.
+    async fn take(&mut self, stream: Stream, data: &[u8]) -> bool {
+        let fits = data
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        self.left -= fits as u64;
+        let kept = &data[..fits];
+        match (self.mode, stream) {
+            (Output::Capture, Stream::Out) => self.stdout.extend_from_slice(kept),
+            (Output::Capture, Stream::Err) => self.stderr.extend_from_slice(kept),
+            // The jail's output goes on even if our own stdout is gone (a closed pipe).
+            (Output::PassThrough, Stream::Out) => {
+                let mut out = tokio::io::stdout();
+                let _ = out.write_all(kept).await;
+                let _ = out.flush().await;
+            }
+            (Output::PassThrough, Stream::Err) => {
+                let mut err = tokio::io::stderr();
+                let _ = err.write_all(kept).await;
+                let _ = err.flush().await;
+            }
+        }
+        fits == data.len()
+    }
+}

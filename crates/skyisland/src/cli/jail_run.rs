@@ -1,0 +1,174 @@
+//! `skyisland jail run`: a host program in a fresh jail, its output and status passed
+//! through. The program is executed from a descriptor, so it needs no copy in the jail;
+//! a dynamically linked one also gets the host's /usr, read-only, for its libraries.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use skyisland_jail::{Bind, Launch, Limits, Network, Program, SlotKind};
+use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
+
+use super::{JailRunArgs, load};
+
+pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
+    let config = load(args.config)?;
+    skyisland_runner::machine::require_root("jail run")?;
+    if args.net {
+        bail!("--net: jail networking is not configured on this build");
+    }
+    let (program_path, program) = open_program(&args.program[0])?;
+    let dynamic = needs_loader(&program_path)?;
+    skyisland_runner::machine::init(&config)?;
+    // Before any runtime thread: the jails' parent-death signal is tied to this thread.
+    let jails = Jails::open(&config)?;
+
+    let j = &config.jails;
+    let memory = args.memory.unwrap_or(j.memory_limit).bytes();
+    let disk = args.disk.unwrap_or(j.disk_limit).bytes();
+    let timeout = args.timeout.unwrap_or(j.exec_timeout).get();
+    let launch = Launch {
+        kind: SlotKind::Exec,
+        name: String::new(),
+        // The jail's tmpfs is charged to its memory cgroup: room for both.
+        limits: Limits {
+            memory: memory + disk,
+            pids: args.pids.unwrap_or(j.pids_limit),
+            cpu: j.cpu_limit,
+        },
+        disk,
+        program: Program::Fd,
+        argv: args.program.clone(),
+        env: vec![
+            "PATH=/usr/bin:/bin".into(),
+            "HOME=/tmp".into(),
+            "TMPDIR=/tmp".into(),
+        ],
+        cwd: "/tmp".into(),
+        binds: if dynamic {
+            vec![Bind {
+                source: "/usr".into(),
+                target: "/usr".into(),
+                writable: false,
+            }]
+        } else {
+            Vec::new()
+        },
+        network: Network::None,
+        proc_subset_pid: false,
+        wait_for_go: false,
+        max_open_files: 1024,
+    };
+    let request = RunRequest {
+        launch,
+        label: args.program.join(" "),
+        timeout,
+        output_limit: j.output_limit.bytes(),
+        output: Output::PassThrough,
+        exec: Some(program),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let report = jails.run(request).await;
+        jails.shutdown(std::time::Duration::from_secs(5)).await?;
+        anyhow::Ok(report)
+    })?;
+    let report = match result {
+        Ok(report) => report,
+        Err(RunError::Setup(reason)) => bail!("{reason}"),
+        Err(e) => return Err(e.into()),
+    };
+    let code = match report.end {
+        End::Exited => report.status.code(),
+        End::TimedOut => {
+            eprintln!(
+                "skyisland: killed: the jail ran longer than its {} timeout",
+                humanize(timeout)
+            );
+            124
+        }
+        End::MemoryLimit => {
+            eprintln!("skyisland: killed: the jail exceeded its memory limit ({memory} bytes)");
+            137
+        }
+        End::OutputLimit => {
+            eprintln!(
+                "skyisland: killed: the jail wrote more than its output limit ({})",
+                j.output_limit
+            );
+            137
+        }
+        End::Killed => {
+            eprintln!("skyisland: killed by an administrator");
+            137
+        }
+    };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    skyisland_config::Span(d).to_string()
+}
+
+/// Finds `name` like a shell would (a path if it has a slash, else on PATH) and opens it.
+fn open_program(name: &str) -> anyhow::Result<(PathBuf, OwnedFd)> {
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![PathBuf::from(name)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for path in candidates {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o111 == 0 {
+                bail!("{} is not executable", path.display());
+            }
+            let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            return Ok((path, file.into()));
+        }
+    }
+    bail!("program {name:?} not found")
+}
+
+/// Whether an ELF executable names a program interpreter (the dynamic loader).
+fn needs_loader(path: &Path) -> anyhow::Result<bool> {
+    const PT_INTERP: u32 = 3;
+    let mut data = Vec::new();
+    File::open(path)?.take(64 * 1024).read_to_end(&mut data)?;
+    let bytes = |at: usize, n: usize| data.get(at..at + n);
+    if bytes(0, 4) != Some(b"\x7fELF") {
+        // A script: its interpreter lives in /usr.
+        return Ok(true);
+    }
+    if data.get(4) != Some(&2) || data.get(5) != Some(&1) {
+        bail!(
+            "{} is not a 64-bit little-endian ELF executable",
+            path.display()
+        );
+    }
+    let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64_at =
+        |at| bytes(at, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        bail!("{} has a truncated ELF header", path.display());
+    };
+    Ok((0..phnum).any(|i| {
+        bytes(phoff + i * phentsize, 4)
+            .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == PT_INTERP)
+    }))
+}

@@ -1,0 +1,114 @@
+//! Command-line parsing and the commands. Each command turns its errors into one line on
+//! stderr and a non-zero exit status.
+
+mod jail_run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use skyisland_config::{Config, Size, Span};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "skyisland",
+    version,
+    about = "Functions from git repositories, run in fresh copy-on-write jails"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lay down the base root filesystem and its snapshot (idempotent).
+    Init {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run programs in jails by hand.
+    Jail {
+        #[command(subcommand)]
+        command: JailCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JailCommand {
+    /// Copy a host program into a fresh jail and run it; its output and exit status pass
+    /// through. A timeout exits 124; a kill by another limit exits 137.
+    Run(JailRunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct JailRunArgs {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Memory limit, e.g. "256MiB" (default: jails.memory_limit).
+    #[arg(long)]
+    memory: Option<Size>,
+    /// Maximum number of processes and threads (default: jails.pids_limit).
+    #[arg(long)]
+    pids: Option<u32>,
+    /// Wall-clock limit, e.g. "5s" (default: jails.exec_timeout).
+    #[arg(long)]
+    timeout: Option<Span>,
+    /// Writable space, e.g. "64MiB" (default: jails.disk_limit).
+    #[arg(long)]
+    disk: Option<Size>,
+    /// Give the jail a network of its own.
+    #[arg(long)]
+    net: bool,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROGRAM [ARGS]...")]
+    program: Vec<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init { config } => init(config),
+        Command::Jail {
+            command: JailCommand::Run(args),
+        } => jail_run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("skyisland: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(Config::load(path.as_deref())?)
+}
+
+fn init(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    skyisland_runner::machine::require_root("init")?;
+    let created = skyisland_runner::machine::init(&config)?;
+    println!(
+        "{} base root filesystem ({} backend)",
+        if created {
+            "laid down the"
+        } else {
+            "already have the"
+        },
+        match config.storage.backend {
+            skyisland_config::Backend::Overlay => "overlay",
+            skyisland_config::Backend::Btrfs => "btrfs",
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
