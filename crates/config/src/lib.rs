@@ -47,6 +47,7 @@ pub struct Config {
     pub cgroup: Cgroup,
     pub git: Git,
     pub go: Go,
+    pub limits: RequestLimits,
 }
 
 impl Default for Config {
@@ -61,6 +62,7 @@ impl Default for Config {
             cgroup: Cgroup::default(),
             git: Git::default(),
             go: Go::default(),
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -222,6 +224,25 @@ impl Default for Go {
     }
 }
 
+/// Bounds on what requests may ask of the server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLimits {
+    /// Largest request body accepted.
+    pub max_body: Size,
+    /// Work (builds, executions) that may wait for a free slot; more is refused with 503.
+    pub max_queue: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body: Size::kib(64),
+            max_queue: 256,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a configuration file, or returns the embedded defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -336,6 +357,12 @@ impl Config {
             if from.is_empty() || to.is_empty() {
                 return bad("git.url_rewrite entries must not be empty".into());
             }
+        }
+        if self.limits.max_body < Size::kib(1) {
+            return bad(format!(
+                "limits.max_body must be at least 1KiB, not {}",
+                self.limits.max_body
+            ));
         }
         for (key, path) in [("data_dir", &self.data_dir), ("run_dir", &self.run_dir)] {
             if !path.is_absolute() {

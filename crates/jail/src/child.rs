@@ -243,6 +243,16 @@ fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::
 /// Bind-mounts `source` on `target`, then makes it read-only unless `writable`; never
 /// setuid or device files through a bind.
 fn bind(source: &Path, target: &Path, writable: bool) -> std::io::Result<()> {
+    // The mount point may not exist in the base (e.g. a directory local clones come
+    // from); it is created in this jail's own writable root.
+    if std::fs::symlink_metadata(target).is_err() {
+        if source.is_dir() {
+            std::fs::create_dir_all(target)?;
+        } else {
+            std::fs::create_dir_all(target.parent().unwrap_or(Path::new("/")))?;
+            std::fs::File::create(target)?;
+        }
+    }
     rustix::mount::mount_bind(source, target)?;
     let mut flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
     if !writable {

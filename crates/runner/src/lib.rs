@@ -110,6 +110,21 @@ impl Jails {
         &self.registry
     }
 
+    /// What the health check reports of the jail machinery.
+    pub fn summary(&self) -> Summary {
+        use skyisland_jail::CloneBackend;
+        Summary {
+            running: self.registry.len(),
+            capacity: self.host.capacity(SlotKind::Exec),
+            build_capacity: self.host.capacity(SlotKind::Build),
+            backend: self.host.backend().name(),
+            cgroup: match self.host.cgroups().version() {
+                skyisland_jail::CgroupVersion::V1 => "v1",
+                skyisland_jail::CgroupVersion::V2 => "v2",
+            },
+        }
+    }
+
     /// Kills every running jail and waits (up to `patience`) until they are gone, then
     /// removes the slots' cgroups and directories.
     pub async fn shutdown(&self, patience: Duration) -> Result<(), HostError> {
@@ -275,6 +290,16 @@ impl Jails {
             duration,
         })
     }
+}
+
+/// The jail machinery at a glance.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    pub running: usize,
+    pub capacity: usize,
+    pub build_capacity: usize,
+    pub backend: &'static str,
+    pub cgroup: &'static str,
 }
 
 /// Why [`Jails::open`] failed.

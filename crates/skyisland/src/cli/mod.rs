@@ -2,6 +2,7 @@
 //! stderr and a non-zero exit status.
 
 mod jail_run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP API server (initialising the base root filesystem if needed).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Lay down the base root filesystem and its snapshot (idempotent).
     Init {
         #[arg(long, short)]
@@ -68,6 +74,7 @@ struct JailRunArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { config } => serve::run(config),
         Command::Init { config } => init(config),
         Command::Jail {
             command: JailCommand::Run(args),

@@ -1,0 +1,3 @@
+module skyisland.local/gen
+
+go 1.18

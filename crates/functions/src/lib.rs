@@ -1,0 +1,610 @@
+//! Go functions from git repositories: what `POST /api/v1/function` does.
+//!
+//! A request names a package by import path ([`import_path`]) and a call ([`call`]). The
+//! repository is fetched into the repo cache ([`repos`]) inside the build jail, the
+//! package's dispatcher — one binary per (repository, commit, package) that calls any
+//! exported function with literal arguments given at run time — is built once into the
+//! binary cache ([`binaries`]), and the call runs in a fresh execution jail. Calls that
+//! are more than a function of literals get a build of their own. Everything that can
+//! fail does so with a typed [`FunctionError`]; the HTTP layer picks the status.
+
+pub mod binaries;
+pub mod call;
+mod gate;
+pub mod import_path;
+pub mod repos;
+pub mod toolchain;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skyisland_config::Config;
+use skyisland_jail::{ExitStatus, HostError, Launch, Limits, Network, Program, SlotKind};
+use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
+use tokio::sync::OnceCell;
+
+use crate::binaries::{BinaryCache, Built, Entry, Index, Meta};
+use crate::call::Call;
+use crate::gate::Gate;
+use crate::import_path::ImportPath;
+use crate::repos::Repos;
+use crate::toolchain::{BUILD_MOUNT, NetworkNeed, Toolchain};
+
+pub use gate::Overloaded;
+
+/// The exit status by which the dispatcher reports an argument the compiler would reject.
+const DISPATCH_ARGUMENT_ERROR: i32 = 86;
+/// The generator's exit statuses.
+const GEN_REFUSED: i32 = 4;
+const GEN_BUILD_FAILED: i32 = 5;
+/// The build script's exit status when the sources could not be extracted.
+const EXTRACT_FAILED: i32 = 10;
+/// How much of a failing function's stderr the answer carries.
+const STDERR_TAIL: usize = 4096;
+
+/// Why a function call did not produce a result. The HTTP layer maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("package {package} does not export {name}")]
+    NotExported { package: String, name: String },
+    #[error("repository {repo} not found")]
+    RepoNotFound { repo: String, detail: String },
+    #[error("version {version:?} not found in repository {repo}")]
+    VersionNotFound { repo: String, version: String },
+    #[error("cloning {repo} failed: {detail}")]
+    CloneFailed { repo: String, detail: String },
+    #[error("{0}")]
+    PackageRefused(String),
+    #[error("build failed")]
+    BuildFailed { output: String },
+    #[error("the build took longer than {0:?}")]
+    BuildTimedOut(Duration),
+    #[error("{0}")]
+    Argument(String),
+    #[error("the function failed ({status})")]
+    Failed { status: String, stderr: String },
+    #[error("the function ran longer than {0:?}")]
+    TimedOut(Duration),
+    #[error("the function was killed: {limit}")]
+    LimitExceeded { limit: String, stderr: String },
+    #[error("the function's jail was killed by an administrator")]
+    Killed,
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<std::io::Error> for FunctionError {
+    fn from(e: std::io::Error) -> Self {
+        FunctionError::Internal(e.to_string())
+    }
+}
+
+impl From<RunError> for FunctionError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Host(HostError::Busy(kind)) => Overloaded {
+                what: format!("{kind} jails"),
+            }
+            .into(),
+            other => FunctionError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// One function call.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub url: String,
+    pub call: String,
+    pub version: Option<String>,
+    pub cache_bust: bool,
+}
+
+/// Its result.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// What the call printed.
+    pub data: String,
+    /// The commit that ran.
+    pub commit: String,
+    /// "dispatch" (the package's dispatcher) or "build" (a build for this call).
+    pub path: &'static str,
+    /// Whether this request waited for a build.
+    pub built: bool,
+    /// Time in the execution jail.
+    pub run_time: Duration,
+}
+
+/// The function service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Functions {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<Config>,
+    jails: Jails,
+    toolchain: Toolchain,
+    repos: Repos,
+    binaries: Arc<BinaryCache<FunctionError>>,
+    generator: OnceCell<Generator>,
+    exec_gate: Gate,
+    build_gate: Gate,
+}
+
+/// The generator program, built once per toolchain and generator source.
+#[derive(Debug)]
+struct Generator {
+    /// As the build jail sees it.
+    path: String,
+    /// Part of every binary's key: a new generator means new binaries.
+    hash: String,
+}
+
+/// The generator's sources, embedded.
+const GENERATOR: [(&str, &str); 5] = [
+    ("go.mod", include_str!("../go/gen/go.mod")),
+    ("main.go", include_str!("../go/gen/main.go")),
+    (
+        "templates/call_main.go.tmpl",
+        include_str!("../go/gen/templates/call_main.go.tmpl"),
+    ),
+    (
+        "templates/dispatch_main.go.tmpl",
+        include_str!("../go/gen/templates/dispatch_main.go.tmpl"),
+    ),
+    (
+        "templates/funcs.go.tmpl",
+        include_str!("../go/gen/templates/funcs.go.tmpl"),
+    ),
+];
+
+const BUILD_GENERATOR: &str = r#"set -eu
+cd "$1"
+"$GO" build -trimpath -mod=mod -o "$2.new" .
+mv -f "$2.new" "$2"
+"#;
+
+/// Extracts the commit's sources once, then runs the generator, which writes the main
+/// program and builds it.
+const BUILD: &str = r#"set -u
+repo=$1 commit=$2 src=$3 gen=$4 repopath=$5 subdir=$6 gover=$7 main=$8 out=$9 call=${10}
+if [ ! -d "$src" ]; then
+    tmp="$src.new.$$"
+    rm -rf "$tmp" "$tmp.index" && mkdir -p "$tmp" || exit 10
+    GIT_INDEX_FILE="$tmp.index" "$GIT" --git-dir="$repo" --work-tree="$tmp" checkout -q -f "$commit" -- . || exit 10
+    rm -f "$tmp.index"
+    mv -T "$tmp" "$src" 2>/dev/null || rm -rf "$tmp"
+fi
+[ -d "$src" ] || exit 10
+exec "$gen" -root "$src" -repo "$repopath" -subdir "$subdir" -goversion "$gover" -main "$main" -out "$out" -call "$call"
+"#;
+
+impl Functions {
+    pub fn new(config: Arc<Config>, jails: Jails) -> Result<Functions, FunctionError> {
+        let toolchain =
+            Toolchain::discover(&config).map_err(|e| FunctionError::Unavailable(e.to_string()))?;
+        let repos = Repos::new(toolchain.clone(), &config.data_dir.join("repos"))?;
+        let binaries = Arc::new(BinaryCache::open(
+            &config.data_dir.join("binaries"),
+            config.go.binary_cache_size.bytes(),
+        )?);
+        let exec_gate = Gate::new(
+            "execution jails",
+            config.jails.max_jails as usize,
+            config.limits.max_queue,
+        );
+        let build_gate = Gate::new(
+            "builds",
+            config.jails.max_builds as usize,
+            config.limits.max_queue,
+        );
+        let inner = Inner {
+            config,
+            jails,
+            toolchain,
+            repos,
+            binaries,
+            generator: OnceCell::new(),
+            exec_gate,
+            build_gate,
+        };
+        Ok(Functions {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Builds the generator now rather than at the first request.
+    pub async fn warm_up(&self) -> Result<(), FunctionError> {
+        self.inner.generator().await.map(drop)
+    }
+
+    pub fn toolchain(&self) -> &Toolchain {
+        &self.inner.toolchain
+    }
+
+    /// Work waiting for an execution jail and for a build slot.
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.inner.exec_gate.queued(),
+            self.inner.build_gate.queued(),
+        )
+    }
+
+    /// Bytes and entries in the binary cache.
+    pub fn binary_cache_usage(&self) -> (u64, usize) {
+        self.inner.binaries.usage()
+    }
+
+    /// Runs a function call.
+    pub async fn call(&self, request: &Request) -> Result<Answer, FunctionError> {
+        let inner = &self.inner;
+        let path = ImportPath::parse(&request.url)
+            .map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        let call =
+            call::parse(&request.call).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        if !call.is_exported() {
+            return Err(FunctionError::NotExported {
+                package: path.full.clone(),
+                name: call.name.clone(),
+            });
+        }
+        let url = path.clone_url(&inner.config.git.url_rewrite);
+        let repo = inner.repos.repo(&path.repo);
+        if request.cache_bust {
+            inner.repos.bust(&repo).await?;
+            inner.binaries.remove_repo(&path.repo);
+        }
+        let commit = inner
+            .repos
+            .resolve(&inner.jails, &repo, &url, request.version.as_deref())
+            .await?;
+        let generator = inner.generator().await?;
+
+        let (dispatcher, mut built) = inner.binary(&repo, &path, &commit, generator, None).await?;
+        let index = &dispatcher.index;
+        if !index.exports(&call.name) {
+            return Err(FunctionError::NotExported {
+                package: index.import_path.clone(),
+                name: call.name.clone(),
+            });
+        }
+        let (entry, argv, how) = match &call.literal_args {
+            Some(args) if index.dispatchable(&call.name) => {
+                let mut argv = vec!["fn".to_owned(), call.name.clone()];
+                argv.extend(args.iter().map(call::Arg::encode));
+                (dispatcher, argv, "dispatch")
+            }
+            _ => {
+                let (entry, fresh) = inner
+                    .binary(&repo, &path, &commit, generator, Some(&call))
+                    .await?;
+                built |= fresh;
+                (entry, vec!["fn".to_owned()], "build")
+            }
+        };
+        let (data, run_time) = inner.execute(&entry, argv, &request.call).await?;
+        Ok(Answer {
+            data,
+            commit,
+            path: how,
+            built,
+            run_time,
+        })
+    }
+}
+
+impl Inner {
+    async fn generator(&self) -> Result<&Generator, FunctionError> {
+        self.generator
+            .get_or_try_init(|| async {
+                let mut parts: Vec<&str> = vec![self.toolchain.go_version.as_str()];
+                for (name, text) in GENERATOR {
+                    parts.extend([name, text]);
+                }
+                let hash = binaries::key(&parts);
+                let binary = format!("tools/gen-{hash}");
+                if self.toolchain.host_path(&binary).is_file() {
+                    return Ok(Generator {
+                        path: format!("{BUILD_MOUNT}/{binary}"),
+                        hash,
+                    });
+                }
+                let src = format!("tools/gen-src-{hash}");
+                for (name, text) in GENERATOR {
+                    let file = self.toolchain.host_path(&format!("{src}/{name}"));
+                    std::fs::create_dir_all(file.parent().expect("has a parent"))?;
+                    std::fs::write(&file, text)?;
+                }
+                let _permit = self.build_gate.enter().await?;
+                let report = self
+                    .toolchain
+                    .run(
+                        &self.jails,
+                        "build the generator".into(),
+                        BUILD_GENERATOR,
+                        &[
+                            &format!("{BUILD_MOUNT}/{src}"),
+                            &format!("{BUILD_MOUNT}/{binary}"),
+                        ],
+                        NetworkNeed::Build,
+                    )
+                    .await?;
+                if !report.status.success() || report.end != End::Exited {
+                    return Err(FunctionError::Unavailable(format!(
+                        "building Sky Island's Go generator failed: {}",
+                        tail(&report.stderr, 2000)
+                    )));
+                }
+                Ok(Generator {
+                    path: format!("{BUILD_MOUNT}/{binary}"),
+                    hash,
+                })
+            })
+            .await
+    }
+
+    /// The dispatcher (`call` `None`) or the per-call binary of a package version, from
+    /// the cache or built now; true when this request waited for a build.
+    async fn binary(
+        &self,
+        repo: &Arc<repos::Repo>,
+        path: &ImportPath,
+        commit: &str,
+        generator: &Generator,
+        call: Option<&Call>,
+    ) -> Result<(Arc<Entry>, bool), FunctionError> {
+        let call_text = call.map(|c| c.normalized.clone());
+        let key = binaries::key(&[
+            "binary",
+            &path.repo,
+            commit,
+            &path.subdir,
+            &self.toolchain.go_version,
+            &generator.hash,
+            call_text.as_deref().unwrap_or("dispatch"),
+        ]);
+        let job = BuildJob {
+            jails: self.jails.clone(),
+            toolchain: self.toolchain.clone(),
+            repo: Arc::clone(repo),
+            clone_dir: self.repos.clone_dir(repo),
+            source_dir: self.repos.source_dir(repo, commit),
+            generator: generator.path.clone(),
+            path: path.clone(),
+            commit: commit.to_owned(),
+            key: key.clone(),
+            call: call_text,
+            gate: self.build_gate.clone(),
+        };
+        match self.binaries.get_or_build(&key, move || job.run()).await {
+            Ok((entry, built)) => Ok((entry, built)),
+            Err(shared) => Err(shared_error(&shared)),
+        }
+    }
+
+    /// Runs a built function in a fresh execution jail and interprets how it ended.
+    async fn execute(
+        &self,
+        entry: &Entry,
+        argv: Vec<String>,
+        label: &str,
+    ) -> Result<(String, Duration), FunctionError> {
+        let j = &self.config.jails;
+        let program = File::open(&entry.binary)
+            .map_err(|e| FunctionError::Internal(format!("opening the binary: {e}")))?;
+        let _permit = self.exec_gate.enter().await?;
+        let request = RunRequest {
+            launch: Launch {
+                kind: SlotKind::Exec,
+                name: String::new(),
+                limits: Limits {
+                    // The jail's writable tmpfs is charged to its memory cgroup too.
+                    memory: j.memory_limit.bytes() + j.disk_limit.bytes(),
+                    pids: j.pids_limit,
+                    cpu: j.cpu_limit,
+                },
+                disk: j.disk_limit.bytes(),
+                program: Program::Fd,
+                argv,
+                env: vec![
+                    "PATH=/usr/bin:/bin".into(),
+                    "HOME=/tmp".into(),
+                    "TMPDIR=/tmp".into(),
+                ],
+                cwd: "/tmp".into(),
+                binds: Vec::new(),
+                network: Network::None,
+                proc_subset_pid: true,
+                wait_for_go: false,
+                max_open_files: 1024,
+            },
+            label: format!("{} {label}", entry.index.import_path),
+            timeout: j.exec_timeout.get(),
+            output_limit: j.output_limit.bytes(),
+            output: Output::Capture,
+            exec: Some(program.into()),
+        };
+        let started = Instant::now();
+        let report = self.jails.run(request).await?;
+        let run_time = started.elapsed();
+        let stderr = tail(&report.stderr, STDERR_TAIL);
+        match (report.end, report.status) {
+            (End::Exited, ExitStatus::Exited(0)) => Ok((
+                String::from_utf8_lossy(&report.stdout).into_owned(),
+                run_time,
+            )),
+            (End::Exited, ExitStatus::Exited(DISPATCH_ARGUMENT_ERROR))
+                if stderr.starts_with("skyisland-dispatch: ") =>
+            {
+                Err(FunctionError::Argument(
+                    stderr
+                        .trim_start_matches("skyisland-dispatch: ")
+                        .trim()
+                        .to_owned(),
+                ))
+            }
+            (End::Exited, status) => Err(FunctionError::Failed {
+                status: describe(status),
+                stderr,
+            }),
+            (End::TimedOut, _) => Err(FunctionError::TimedOut(j.exec_timeout.get())),
+            (End::MemoryLimit, _) => Err(FunctionError::LimitExceeded {
+                limit: format!("memory limit of {} exceeded", j.memory_limit),
+                stderr,
+            }),
+            (End::OutputLimit, _) => Err(FunctionError::LimitExceeded {
+                limit: format!("output limit of {} exceeded", j.output_limit),
+                stderr,
+            }),
+            (End::Killed, _) => Err(FunctionError::Killed),
+        }
+    }
+}
+
+/// Everything one build needs, owned, so it can run as its own task.
+struct BuildJob {
+    jails: Jails,
+    toolchain: Toolchain,
+    repo: Arc<repos::Repo>,
+    clone_dir: String,
+    source_dir: String,
+    generator: String,
+    path: ImportPath,
+    commit: String,
+    key: String,
+    call: Option<String>,
+    gate: Gate,
+}
+
+impl BuildJob {
+    async fn run(self) -> Result<Built, FunctionError> {
+        let _permit = self.gate.enter().await?;
+        // Keep `cache_bust` from removing the sources while they are being built.
+        let _reading = self.repo.state.read().await;
+        let out = format!("out/{}-{:x}", self.key, rand::random::<u32>());
+        let main_dir = format!("skyisland_main_{}", &self.key[..12]);
+        let label = match &self.call {
+            Some(call) => format!("build {} {call}", self.path.full),
+            None => format!("build {} dispatcher", self.path.full),
+        };
+        let report = self
+            .toolchain
+            .run(
+                &self.jails,
+                label,
+                BUILD,
+                &[
+                    &self.clone_dir,
+                    &self.commit,
+                    &self.source_dir,
+                    &self.generator,
+                    &self.path.repo,
+                    &self.path.subdir,
+                    &self.toolchain.go_language,
+                    &main_dir,
+                    &format!("{BUILD_MOUNT}/{out}"),
+                    self.call.as_deref().unwrap_or(""),
+                ],
+                NetworkNeed::Build,
+            )
+            .await?;
+        let binary = self.toolchain.host_path(&out);
+        let output = tail(&report.stderr, 64 * 1024);
+        let result = match (report.end, report.status) {
+            (End::Exited, ExitStatus::Exited(0)) => {
+                let index: Index = serde_json::from_slice(&report.stdout).map_err(|e| {
+                    FunctionError::Internal(format!("reading the generator's index: {e}"))
+                })?;
+                let meta = Meta {
+                    repo: self.path.repo.clone(),
+                    commit: self.commit.clone(),
+                    subdir: self.path.subdir.clone(),
+                    call: self.call.clone(),
+                };
+                return Ok(Built {
+                    binary,
+                    index,
+                    meta,
+                });
+            }
+            (End::TimedOut, _) => FunctionError::BuildTimedOut(self.toolchain.timeout),
+            (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => {
+                FunctionError::PackageRefused(output.trim().to_owned())
+            }
+            (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => {
+                FunctionError::BuildFailed { output }
+            }
+            (End::Exited, ExitStatus::Exited(EXTRACT_FAILED)) => FunctionError::Internal(format!(
+                "extracting the sources of {} failed: {output}",
+                self.commit
+            )),
+            (end, status) => FunctionError::Internal(format!(
+                "the build jail ended with {end:?} {status:?}: {output}"
+            )),
+        };
+        let _ = std::fs::remove_file(&binary);
+        Err(result)
+    }
+}
+
+/// A build's error, for each of the requests that shared it.
+fn shared_error(e: &FunctionError) -> FunctionError {
+    match e {
+        FunctionError::BadRequest(m) => FunctionError::BadRequest(m.clone()),
+        FunctionError::PackageRefused(m) => FunctionError::PackageRefused(m.clone()),
+        FunctionError::BuildFailed { output } => FunctionError::BuildFailed {
+            output: output.clone(),
+        },
+        FunctionError::BuildTimedOut(d) => FunctionError::BuildTimedOut(*d),
+        FunctionError::Overloaded(o) => FunctionError::Overloaded(o.clone()),
+        FunctionError::Unavailable(m) => FunctionError::Unavailable(m.clone()),
+        FunctionError::Internal(m) => FunctionError::Internal(m.clone()),
+        other => FunctionError::Internal(other.to_string()),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(code) => format!("exit status {code}"),
+        ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
+    }
+}
+
+/// The last `max` bytes of `bytes` as text (where errors usually are).
+pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
+    let start = bytes.len().saturating_sub(max);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    if start > 0 {
+        format!("…{text}")
+    } else {
+        text.into_owned()
+    }
+}
+
+/// Writes `data` to `path` so that a crash leaves the old file or the new one, never a
+/// part: a temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let temp = path.with_extension(format!("tmp-{:x}", rand::random::<u32>()));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

@@ -1,0 +1,71 @@
+//! `skyisland serve`: the HTTP API until SIGTERM or SIGINT.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use skyisland_functions::Functions;
+use skyisland_runner::Jails;
+use skyisland_server::App;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::load;
+
+pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(load(config)?);
+    skyisland_runner::machine::require_root("serve")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if skyisland_runner::machine::init(&config)? {
+        tracing::info!("laid down the base root filesystem");
+    }
+    // Before the runtime's threads exist: the spawner is forked from this thread.
+    let jails = Jails::open(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, git_sha = skyisland_server::GIT_SHA, "listening");
+        // Tests and scripts read the address from this line.
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "skyisland listening on http://{addr}")?;
+        stdout.flush()?;
+        let functions = Functions::new(Arc::clone(&config), jails.clone())?;
+        let warm = functions.clone();
+        tokio::spawn(async move {
+            if let Err(e) = warm.warm_up().await {
+                tracing::error!(error = %e, "preparing the Go generator failed; function calls will retry");
+            }
+        });
+        let app = Arc::new(App::new(Arc::clone(&config), jails, functions));
+        skyisland_server::serve(listener, app, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes at the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
