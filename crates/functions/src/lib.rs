@@ -118,7 +118,8 @@ pub struct Answer {
     pub commit: String,
     /// "dispatch" (the package's dispatcher) or "build" (a build for this call).
     pub path: &'static str,
-    /// Whether this request waited for a build.
+    /// Whether this request started a build (requests that waited for another's build
+    /// did not).
     pub built: bool,
     /// Time in the execution jail.
     pub run_time: Duration,
@@ -355,7 +356,7 @@ impl Inner {
     }
 
     /// The dispatcher (`call` `None`) or the per-call binary of a package version, from
-    /// the cache or built now; true when this request waited for a build.
+    /// the cache or built now; true when this request started the build.
     async fn binary(
         &self,
         repo: &Arc<repos::Repo>,
@@ -498,6 +499,7 @@ impl BuildJob {
             Some(call) => format!("build {} {call}", self.path.full),
             None => format!("build {} dispatcher", self.path.full),
         };
+        tracing::info!(key = %self.key, commit = %self.commit, "{label}");
         let report = self
             .toolchain
             .run(

@@ -9,6 +9,7 @@ mod registry;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skyisland_config::Config;
@@ -81,6 +82,8 @@ pub enum RunError {
     Setup(String),
     #[error("{0}: {1}")]
     Io(&'static str, io::Error),
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// This host's jails, for async callers. Cheap to clone.
@@ -88,17 +91,31 @@ pub enum RunError {
 pub struct Jails {
     host: JailHost,
     registry: Registry,
+    /// Runs in progress, listed or not yet (a jail is listed only once it is launched).
+    active: Arc<AtomicUsize>,
+    closing: Arc<AtomicBool>,
+}
+
+/// Counts a run as active until dropped (also when its future is cancelled).
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Jails {
     /// Opens the jail machinery (starting the spawner and reaping orphans). Call before
-    /// starting the async runtime's threads or from a thread that lives as long as the
-    /// jails (their parent-death signal is tied to it).
+    /// the async runtime starts its threads, from the thread that lives as long as the
+    /// jails (the spawner is forked from it; the jails' parent-death signal is tied to it).
     pub fn open(config: &Config) -> Result<Jails, OpenError> {
         let host = JailHost::open(machine::host_config(config)?)?;
         Ok(Jails {
             host,
             registry: Registry::default(),
+            active: Arc::default(),
+            closing: Arc::default(),
         })
     }
 
@@ -125,12 +142,17 @@ impl Jails {
         }
     }
 
-    /// Kills every running jail and waits (up to `patience`) until they are gone, then
-    /// removes the slots' cgroups and directories.
+    /// Refuses new jails, kills every running one and waits (up to `patience`) until all
+    /// runs are over, then removes the slots' cgroups and directories.
     pub async fn shutdown(&self, patience: Duration) -> Result<(), HostError> {
-        self.registry.kill_all();
+        self.closing.store(true, Ordering::Release);
         let deadline = Instant::now() + patience;
-        while !self.registry.is_empty() && Instant::now() < deadline {
+        loop {
+            // Kill again each round: a run may have been launching when we started.
+            self.registry.kill_all();
+            if self.active.load(Ordering::Acquire) == 0 || Instant::now() > deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let host = self.host.clone();
@@ -141,6 +163,11 @@ impl Jails {
 
     /// Runs one jail to its end.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let _active = Active(Arc::clone(&self.active));
+        if self.closing.load(Ordering::Acquire) {
+            return Err(RunError::ShuttingDown);
+        }
         let RunRequest {
             mut launch,
             label,

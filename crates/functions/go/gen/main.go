@@ -180,7 +180,7 @@ func indexPackage(dir, importPath string) (Index, error) {
 	if pkg.Name == "main" {
 		return Index{}, fmt.Errorf("%s is a command (package main), not a library whose functions can be called", importPath)
 	}
-	index := Index{Name: pkg.Name, ImportPath: importPath}
+	index := Index{Name: pkg.Name, ImportPath: importPath, Funcs: []string{}, Generic: []string{}, Values: []string{}, Types: []string{}}
 	fset := token.NewFileSet()
 	for _, file := range pkg.GoFiles {
 		f, err := parser.ParseFile(fset, filepath.Join(dir, file), nil, parser.SkipObjectResolution)

@@ -280,9 +280,9 @@ mod tests {
         assert_eq!(IOC_SNAP_CREATE_V2, 0x5000_9417);
         assert_eq!(IOC_QUOTA_CTL, 0xc010_9428);
         assert_eq!(IOC_QGROUP_LIMIT, 0x8030_942b);
-        assert_eq!(std::mem::size_of::<VolArgs>(), 4096);
-        assert_eq!(std::mem::size_of::<VolArgsV2>(), 4096);
-        assert_eq!(std::mem::size_of::<QgroupLimitArgs>(), 48);
+        assert_eq!(size_of::<VolArgs>(), 4096);
+        assert_eq!(size_of::<VolArgsV2>(), 4096);
+        assert_eq!(size_of::<QgroupLimitArgs>(), 48);
     }
 
     #[test]

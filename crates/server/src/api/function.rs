@@ -39,7 +39,7 @@ pub struct FunctionAnswer {
     pub commit: String,
     /// "dispatch" when the package's dispatcher ran it, "build" when it needed its own build.
     pub path: &'static str,
-    /// Whether this request waited for a build.
+    /// Whether this request started a build.
     pub built: bool,
     pub duration_ms: f64,
 }

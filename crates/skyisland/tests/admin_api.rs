@@ -1,0 +1,226 @@
+//! The health check and the admin endpoints against a real server on 127.0.0.1:0.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Repo, Sandbox, Server, eventually, root_or_skip};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_admin_authentication() {
+    if !root_or_skip("health_and_admin_authentication") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut server = Server::start(&sandbox);
+    let health: Value = server
+        .http
+        .get(format!("{}/healthcheck", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    let sha = health["git_sha"].as_str().unwrap();
+    assert!(sha == "unknown" || sha.len() >= 40, "{sha}");
+    assert_eq!(health["jails"]["capacity"], support::MAX_JAILS);
+
+    for path in [
+        "/api/v1/admin/jails",
+        "/api/v1/admin/api-stats",
+        "/api/v1/admin/jail/x",
+    ] {
+        let r = server
+            .http
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("X-Sky-Island-Token"),
+            "{body}"
+        );
+        let r = server
+            .http
+            .get(format!("{}{path}", server.url))
+            .header("X-Sky-Island-Token", "wrong-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "wrong admin token"
+        );
+    }
+    // Right after start-up the build jail may be building the generator: it is listed.
+    let mut listed = Vec::new();
+    for _ in 0..3000 {
+        let (status, body) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        assert_eq!(status, 200);
+        listed = body["jails"].as_array().unwrap().clone();
+        if listed.is_empty() {
+            break;
+        }
+        assert!(listed.iter().all(|j| j["kind"] == "build"), "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(listed.is_empty(), "the build jail finished: {listed:?}");
+    let (status, body) = server.admin(Method::GET, "/api/v1/admin/jail/nope").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"].as_str().unwrap().contains("no running jail"),
+        "{body}"
+    );
+    let (status, _) = server
+        .admin(Method::DELETE, "/api/v1/admin/jail/nope")
+        .await;
+    assert_eq!(status, 404);
+
+    // Unknown routes and methods answer JSON too.
+    let r = server
+        .http
+        .get(format!("{}/nowhere", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no such endpoint")
+    );
+    let r = server
+        .http
+        .put(format!("{}/healthcheck", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().is_some());
+
+    let (status, stats) = server.admin(Method::GET, "/api/v1/admin/api-stats").await;
+    assert_eq!(status, 200);
+    assert!(stats["uptime_seconds"].as_u64().is_some());
+    assert_eq!(stats["routes"]["GET /healthcheck"]["count"], 1);
+    assert!(
+        stats["routes"]["GET /api/v1/admin/jails"]["client_errors"].as_u64() >= Some(2),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["routes"]["GET /api/v1/admin/api-stats"]["client_errors"], 2,
+        "{stats}"
+    );
+    assert!(stats["statuses"]["404"].as_u64().unwrap() >= 3, "{stats}");
+    server.stop();
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_jails_are_listed_described_and_killed_at_once() {
+    if !root_or_skip("running_jails_are_listed_described_and_killed_at_once") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "exec_timeout = \"60s\"\n".into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let mut server = Server::start(&sandbox);
+    let url = misc.import_path.clone();
+    assert_eq!(server.data(&url, "Hello()").await, "hello");
+
+    let sleeper = |ms: u32| {
+        let http = server.http.clone();
+        let endpoint = format!("{}/api/v1/function", server.url);
+        let body = json!({"url": url, "call": format!("Sleep({ms})")});
+        tokio::spawn(async move {
+            let r = http.post(endpoint).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let long = sleeper(50_000);
+    let mut listed = Value::Null;
+    for _ in 0..500 {
+        let (_, body) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        if body["count"] == 1 && body["jails"][0]["state"] == "running" {
+            listed = body["jails"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id = listed["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the jail was never listed"))
+        .to_owned();
+    let (status, jail) = server
+        .admin(Method::GET, &format!("/api/v1/admin/jail/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(jail["name"], format!("sky-{id}"));
+    assert_eq!(jail["hostname"], jail["name"]);
+    assert_eq!(jail["kind"], "exec");
+    assert!(jail["pid"].as_i64().unwrap() > 1);
+    assert!(jail["path"].as_str().unwrap().ends_with("/root"), "{jail}");
+    assert!(jail["started_at_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(jail["limits"]["pids"], 64);
+    assert_eq!(jail["limits"]["timeout_ms"], 60_000);
+    assert!(
+        jail["label"].as_str().unwrap().contains("Sleep(50000)"),
+        "{jail}"
+    );
+    let uid = jail["uid"].as_u64().unwrap() as u32;
+    assert!((sandbox.uid_base + 1..=sandbox.uid_base + support::MAX_JAILS).contains(&uid));
+
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .admin(Method::DELETE, &format!("/api/v1/admin/jail/{id}"))
+        .await;
+    assert_eq!((status, &body["gone"]), (200, &json!(true)), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "killed at once");
+    let (status, answer) = long.await.unwrap();
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("killed by an administrator"),
+        "{answer}"
+    );
+    let census = sandbox.census();
+    assert!(
+        census.processes.is_empty(),
+        "no process of the jail survives: {census:?}"
+    );
+
+    // Kill them all.
+    let sleepers: Vec<_> = (0..3).map(|_| sleeper(50_000)).collect();
+    eventually("three running jails", Duration::from_secs(30), || {
+        std::fs::read_dir(sandbox.path().join("run/jails")).is_ok()
+            && sandbox.census().processes.len() >= 3
+    })
+    .await;
+    let (status, body) = server.admin(Method::DELETE, "/api/v1/admin/jails").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["killed"].as_array().unwrap().len(), &body["gone"]),
+        (3, &json!(true)),
+        "{body}"
+    );
+    for s in sleepers {
+        assert_eq!(s.await.unwrap().0, 500);
+    }
+    let (_, body) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+    assert_eq!(body["count"], 0);
+    server.stop();
+    sandbox.assert_clean();
+}

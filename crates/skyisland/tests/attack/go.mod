@@ -1,0 +1,3 @@
+module skyisland.test/attack
+
+go 1.19

@@ -1,0 +1,357 @@
+//! The security suite: real hostile programs in real jails through `skyisland jail run`.
+//! Each test checks containment, then that the host is unharmed and nothing is left
+//! behind (mounts, cgroups, processes, scratch directories).
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::Output;
+
+use support::{Sandbox, attack, root_or_skip};
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the attack program's `command` in a fresh jail of a fresh sandbox, checks the
+/// sandbox is clean afterwards, and returns the output.
+fn attack_in_jail(flags: &[&str], command: &[&str]) -> Output {
+    let sandbox = Sandbox::new();
+    let attack = attack();
+    let mut program = vec![attack.to_str().unwrap()];
+    program.extend_from_slice(command);
+    let out = sandbox.jail_run(flags, &program);
+    sandbox.assert_clean();
+    out
+}
+
+#[test]
+fn the_jail_is_unprivileged_and_isolated() {
+    if !root_or_skip("the_jail_is_unprivileged_and_isolated") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let out = sandbox.jail_run(&[], &[attack().to_str().unwrap(), "whoami"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let exec_uid = sandbox.uid_base + 1;
+    assert!(
+        stdout.contains("host=sky-"),
+        "hostname is the jail's name: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("uid={exec_uid} gid={exec_uid} pid=1")),
+        "{stdout}"
+    );
+    for line in [
+        "CapInh: 0000000000000000",
+        "CapPrm: 0000000000000000",
+        "CapEff: 0000000000000000",
+        "CapBnd: 0000000000000000",
+        "CapAmb: 0000000000000000",
+        "NoNewPrivs: 1",
+        "Seccomp: 2",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+    sandbox.assert_clean();
+}
+
+#[test]
+fn a_fork_bomb_hits_the_pids_limit() {
+    if !root_or_skip("a_fork_bomb_hits_the_pids_limit") {
+        return;
+    }
+    let out = attack_in_jail(&["--pids", "20", "--timeout", "10s"], &["forkbomb"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    let started: usize = stdout
+        .split("started=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(started < 20, "the pids limit stops the bomb: {stdout}");
+    assert!(
+        stdout.contains("resource temporarily unavailable"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_memory_bomb_is_killed_at_the_memory_limit() {
+    if !root_or_skip("a_memory_bomb_is_killed_at_the_memory_limit") {
+        return;
+    }
+    let out = attack_in_jail(
+        &["--memory", "64MiB", "--disk", "1MiB", "--timeout", "30s"],
+        &["membomb"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("memory limit"), "{stderr}");
+    let allocated: Vec<u32> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("allocated ")?
+                .strip_suffix(" MiB")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        allocated.last().is_some_and(|mib| *mib <= 64),
+        "killed by 64MiB: {allocated:?}"
+    );
+}
+
+#[test]
+fn a_disk_fill_stops_at_the_disk_limit() {
+    if !root_or_skip("a_disk_fill_stops_at_the_disk_limit") {
+        return;
+    }
+    let out = attack_in_jail(&["--disk", "8MiB"], &["diskfill"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("no space left on device"), "{stdout}");
+    let filled: u32 = stdout
+        .split("filled=")
+        .nth(1)
+        .and_then(|s| s.split("MiB").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(filled <= 8, "{stdout}");
+}
+
+#[test]
+fn host_files_and_devices_are_out_of_reach() {
+    if !root_or_skip("host_files_and_devices_are_out_of_reach") {
+        return;
+    }
+    for (command, expect) in [
+        (vec!["read", "/etc/shadow"], "no such file or directory"),
+        (
+            vec!["read", "/proc/1/root/etc/shadow"],
+            "no such file or directory",
+        ),
+        (vec!["read", "/dev/vda"], "no such file or directory"),
+        (vec!["read", "/dev/sda"], "no such file or directory"),
+        (
+            vec!["read", "/sys/kernel/notes"],
+            "no such file or directory",
+        ),
+        (vec!["read", "/proc/kcore"], "no such file or directory"),
+        (vec!["mknod"], "mknod: operation not permitted"),
+        (vec!["mount"], "mount: operation not permitted"),
+        (vec!["setuid"], "setuid: operation not permitted"),
+        (vec!["ptrace", "1"], "ptrace 1: operation not permitted"),
+    ] {
+        let out = attack_in_jail(&[], &command);
+        let (stdout, stderr) = text(&out);
+        assert!(stdout.contains(expect), "{command:?}: {stdout} {stderr}");
+    }
+    // Only the jail's own device nodes exist.
+    let out = attack_in_jail(&[], &["ls", "/dev"]);
+    let listing: Vec<String> = text(&out).0.lines().map(str::to_owned).collect();
+    assert_eq!(
+        listing,
+        [
+            "fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"
+        ]
+    );
+}
+
+#[test]
+fn host_processes_are_invisible_and_unkillable() {
+    if !root_or_skip("host_processes_are_invisible_and_unkillable") {
+        return;
+    }
+    let victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let out = attack_in_jail(&[], &["kill", &victim.id().to_string()]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("no such process"), "{stdout}");
+    let mut victim = victim;
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process survived"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let out = attack_in_jail(&[], &["ls", "/proc"]);
+    let pids: Vec<String> = text(&out)
+        .0
+        .lines()
+        .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(pids, ["1"], "the jail sees only itself");
+}
+
+#[test]
+fn there_is_no_network_unless_asked_for() {
+    if !root_or_skip("there_is_no_network_unless_asked_for") {
+        return;
+    }
+    // A listener on the host's loopback: reachable from the host, not from the jail.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = attack_in_jail(&[], &["connect", &addr]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("network is unreachable") || stdout.contains("connection refused"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(": ok"), "{stdout}");
+    let out = attack_in_jail(&[], &["interfaces"]);
+    assert_eq!(text(&out).0.trim(), "lo up=false");
+}
+
+#[test]
+fn dangerous_system_calls_are_refused() {
+    if !root_or_skip("dangerous_system_calls_are_refused") {
+        return;
+    }
+    let out = attack_in_jail(&[], &["syscalls"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for name in [
+        "io_uring_setup",
+        "unshare_user",
+        "unshare_net",
+        "keyctl",
+        "bpf",
+        "perf_event_open",
+        "kexec_load",
+        "init_module",
+        "reboot",
+        "setns",
+        "clone_newpid",
+        "userfaultfd",
+    ] {
+        assert!(
+            stdout.contains(&format!("{name}: operation not permitted")),
+            "{name} in {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("clone3: function not implemented"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_endless_loop_is_killed_at_the_timeout() {
+    if !root_or_skip("an_endless_loop_is_killed_at_the_timeout") {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let out = attack_in_jail(&["--timeout", "500ms"], &["spin"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(stderr.contains("timeout"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn an_output_flood_is_cut_at_the_output_limit() {
+    if !root_or_skip("an_output_flood_is_cut_at_the_output_limit") {
+        return;
+    }
+    let out = attack_in_jail(&["--timeout", "30s"], &["flood"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("output limit"), "{stderr}");
+    assert_eq!(
+        stdout.len(),
+        1 << 20,
+        "exactly the 1MiB output limit passes through"
+    );
+}
+
+#[test]
+fn output_and_exit_status_pass_through() {
+    if !root_or_skip("output_and_exit_status_pass_through") {
+        return;
+    }
+    let out = attack_in_jail(&[], &["exit", "7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out).0, "bye");
+    let out = attack_in_jail(&[], &["stderr", "to stderr"]);
+    assert_eq!(
+        (out.status.code(), text(&out).1),
+        (Some(3), "to stderr".to_owned())
+    );
+    // A dynamically linked host program gets the host's /usr, read-only.
+    let sandbox = Sandbox::new();
+    let out = sandbox.jail_run(
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo hi from $(hostname); touch /usr/x 2>&1",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.starts_with("hi from sky-"), "{stdout} {stderr}");
+    assert!(stdout.contains("Read-only file system"), "{stdout}");
+    sandbox.assert_clean();
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    if !root_or_skip("bad_input_is_one_clear_line") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let data_file = sandbox.path().join("data.txt");
+    std::fs::write(&data_file, "not a program").unwrap();
+    let data_file = data_file.to_str().unwrap();
+    for (flags, program, expect) in [
+        (
+            vec![],
+            vec!["/no/such/program"],
+            "program \"/no/such/program\" not found",
+        ),
+        (
+            vec!["--memory", "lots"],
+            vec!["/bin/true"],
+            "invalid size \"lots\"",
+        ),
+        (
+            vec!["--timeout", "5 parsecs"],
+            vec!["/bin/true"],
+            "invalid duration",
+        ),
+        (vec![], vec![data_file], "is not executable"),
+    ] {
+        let out = sandbox.jail_run(&flags, &program);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success());
+        assert!(stderr.contains(expect), "{program:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    sandbox.assert_clean();
+    // An unknown configuration key.
+    let config = sandbox.path().join("bad.toml");
+    std::fs::write(&config, "[jails]\nmemory_limt = \"1MiB\"\n").unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["jail", "run", "--config"])
+        .arg(&config)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.toml:2:1: unknown field `memory_limt`"),
+        "{stderr}"
+    );
+}

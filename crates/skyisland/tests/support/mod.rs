@@ -1,0 +1,529 @@
+//! Shared by the integration tests: a sandbox per test (its own data and run directories,
+//! uid range and cgroup parent), the real `skyisland` binary as a server or a command,
+//! git repositories made from fixtures, and a census of what a sandbox holds on the host,
+//! for leak checks.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Execution slots per test server.
+pub const MAX_JAILS: u32 = 8;
+
+/// Whether root-only tests can run: they are skipped (with a note) outside CI when not
+/// root, and fail in CI, where they must never be skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root, and CI must not skip it");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skyisland"))
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Scratch space shared by the tests of one build (compiled helpers, a warm Go cache).
+fn scratch() -> PathBuf {
+    let dir = workspace().join("target/skyisland-test");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One test's own corner of the host.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub uid_base: u32,
+    pub cgroup_parent: String,
+    /// More keys for the `[jails]` table.
+    pub jails_config: String,
+    /// More tables at the end of the configuration.
+    pub extra_config: String,
+}
+
+static SANDBOXES: AtomicU32 = AtomicU32::new(0);
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let n = SANDBOXES.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = tempfile::Builder::new()
+            .prefix("skyisland-test-")
+            .tempdir()
+            .unwrap();
+        Sandbox {
+            dir,
+            // Distinct per test: the census can tell this test's processes apart.
+            uid_base: 3_000_000 + ((pid % 4096) * 64 + n) * 32,
+            cgroup_parent: format!("skyisland-test-{pid}-{n}"),
+            jails_config: String::new(),
+            extra_config: String::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn git_root(&self) -> PathBuf {
+        self.path().join("git")
+    }
+
+    /// Writes the configuration for this sandbox (plus `extra_config`) and returns its path.
+    pub fn config(&self) -> PathBuf {
+        let path = self.path().join("skyisland.toml");
+        let text = format!(
+            r#"listen = "127.0.0.1:0"
+data_dir = "{data}"
+run_dir = "{run}"
+[admin]
+token = "{ADMIN_TOKEN}"
+[jails]
+max_jails = {MAX_JAILS}
+uid_base = {uid}
+build_timeout = "120s"
+{jails}
+[cgroup]
+parent = "{cgroup}"
+[git.url_rewrite]
+"https://example.test/" = "file://{git}/example.test/"
+{extra}
+"#,
+            data = self.data_dir().display(),
+            run = self.path().join("run").display(),
+            uid = self.uid_base,
+            cgroup = self.cgroup_parent,
+            git = self.git_root().display(),
+            jails = self.jails_config,
+            extra = self.extra_config,
+        );
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `skyisland jail run` with this sandbox's configuration.
+    pub fn jail_run(&self, flags: &[&str], program: &[&str]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(["jail", "run", "--config"])
+            .arg(self.config())
+            .args(flags)
+            .arg("--")
+            .args(program);
+        cmd.output().unwrap()
+    }
+
+    /// What this sandbox holds on the host right now.
+    pub fn census(&self) -> Census {
+        let root = self.path().to_string_lossy().into_owned();
+        let mounts = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+            .filter(|mount_point| mount_point.starts_with(&root))
+            .collect();
+        let mut cgroups = BTreeSet::new();
+        for controller in ["memory", "pids", "cpu"] {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(&self.cgroup_parent);
+            if dir.exists() {
+                cgroups.insert(format!("{controller}/{}", self.cgroup_parent));
+                for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        cgroups.insert(format!(
+                            "{controller}/{}/{}",
+                            self.cgroup_parent,
+                            entry.file_name().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+        }
+        let uids = self.uid_base..=self.uid_base + MAX_JAILS + 1;
+        let mut processes = BTreeSet::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
+                continue;
+            };
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok());
+            if uid.is_some_and(|u| uids.contains(&u)) {
+                processes.insert(pid);
+            }
+        }
+        let scratch = fs::read_dir(self.path().join("run/jails"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Census {
+            mounts,
+            cgroups,
+            processes,
+            scratch,
+        }
+    }
+
+    /// Fails unless the sandbox holds nothing on the host (after its server stopped or
+    /// its `jail run` finished).
+    pub fn assert_clean(&self) {
+        let census = self.census();
+        assert_eq!(census, Census::default(), "the sandbox left things behind");
+    }
+}
+
+/// What a sandbox holds on the host.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub mounts: BTreeSet<String>,
+    pub cgroups: BTreeSet<String>,
+    pub processes: BTreeSet<u32>,
+    pub scratch: BTreeSet<String>,
+}
+
+/// A running `skyisland serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub stderr: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1:0 and waits until it listens.
+    pub fn start(sandbox: &Sandbox) -> Server {
+        warm_go_cache(sandbox);
+        let stderr = sandbox.path().join(format!("server-{}.log", rand_suffix()));
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(sandbox.config())
+            .env("RUST_LOG", "info,skyisland=debug")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("skyisland listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the server did not start: {}",
+                    fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        let addr = url.trim_start_matches("http://").parse().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(180))
+            .build()
+            .unwrap();
+        Server {
+            child: Some(child),
+            addr,
+            url,
+            http,
+            stderr,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// POST /api/v1/function; returns the status and the JSON body.
+    pub async fn call(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/function", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+        (status, json)
+    }
+
+    /// A function call expected to succeed: returns `data`.
+    pub async fn data(&self, url: &str, call: &str) -> String {
+        let (status, body) = self
+            .call(serde_json::json!({ "url": url, "call": call }))
+            .await;
+        assert_eq!(status, 200, "{url} {call}: {body}");
+        body["data"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-Sky-Island-Token", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL (a crash) and reaps it.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Runs a command, failing the test if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn git(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.test")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.test");
+    cmd
+}
+
+/// A git repository served to the sandbox's server as `example.test/<owner>/<name>`.
+pub struct Repo {
+    pub work: PathBuf,
+    pub bare: PathBuf,
+    pub import_path: String,
+}
+
+impl Repo {
+    /// Creates the repository from `tests/fixtures/<fixture>` and commits it.
+    pub fn from_fixture(sandbox: &Sandbox, owner: &str, name: &str, fixture: &str) -> Repo {
+        let work = sandbox.path().join("work").join(owner).join(name);
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(fixture),
+            &work,
+        );
+        run(git(&work).args(["init", "-q", "-b", "main"]));
+        let bare = sandbox
+            .git_root()
+            .join("example.test")
+            .join(owner)
+            .join(format!("{name}.git"));
+        fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        let repo = Repo {
+            work,
+            bare,
+            import_path: format!("example.test/{owner}/{name}"),
+        };
+        repo.commit("initial");
+        run(git(repo.bare.parent().unwrap())
+            .args(["clone", "-q", "--bare"])
+            .arg(&repo.work)
+            .arg(&repo.bare));
+        repo
+    }
+
+    /// Writes a file (relative to the repository) and commits and pushes it; returns the commit.
+    pub fn change(&self, file: &str, contents: &str, message: &str) -> String {
+        let path = self.work.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+        self.commit(message)
+    }
+
+    fn commit(&self, message: &str) -> String {
+        run(git(&self.work).args(["add", "-A"]));
+        run(git(&self.work).args(["commit", "-q", "-m", message]));
+        if self.bare.exists() {
+            run(git(&self.work)
+                .arg("push")
+                .arg("-q")
+                .arg(&self.bare)
+                .arg("main"));
+        }
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        run(git(&self.work).args(["rev-parse", "HEAD"]))
+            .trim()
+            .to_owned()
+    }
+
+    pub fn tag(&self, tag: &str) {
+        run(git(&self.work).args(["tag", tag]));
+        run(git(&self.work)
+            .arg("push")
+            .arg("-q")
+            .arg(&self.bare)
+            .arg(tag));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The attack program (tests/attack), built once.
+pub fn attack() -> PathBuf {
+    static ATTACK: OnceLock<PathBuf> = OnceLock::new();
+    ATTACK
+        .get_or_init(|| {
+            let out = scratch().join("attack");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attack");
+            run(Command::new("go")
+                .args(["build", "-trimpath", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(src)
+                .env("CGO_ENABLED", "0")
+                .env("GOFLAGS", "-buildvcs=false"));
+            out
+        })
+        .clone()
+}
+
+/// Gives the sandbox's build jail a Go build cache that already holds what every build
+/// compiles (the standard library parts the generator and dispatchers use), so that each
+/// test does not compile them again. Files are hard links into one template (Go never
+/// modifies a cache file in place); directories are the sandbox's own.
+fn warm_go_cache(sandbox: &Sandbox) {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let template = scratch().join("gocache-template");
+        if template.join("READY").exists() {
+            return template;
+        }
+        let _ = fs::remove_dir_all(&template);
+        let warm = scratch().join("gocache-warm");
+        let _ = fs::remove_dir_all(&warm);
+        copy_dir(&workspace().join("crates/functions/go/gen"), &warm.join("gen"));
+        fs::create_dir_all(warm.join("dispatch")).unwrap();
+        fs::write(warm.join("dispatch/go.mod"), "module warm\n\ngo 1.19\n").unwrap();
+        fs::write(
+            warm.join("dispatch/main.go"),
+            "package main\n\nimport (\n\t_ \"fmt\"\n\t_ \"go/constant\"\n\t_ \"go/token\"\n\t_ \"os\"\n\t_ \"reflect\"\n\t_ \"strings\"\n\t_ \"errors\"\n\t_ \"time\"\n)\n\nfunc main() {}\n",
+        )
+        .unwrap();
+        for dir in ["gen", "dispatch"] {
+            run(Command::new("go")
+                .args(["build", "-trimpath", "-mod=mod", "-ldflags=-s -w", "-o", "/dev/null", "."])
+                .current_dir(warm.join(dir))
+                .env("GOCACHE", &template)
+                .env("CGO_ENABLED", "0")
+                .env("GO111MODULE", "on")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOFLAGS", "-buildvcs=false")
+                .env("GOPROXY", "off"));
+        }
+        fs::write(template.join("READY"), "").unwrap();
+        template
+    });
+    let target = sandbox.data_dir().join("build/gocache");
+    if !target.exists() {
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        run(Command::new("cp").arg("-al").arg(template).arg(&target));
+    }
+}
+
+/// Waits until `f` is true, or fails after `timeout`.
+pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
