@@ -16,10 +16,7 @@ fn main() {
         .output()
         .ok()
         .is_some_and(|out| out.status.success() && !out.stdout.is_empty());
-    println!(
-        "cargo:rustc-env=SKYISLAND_GIT_SHA={sha}{}",
-        if dirty { "-dirty" } else { "" }
-    );
+    println!("cargo:rustc-env=SKYISLAND_GIT_SHA={sha}{}", if dirty { "-dirty" } else { "" });
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/logs/HEAD");
     println!("cargo:rerun-if-changed=../../.git/index");

@@ -15,17 +15,9 @@ pub use units::{Size, Span};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -79,10 +71,7 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin {
-            token: None,
-            header: "X-Sky-Island-Token".into(),
-        }
+        Admin { token: None, header: "X-Sky-Island-Token".into() }
     }
 }
 
@@ -112,6 +101,9 @@ pub struct Jails {
     pub build_disk_limit: Size,
     /// Builds that may run at once.
     pub max_builds: u32,
+    /// Execution jails kept set up and waiting for a call (per kind of jail), so that a
+    /// call does not wait for a jail's setup; each serves one call. 0 turns this off.
+    pub warm_jails: usize,
 }
 
 impl Default for Jails {
@@ -130,6 +122,7 @@ impl Default for Jails {
             build_pids_limit: 1024,
             build_disk_limit: Size::mib(1024),
             max_builds: 2,
+            warm_jails: 2,
         }
     }
 }
@@ -176,11 +169,7 @@ pub struct Cgroup {
 
 impl Default for Cgroup {
     fn default() -> Self {
-        Cgroup {
-            version: CgroupVersion::Auto,
-            root: "/sys/fs/cgroup".into(),
-            parent: "skyisland".into(),
-        }
+        Cgroup { version: CgroupVersion::Auto, root: "/sys/fs/cgroup".into(), parent: "skyisland".into() }
     }
 }
 
@@ -196,10 +185,7 @@ pub struct Git {
 
 impl Default for Git {
     fn default() -> Self {
-        Git {
-            program: "/usr/bin/git".into(),
-            url_rewrite: BTreeMap::new(),
-        }
+        Git { program: "/usr/bin/git".into(), url_rewrite: BTreeMap::new() }
     }
 }
 
@@ -216,11 +202,7 @@ pub struct Go {
 
 impl Default for Go {
     fn default() -> Self {
-        Go {
-            program: "go".into(),
-            allow_module_downloads: false,
-            binary_cache_size: Size::mib(2048),
-        }
+        Go { program: "go".into(), allow_module_downloads: false, binary_cache_size: Size::mib(2048) }
     }
 }
 
@@ -236,10 +218,7 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits {
-            max_body: Size::kib(64),
-            max_queue: 256,
-        }
+        RequestLimits { max_body: Size::kib(64), max_queue: 256 }
     }
 }
 
@@ -251,25 +230,16 @@ impl Config {
             config.validate()?;
             return Ok(config);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::parse(&text, path)
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError::Parse {
-                path: origin.to_owned(),
-                line,
-                column,
-                message: e.message().trim().replace('\n', " "),
-            }
+            let (line, column) = e.span().map_or((1, 1), |span| line_column(text, span.start));
+            ConfigError::Parse { path: origin.to_owned(), line, column, message: e.message().trim().replace('\n', " ") }
         })?;
         config.validate()?;
         Ok(config)
@@ -280,21 +250,16 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let j = &self.jails;
         if j.exec_timeout.get().is_zero() || j.build_timeout.get().is_zero() {
-            return bad(
-                "jails.exec_timeout and jails.build_timeout must be longer than zero".into(),
-            );
+            return bad("jails.exec_timeout and jails.build_timeout must be longer than zero".into());
         }
         if !(1..=4096).contains(&j.max_jails) {
-            return bad(format!(
-                "jails.max_jails must be between 1 and 4096, not {}",
-                j.max_jails
-            ));
+            return bad(format!("jails.max_jails must be between 1 and 4096, not {}", j.max_jails));
+        }
+        if j.warm_jails > j.max_jails as usize {
+            return bad(format!("jails.warm_jails ({}) cannot exceed jails.max_jails ({})", j.warm_jails, j.max_jails));
         }
         if !(1..=256).contains(&j.max_builds) {
-            return bad(format!(
-                "jails.max_builds must be between 1 and 256, not {}",
-                j.max_builds
-            ));
+            return bad(format!("jails.max_builds must be between 1 and 256, not {}", j.max_builds));
         }
         if j.uid_base < 1000 || u64::from(j.uid_base) + u64::from(j.max_jails) + 1 >= 1 << 31 {
             return bad(format!(
@@ -302,10 +267,7 @@ impl Config {
                 j.uid_base, j.max_jails
             ));
         }
-        for (key, pids) in [
-            ("pids_limit", j.pids_limit),
-            ("build_pids_limit", j.build_pids_limit),
-        ] {
+        for (key, pids) in [("pids_limit", j.pids_limit), ("build_pids_limit", j.build_pids_limit)] {
             if pids == 0 {
                 return bad(format!("jails.{key} must be at least 1"));
             }
@@ -322,36 +284,21 @@ impl Config {
             }
         }
         if !(j.cpu_limit.is_finite() && j.cpu_limit > 0.0 && j.cpu_limit <= 1024.0) {
-            return bad(format!(
-                "jails.cpu_limit must be a number of CPUs above 0, not {}",
-                j.cpu_limit
-            ));
+            return bad(format!("jails.cpu_limit must be a number of CPUs above 0, not {}", j.cpu_limit));
         }
         if self.storage.backend == Backend::Btrfs && self.storage.btrfs_dir.is_none() {
             return bad("storage.backend = \"btrfs\" needs storage.btrfs_dir".into());
         }
         let header = &self.admin.header;
-        if header.is_empty()
-            || !header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return bad(format!(
-                "admin.header {header:?} is not a valid HTTP header name"
-            ));
+        if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return bad(format!("admin.header {header:?} is not a valid HTTP header name"));
         }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 8) {
             return bad("admin.token must be at least 8 characters long".into());
         }
         let parent = &self.cgroup.parent;
-        if parent.is_empty()
-            || parent
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == "..")
-        {
-            return bad(format!(
-                "cgroup.parent {parent:?} must be a relative cgroup path"
-            ));
+        if parent.is_empty() || parent.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return bad(format!("cgroup.parent {parent:?} must be a relative cgroup path"));
         }
         for (from, to) in &self.git.url_rewrite {
             if from.is_empty() || to.is_empty() {
@@ -359,17 +306,11 @@ impl Config {
             }
         }
         if self.limits.max_body < Size::kib(1) {
-            return bad(format!(
-                "limits.max_body must be at least 1KiB, not {}",
-                self.limits.max_body
-            ));
+            return bad(format!("limits.max_body must be at least 1KiB, not {}", self.limits.max_body));
         }
         for (key, path) in [("data_dir", &self.data_dir), ("run_dir", &self.run_dir)] {
             if !path.is_absolute() {
-                return bad(format!(
-                    "{key} must be an absolute path, not {}",
-                    path.display()
-                ));
+                return bad(format!("{key} must be an absolute path, not {}", path.display()));
             }
         }
         Ok(())
@@ -379,10 +320,7 @@ impl Config {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
     (line, column)
 }
 
@@ -415,37 +353,16 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         for (text, expect) in [
-            (
-                "lisen = \"1.2.3.4:5\"",
-                "test.toml:1:1: unknown field `lisen`",
-            ),
-            (
-                "[jails]\nmemory_limit = \"lots\"",
-                "test.toml:2:16: invalid size \"lots\"",
-            ),
-            (
-                "[jails]\nexec_timeout = \"5 parsecs\"",
-                "test.toml:2:16: invalid duration",
-            ),
+            ("lisen = \"1.2.3.4:5\"", "test.toml:1:1: unknown field `lisen`"),
+            ("[jails]\nmemory_limit = \"lots\"", "test.toml:2:16: invalid size \"lots\""),
+            ("[jails]\nexec_timeout = \"5 parsecs\"", "test.toml:2:16: invalid duration"),
             ("[jails]\nexec_timeout = \"0s\"", "must be longer than zero"),
-            (
-                "[jails]\nmax_jails = 0",
-                "jails.max_jails must be between 1 and 4096",
-            ),
+            ("[jails]\nmax_jails = 0", "jails.max_jails must be between 1 and 4096"),
             ("[storage]\nbackend = \"zfs\"", "unknown variant `zfs`"),
             ("[storage]\nbackend = \"btrfs\"", "needs storage.btrfs_dir"),
-            (
-                "[admin]\nheader = \"X Bad\"",
-                "not a valid HTTP header name",
-            ),
-            (
-                "[cgroup]\nparent = \"../escape\"",
-                "must be a relative cgroup path",
-            ),
-            (
-                "data_dir = \"relative\"",
-                "data_dir must be an absolute path",
-            ),
+            ("[admin]\nheader = \"X Bad\"", "not a valid HTTP header name"),
+            ("[cgroup]\nparent = \"../escape\"", "must be a relative cgroup path"),
+            ("data_dir = \"relative\"", "data_dir must be an absolute path"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text:?}: {err}");

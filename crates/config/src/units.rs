@@ -31,13 +31,9 @@ impl FromStr for Size {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         if t.is_empty() || !t.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!(
-                "invalid size {s:?}: expected a number and a unit such as \"64MiB\""
-            ));
+            return Err(format!("invalid size {s:?}: expected a number and a unit such as \"64MiB\""));
         }
-        let parsed: bytesize::ByteSize = t
-            .parse()
-            .map_err(|e: String| format!("invalid size {s:?}: {e}"))?;
+        let parsed: bytesize::ByteSize = t.parse().map_err(|e: String| format!("invalid size {s:?}: {e}"))?;
         // bytesize saturates on overflow; anything near u64::MAX is a typo, not a size.
         if parsed.as_u64() >= u64::MAX / 2 {
             return Err(format!("invalid size {s:?}: too large"));
@@ -48,12 +44,7 @@ impl FromStr for Size {
 
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-            ("B", 1),
-        ];
+        const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
         for (unit, factor) in UNITS {
             if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{}{unit}", self.0 / factor);
@@ -81,9 +72,7 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("invalid size {v}: negative")))
+                u64::try_from(v).map(Size).map_err(|_| E::custom(format!("invalid size {v}: negative")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
                 v.parse().map_err(E::custom)
@@ -175,14 +164,8 @@ mod tests {
     #[test]
     fn spans() {
         assert_eq!("5s".parse::<Span>().unwrap().get(), Duration::from_secs(5));
-        assert_eq!(
-            "250ms".parse::<Span>().unwrap().get(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            "8h".parse::<Span>().unwrap().get(),
-            Duration::from_secs(8 * 3600)
-        );
+        assert_eq!("250ms".parse::<Span>().unwrap().get(), Duration::from_millis(250));
+        assert_eq!("8h".parse::<Span>().unwrap().get(), Duration::from_secs(8 * 3600));
         assert!("5 parsecs".parse::<Span>().is_err());
         assert!("".parse::<Span>().is_err());
     }

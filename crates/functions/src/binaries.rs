@@ -40,9 +40,7 @@ pub struct Index {
 
 impl Index {
     pub fn exports(&self, name: &str) -> bool {
-        [&self.funcs, &self.generic, &self.values, &self.types]
-            .iter()
-            .any(|list| list.iter().any(|n| n == name))
+        [&self.funcs, &self.generic, &self.values, &self.types].iter().any(|list| list.iter().any(|n| n == name))
     }
 
     pub fn dispatchable(&self, name: &str) -> bool {
@@ -65,6 +63,8 @@ pub struct Meta {
 pub struct Entry {
     pub key: String,
     pub binary: PathBuf,
+    /// The binary, open: each run executes a duplicate of this descriptor.
+    pub file: fs::File,
     pub index: Index,
     pub meta: Meta,
     size: u64,
@@ -196,19 +196,13 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
                         }),
                         Err(e) => Err(Arc::new(e)),
                     };
-                    cache
-                        .flights
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&owned_key);
+                    cache.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&owned_key);
                     result
                 });
-                let flight: Flight<E> = async move {
-                    task.await
-                        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-                }
-                .boxed()
-                .shared();
+                let flight: Flight<E> =
+                    async move { task.await.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic())) }
+                        .boxed()
+                        .shared();
                 flights.insert(key.to_owned(), flight.clone());
                 (flight, true)
             }
@@ -218,18 +212,12 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
 
     /// Moves a built binary into the cache under `key`.
     fn write(&self, key: &str, built: Built) -> std::io::Result<Arc<Entry>> {
-        let temp = self
-            .dir
-            .join(format!("{TEMP_PREFIX}{key}-{:x}", rand::random::<u32>()));
+        let temp = self.dir.join(format!("{TEMP_PREFIX}{key}-{:x}", rand::random::<u32>()));
         fs::create_dir(&temp)?;
         let result = (|| {
             let binary = temp.join(BINARY);
             fs::rename(&built.binary, &binary)?;
-            rustix::fs::chown(
-                &binary,
-                Some(rustix::fs::Uid::ROOT),
-                Some(rustix::fs::Gid::ROOT),
-            )?;
+            rustix::fs::chown(&binary, Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT))?;
             fs::set_permissions(&binary, fs::Permissions::from_mode(0o555))?;
             fs::File::open(&binary)?.sync_all()?;
             write_synced(&temp.join(INDEX), &serde_json::to_vec(&built.index)?)?;
@@ -265,10 +253,8 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
             if total <= self.limit {
                 return;
             }
-            let mut order: Vec<(u64, String)> = entries
-                .iter()
-                .map(|(k, e)| (e.last_used.load(Ordering::Relaxed), k.clone()))
-                .collect();
+            let mut order: Vec<(u64, String)> =
+                entries.iter().map(|(k, e)| (e.last_used.load(Ordering::Relaxed), k.clone())).collect();
             order.sort();
             let mut victims = Vec::new();
             for (_, key) in order {
@@ -297,14 +283,8 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
     pub fn remove_repo(&self, repo: &str) {
         let removed: Vec<String> = {
             let mut entries = self.lock();
-            let keys: Vec<String> = entries
-                .values()
-                .filter(|e| e.meta.repo == repo)
-                .map(|e| e.key.clone())
-                .collect();
-            keys.into_iter()
-                .filter(|k| entries.remove(k).is_some())
-                .collect()
+            let keys: Vec<String> = entries.values().filter(|e| e.meta.repo == repo).map(|e| e.key.clone()).collect();
+            keys.into_iter().filter(|k| entries.remove(k).is_some()).collect()
         };
         for key in removed {
             remove_entry_dir(&self.dir.join(key));
@@ -335,17 +315,12 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 fn load(key: &str, dir: &Path) -> Option<(Entry, std::time::SystemTime)> {
     let binary = dir.join(BINARY);
-    let meta_file = fs::metadata(&binary).ok()?;
+    let file = fs::File::open(&binary).ok()?;
+    let meta_file = file.metadata().ok()?;
     let index = serde_json::from_slice(&fs::read(dir.join(INDEX)).ok()?).ok()?;
     let meta = serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()?;
-    let entry = Entry {
-        key: key.to_owned(),
-        binary,
-        index,
-        meta,
-        size: meta_file.len(),
-        last_used: AtomicU64::new(0),
-    };
+    let entry =
+        Entry { key: key.to_owned(), binary, file, index, meta, size: meta_file.len(), last_used: AtomicU64::new(0) };
     Some((entry, meta_file.modified().ok()?))
 }
 
@@ -369,11 +344,7 @@ mod tests {
         fs::write(&binary, vec![b'x'; size]).unwrap();
         Built {
             binary,
-            index: Index {
-                name: "p".into(),
-                funcs: vec!["F".into()],
-                ..Index::default()
-            },
+            index: Index { name: "p".into(), funcs: vec!["F".into()], ..Index::default() },
             meta: Meta {
                 repo: format!("example.test/o/{name}"),
                 commit: "c".into(),
@@ -386,8 +357,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_build_once_and_entries_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let cache: Arc<BinaryCache<TestError>> =
-            Arc::new(BinaryCache::open(&dir.path().join("bin"), 1 << 20).unwrap());
+        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(&dir.path().join("bin"), 1 << 20).unwrap());
         let builds = Arc::new(AtomicUsize::new(0));
         let mut waiters = Vec::new();
         for _ in 0..8 {
@@ -411,28 +381,16 @@ mod tests {
         assert_eq!(builds.load(Ordering::SeqCst), 1);
         drop(cache);
         fs::create_dir(dir.path().join("bin/.tmp-k2-1")).unwrap();
-        let reopened: BinaryCache<TestError> =
-            BinaryCache::open(&dir.path().join("bin"), 1 << 20).unwrap();
-        assert!(
-            reopened
-                .get("k1")
-                .is_some_and(|e| e.index.dispatchable("F"))
-        );
-        assert!(
-            !dir.path().join("bin/.tmp-k2-1").exists(),
-            "half-written entries are removed"
-        );
+        let reopened: BinaryCache<TestError> = BinaryCache::open(&dir.path().join("bin"), 1 << 20).unwrap();
+        assert!(reopened.get("k1").is_some_and(|e| e.index.dispatchable("F")));
+        assert!(!dir.path().join("bin/.tmp-k2-1").exists(), "half-written entries are removed");
     }
 
     #[tokio::test]
     async fn failures_are_shared_and_not_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let cache: Arc<BinaryCache<TestError>> =
-            Arc::new(BinaryCache::open(dir.path(), 1 << 20).unwrap());
-        let err = cache
-            .get_or_build("k", || async { Err(TestError("compile error".into())) })
-            .await
-            .unwrap_err();
+        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(dir.path(), 1 << 20).unwrap());
+        let err = cache.get_or_build("k", || async { Err(TestError("compile error".into())) }).await.unwrap_err();
         assert_eq!(*err, TestError("compile error".into()));
         assert!(cache.get("k").is_none());
     }
@@ -440,21 +398,14 @@ mod tests {
     #[tokio::test]
     async fn least_recently_used_unpinned_entries_are_evicted() {
         let dir = tempfile::tempdir().unwrap();
-        let cache: Arc<BinaryCache<TestError>> =
-            Arc::new(BinaryCache::open(&dir.path().join("bin"), 250).unwrap());
+        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(&dir.path().join("bin"), 250).unwrap());
         for name in ["a", "b"] {
             let scratch = dir.path().to_owned();
-            cache
-                .get_or_build(name, move || async move { Ok(built(&scratch, name, 100)) })
-                .await
-                .unwrap();
+            cache.get_or_build(name, move || async move { Ok(built(&scratch, name, 100)) }).await.unwrap();
         }
         let pinned = cache.get("a").unwrap(); // a is now the most recent, and held
         let scratch = dir.path().to_owned();
-        cache
-            .get_or_build("c", move || async move { Ok(built(&scratch, "c", 100)) })
-            .await
-            .unwrap();
+        cache.get_or_build("c", move || async move { Ok(built(&scratch, "c", 100)) }).await.unwrap();
         assert!(cache.get("b").is_none(), "b was least recently used");
         assert!(cache.get("a").is_some() && cache.get("c").is_some());
         assert_eq!(cache.usage(), (200, 2));

@@ -24,10 +24,7 @@ pub struct CallError {
 }
 
 fn err<T>(message: impl Into<String>, at: Option<usize>) -> Result<T, CallError> {
-    Err(CallError {
-        message: message.into(),
-        at,
-    })
+    Err(CallError { message: message.into(), at })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,11 +73,7 @@ impl Arg {
     /// The dispatcher's argv form: `kind:sign:literal`.
     pub fn encode(&self) -> String {
         match self {
-            Arg::Number {
-                kind,
-                negate,
-                literal,
-            } => {
+            Arg::Number { kind, negate, literal } => {
                 let kind = match kind {
                     NumberKind::Int => "int",
                     NumberKind::Float => "float",
@@ -137,10 +130,7 @@ pub fn parse(source: &str) -> Result<Call, CallError> {
             Some(first.at),
         );
     }
-    let mut parser = Parser {
-        tokens: &tokens,
-        pos: 0,
-    };
+    let mut parser = Parser { tokens: &tokens, pos: 0 };
     let expr = parser.expr(0)?;
     if let Some(extra) = parser.peek() {
         let message = match extra.text.as_str() {
@@ -151,27 +141,14 @@ pub fn parse(source: &str) -> Result<Call, CallError> {
         };
         return err(message, Some(extra.at));
     }
-    let normalized = tokens
-        .iter()
-        .map(|t| t.text.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let normalized = tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(" ");
     let literal_args = match expr {
-        Expr::Call {
-            func,
-            args,
-            spread: false,
-        } if matches!(*func, Expr::Ident(_)) => args
-            .into_iter()
-            .map(literal_arg)
-            .collect::<Option<Vec<_>>>(),
+        Expr::Call { func, args, spread: false } if matches!(*func, Expr::Ident(_)) => {
+            args.into_iter().map(literal_arg).collect::<Option<Vec<_>>>()
+        }
         _ => None,
     };
-    Ok(Call {
-        name: first.text.clone(),
-        normalized,
-        literal_args,
-    })
+    Ok(Call { name: first.text.clone(), normalized, literal_args })
 }
 
 /// What the parser keeps of an expression: only what classification needs.
@@ -181,11 +158,7 @@ enum Expr {
     Literal(Kind, String),
     Unary(String, Box<Expr>),
     Paren(Box<Expr>),
-    Call {
-        func: Box<Expr>,
-        args: Vec<Expr>,
-        spread: bool,
-    },
+    Call { func: Box<Expr>, args: Vec<Expr>, spread: bool },
     Other,
 }
 
@@ -207,22 +180,10 @@ fn literal_arg(expr: Expr) -> Option<Arg> {
                 Kind::Char => NumberKind::Char,
                 _ => return None,
             };
-            Some(Arg::Number {
-                kind,
-                negate: false,
-                literal,
-            })
+            Some(Arg::Number { kind, negate: false, literal })
         }
         Expr::Unary(op, inner) if op == "+" || op == "-" => match literal_arg(*inner)? {
-            Arg::Number {
-                kind,
-                negate,
-                literal,
-            } => Some(Arg::Number {
-                kind,
-                negate: negate ^ (op == "-"),
-                literal,
-            }),
+            Arg::Number { kind, negate, literal } => Some(Arg::Number { kind, negate: negate ^ (op == "-"), literal }),
             _ => None,
         },
         _ => None,
@@ -234,9 +195,9 @@ fn literal_arg(expr: Expr) -> Option<Arg> {
 // the call is re-emitted on one line).
 
 const OPERATORS: [&str; 47] = [
-    "<<=", ">>=", "&^=", "...", "&&", "||", "<-", "++", "--", "==", "!=", "<=", ">=", ":=", "+=",
-    "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<", ">>", "&^", "+", "-", "*", "/", "%", "&", "|",
-    "^", "<", ">", "=", "!", "~", "(", ")", "[", "]", "{", "}", ",", ";", ".",
+    "<<=", ">>=", "&^=", "...", "&&", "||", "<-", "++", "--", "==", "!=", "<=", ">=", ":=", "+=", "-=", "*=", "/=",
+    "%=", "&=", "|=", "^=", "<<", ">>", "&^", "+", "-", "*", "/", "%", "&", "|", "^", "<", ">", "=", "!", "~", "(",
+    ")", "[", "]", "{", "}", ",", ";", ".",
 ];
 
 const KEYWORDS: [&str; 25] = [
@@ -289,21 +250,10 @@ fn lex(source: &str) -> Result<Vec<Token>, CallError> {
             return err("comments are not allowed", Some(i));
         }
         let (kind, len) = if is_letter(c) {
-            let len = source[i..]
-                .find(|c: char| !(is_letter(c) || c.is_numeric()))
-                .unwrap_or(source.len() - i);
+            let len = source[i..].find(|c: char| !(is_letter(c) || c.is_numeric())).unwrap_or(source.len() - i);
             let word = &source[i..i + len];
-            (
-                if KEYWORDS.contains(&word) {
-                    Kind::Keyword
-                } else {
-                    Kind::Ident
-                },
-                len,
-            )
-        } else if c.is_ascii_digit()
-            || (c == '.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
-        {
+            (if KEYWORDS.contains(&word) { Kind::Keyword } else { Kind::Ident }, len)
+        } else if c.is_ascii_digit() || (c == '.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             number(source, i)?
         } else if c == '\'' {
             (Kind::Char, quoted(source, i, '\'')?)
@@ -326,16 +276,9 @@ fn lex(source: &str) -> Result<Vec<Token>, CallError> {
         };
         let text = &source[start..start + len];
         if kind == Kind::Str && text.starts_with('`') && text.contains('\r') {
-            return err(
-                "carriage returns in raw strings are not allowed",
-                Some(start),
-            );
+            return err("carriage returns in raw strings are not allowed", Some(start));
         }
-        tokens.push(Token {
-            kind,
-            text: text.to_owned(),
-            at: start,
-        });
+        tokens.push(Token { kind, text: text.to_owned(), at: start });
         i = start + len;
     }
     Ok(tokens)
@@ -359,11 +302,7 @@ fn number(source: &str, at: usize) -> Result<(Kind, usize), CallError> {
     // Digits of `base` with single underscores between them (or right after a prefix).
     let digits = |i: &mut usize, base: u32, after_prefix: bool| -> Result<usize, CallError> {
         let candidate = |c: u8| {
-            if base == 16 {
-                c.is_ascii_hexdigit()
-            } else {
-                c.is_ascii_digit()
-            }
+            if base == 16 { c.is_ascii_hexdigit() } else { c.is_ascii_digit() }
         };
         let (mut count, mut last_underscore, mut underscore_ok) = (0, false, after_prefix);
         while let Some(&c) = b.get(*i) {
@@ -374,10 +313,7 @@ fn number(source: &str, at: usize) -> Result<(Kind, usize), CallError> {
                 last_underscore = true;
             } else if candidate(c) {
                 if (c as char).to_digit(base).is_none() {
-                    return err(
-                        format!("invalid digit {:?} in base {base} literal", c as char),
-                        Some(at),
-                    );
+                    return err(format!("invalid digit {:?} in base {base} literal", c as char), Some(at));
                 }
                 (count, last_underscore, underscore_ok) = (count + 1, false, true);
             } else {
@@ -433,9 +369,7 @@ fn number(source: &str, at: usize) -> Result<(Kind, usize), CallError> {
     {
         return bad("invalid digit in octal literal");
     }
-    if b.get(i)
-        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
-    {
+    if b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.') {
         return bad("unexpected character after number");
     }
     Ok((kind, i - at))
@@ -462,17 +396,16 @@ fn quoted(source: &str, at: usize, quote: char) -> Result<usize, CallError> {
                 let Some((_, e)) = chars.next() else {
                     return err(format!("unterminated {what} literal"), Some(at));
                 };
-                let hex =
-                    |n: usize, chars: &mut std::str::CharIndices<'_>| -> Result<u32, CallError> {
-                        let mut value = 0u32;
-                        for _ in 0..n {
-                            match chars.next().and_then(|(_, c)| c.to_digit(16)) {
-                                Some(d) => value = value * 16 + d,
-                                None => return err("malformed escape sequence", Some(at)),
-                            }
+                let hex = |n: usize, chars: &mut std::str::CharIndices<'_>| -> Result<u32, CallError> {
+                    let mut value = 0u32;
+                    for _ in 0..n {
+                        match chars.next().and_then(|(_, c)| c.to_digit(16)) {
+                            Some(d) => value = value * 16 + d,
+                            None => return err("malformed escape sequence", Some(at)),
                         }
-                        Ok(value)
-                    };
+                    }
+                    Ok(value)
+                };
                 match e {
                     'a' | 'b' | 'f' | 'n' | 'r' | 't' | 'v' | '\\' => {}
                     '\'' if quote == '\'' => {}
@@ -535,8 +468,7 @@ impl Parser<'_> {
     }
 
     fn peek_is(&self, text: &str) -> bool {
-        self.peek()
-            .is_some_and(|t| t.text == text && matches!(t.kind, Kind::Op | Kind::Keyword))
+        self.peek().is_some_and(|t| t.text == text && matches!(t.kind, Kind::Op | Kind::Keyword))
     }
 
     fn next(&mut self) -> Result<&Token, CallError> {
@@ -551,19 +483,12 @@ impl Parser<'_> {
         if token.text == text && matches!(token.kind, Kind::Op | Kind::Keyword) {
             Ok(())
         } else {
-            err(
-                format!("expected {text:?}, found {:?}", token.text),
-                Some(token.at),
-            )
+            err(format!("expected {text:?}, found {:?}", token.text), Some(token.at))
         }
     }
 
     fn deeper(depth: usize, at: Option<usize>) -> Result<usize, CallError> {
-        if depth >= MAX_DEPTH {
-            err("nested too deeply", at)
-        } else {
-            Ok(depth + 1)
-        }
+        if depth >= MAX_DEPTH { err("nested too deeply", at) } else { Ok(depth + 1) }
     }
 
     fn expr(&mut self, depth: usize) -> Result<Expr, CallError> {
@@ -573,11 +498,7 @@ impl Parser<'_> {
 
     fn binary(&mut self, min: u8, depth: usize) -> Result<Expr, CallError> {
         let mut left = self.unary(depth)?;
-        while let Some(prec) = self
-            .peek()
-            .filter(|t| t.kind == Kind::Op)
-            .and_then(|t| binary_precedence(&t.text))
-        {
+        while let Some(prec) = self.peek().filter(|t| t.kind == Kind::Op).and_then(|t| binary_precedence(&t.text)) {
             if prec < min {
                 break;
             }
@@ -590,10 +511,7 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self, depth: usize) -> Result<Expr, CallError> {
-        if let Some(op) = self
-            .peek()
-            .filter(|t| t.kind == Kind::Op)
-            .map(|t| t.text.clone())
+        if let Some(op) = self.peek().filter(|t| t.kind == Kind::Op).map(|t| t.text.clone())
             && matches!(op.as_str(), "+" | "-" | "!" | "^" | "*" | "&" | "<-")
         {
             self.pos += 1;
@@ -614,20 +532,14 @@ impl Parser<'_> {
                         Kind::Ident => typeish = true,
                         Kind::Op if next.text == "(" => {
                             if self.peek_is("type") {
-                                return err(
-                                    "type switches are not allowed",
-                                    self.peek().map(|t| t.at),
-                                );
+                                return err("type switches are not allowed", self.peek().map(|t| t.at));
                             }
                             self.typ(depth)?;
                             self.expect(")")?;
                             typeish = false;
                         }
                         _ => {
-                            return err(
-                                format!("expected a name after '.', found {:?}", next.text),
-                                Some(next.at),
-                            );
+                            return err(format!("expected a name after '.', found {:?}", next.text), Some(next.at));
                         }
                     }
                     expr = Expr::Other;
@@ -640,11 +552,7 @@ impl Parser<'_> {
                 "(" => {
                     self.pos += 1;
                     let (args, spread) = self.arguments(depth)?;
-                    expr = Expr::Call {
-                        func: Box::new(expr),
-                        args,
-                        spread,
-                    };
+                    expr = Expr::Call { func: Box::new(expr), args, spread };
                     typeish = false;
                 }
                 "{" if typeish => {
@@ -673,18 +581,13 @@ impl Parser<'_> {
                     self.typ(depth)?;
                     Ok((Expr::Other, true))
                 }
-                "func" => err(
-                    "function literals and types are not allowed",
-                    Some(token.at),
-                ),
-                "struct" | "interface" => err(
-                    format!("{} types are not allowed in a call", token.text),
-                    Some(token.at),
-                ),
-                other => err(
-                    format!("statements and declarations are not allowed: unexpected {other:?}"),
-                    Some(token.at),
-                ),
+                "func" => err("function literals and types are not allowed", Some(token.at)),
+                "struct" | "interface" => {
+                    err(format!("{} types are not allowed in a call", token.text), Some(token.at))
+                }
+                other => {
+                    err(format!("statements and declarations are not allowed: unexpected {other:?}"), Some(token.at))
+                }
             },
             Kind::Op => match token.text.as_str() {
                 "(" => {
@@ -697,8 +600,9 @@ impl Parser<'_> {
                     self.typ(depth)?;
                     Ok((Expr::Other, true))
                 }
-                "=" | "+=" | "-=" | "*=" | "/=" | "%=" | "&=" | "|=" | "^=" | "<<=" | ">>="
-                | "&^=" | "++" | "--" => err("assignments are not allowed", Some(token.at)),
+                "=" | "+=" | "-=" | "*=" | "/=" | "%=" | "&=" | "|=" | "^=" | "<<=" | ">>=" | "&^=" | "++" | "--" => {
+                    err("assignments are not allowed", Some(token.at))
+                }
                 ";" => err("statements are not allowed: unexpected ';'", Some(token.at)),
                 ")" | "]" | "}" => err(format!("unbalanced {:?}", token.text), Some(token.at)),
                 other => err(format!("unexpected {other:?}"), Some(token.at)),
@@ -733,10 +637,7 @@ impl Parser<'_> {
                 }
             }
             if colons > 2 || (colons > 0 && commas > 0) {
-                return err(
-                    "malformed index or slice expression",
-                    self.peek().map(|t| t.at),
-                );
+                return err("malformed index or slice expression", self.peek().map(|t| t.at));
             }
         }
         Ok(())
@@ -757,19 +658,10 @@ impl Parser<'_> {
                 self.pos += 1;
             } else if !self.peek_is(")") {
                 let token = self.next()?;
-                return err(
-                    format!(
-                        "expected ',' or ')' in argument list, found {:?}",
-                        token.text
-                    ),
-                    Some(token.at),
-                );
+                return err(format!("expected ',' or ')' in argument list, found {:?}", token.text), Some(token.at));
             }
             if spread && !self.peek_is(")") {
-                return err(
-                    "'...' must follow the last argument",
-                    self.peek().map(|t| t.at),
-                );
+                return err("'...' must follow the last argument", self.peek().map(|t| t.at));
             }
         }
         self.pos += 1;
@@ -790,10 +682,7 @@ impl Parser<'_> {
             } else if !self.peek_is("}") {
                 let token = self.next()?;
                 return err(
-                    format!(
-                        "expected ',' or '}}' in composite literal, found {:?}",
-                        token.text
-                    ),
+                    format!("expected ',' or '}}' in composite literal, found {:?}", token.text),
                     Some(token.at),
                 );
             }
@@ -862,14 +751,10 @@ impl Parser<'_> {
                 self.typ(depth)
             }
             (Kind::Keyword, "func") => err("function types are not allowed", Some(token.at)),
-            (Kind::Keyword, "struct" | "interface") => err(
-                format!("{} types are not allowed in a call", token.text),
-                Some(token.at),
-            ),
-            _ => err(
-                format!("expected a type, found {:?}", token.text),
-                Some(token.at),
-            ),
+            (Kind::Keyword, "struct" | "interface") => {
+                err(format!("{} types are not allowed in a call", token.text), Some(token.at))
+            }
+            _ => err(format!("expected a type, found {:?}", token.text), Some(token.at)),
         }
     }
 }
@@ -879,19 +764,13 @@ mod tests {
     use super::*;
 
     fn args(call: &str) -> Option<Vec<String>> {
-        parse(call)
-            .unwrap()
-            .literal_args
-            .map(|args| args.iter().map(Arg::encode).collect())
+        parse(call).unwrap().literal_args.map(|args| args.iter().map(Arg::encode).collect())
     }
 
     #[test]
     fn literal_calls_go_to_the_dispatcher() {
         for (call, want) in [
-            (
-                "Encode(57.64911, 10.40744)",
-                vec!["float:+:57.64911", "float:+:10.40744"],
-            ),
+            ("Encode(57.64911, 10.40744)", vec!["float:+:57.64911", "float:+:10.40744"]),
             ("Smile()", vec![]),
             ("Pair(21, \"hi\")", vec!["int:+:21", "string:+:\"hi\""]),
             (
@@ -910,17 +789,10 @@ mod tests {
                     "float:+:.5",
                 ],
             ),
-            (
-                "Unicodé(\"\\u00e9\\n\\x41\\101\")",
-                vec!["string:+:\"\\u00e9\\n\\x41\\101\""],
-            ),
+            ("Unicodé(\"\\u00e9\\n\\x41\\101\")", vec!["string:+:\"\\u00e9\\n\\x41\\101\""]),
             ("Trailing(1, 2,)", vec!["int:+:1", "int:+:2"]),
         ] {
-            assert_eq!(
-                args(call),
-                Some(want.into_iter().map(String::from).collect()),
-                "{call}"
-            );
+            assert_eq!(args(call), Some(want.into_iter().map(String::from).collect()), "{call}");
         }
     }
 
@@ -945,10 +817,7 @@ mod tests {
             let parsed = parse(call).unwrap_or_else(|e| panic!("{call}: {e}"));
             assert_eq!(parsed.literal_args, None, "{call}");
         }
-        assert_eq!(
-            parse("NewT(1).Method()").unwrap().normalized,
-            "NewT ( 1 ) . Method ( )"
-        );
+        assert_eq!(parse("NewT(1).Method()").unwrap().normalized, "NewT ( 1 ) . Method ( )");
     }
 
     #[test]
@@ -993,25 +862,10 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_not_a_stack_overflow() {
         let deep = format!("F({}1{})", "(".repeat(1_000), ")".repeat(1_000));
-        assert!(
-            parse(&deep)
-                .unwrap_err()
-                .message
-                .contains("nested too deeply")
-        );
+        assert!(parse(&deep).unwrap_err().message.contains("nested too deeply"));
         let unary = format!("F({}1)", "^".repeat(1_000));
-        assert!(
-            parse(&unary)
-                .unwrap_err()
-                .message
-                .contains("nested too deeply")
-        );
-        assert!(
-            parse(&"F(1)".repeat(5000))
-                .unwrap_err()
-                .message
-                .contains("longer than")
-        );
+        assert!(parse(&unary).unwrap_err().message.contains("nested too deeply"));
+        assert!(parse(&"F(1)".repeat(5000)).unwrap_err().message.contains("longer than"));
     }
 
     #[test]

@@ -32,12 +32,7 @@ impl Drop for Waiting<'_> {
 
 impl Gate {
     pub fn new(what: &'static str, permits: usize, max_queue: usize) -> Gate {
-        Gate {
-            what,
-            semaphore: Arc::new(Semaphore::new(permits)),
-            waiting: Arc::default(),
-            max_queue,
-        }
+        Gate { what, semaphore: Arc::new(Semaphore::new(permits)), waiting: Arc::default(), max_queue }
     }
 
     pub async fn enter(&self) -> Result<OwnedSemaphorePermit, Overloaded> {
@@ -46,15 +41,10 @@ impl Gate {
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Overloaded {
-                what: self.what.to_owned(),
-            });
+            return Err(Overloaded { what: self.what.to_owned() });
         }
         let _waiting = Waiting(&self.waiting);
-        Ok(Arc::clone(&self.semaphore)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed"))
+        Ok(Arc::clone(&self.semaphore).acquire_owned().await.expect("the semaphore is never closed"))
     }
 
     /// Work waiting for a permit.
@@ -76,12 +66,7 @@ mod tests {
         while gate.queued() == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(
-            gate.enter().await.unwrap_err(),
-            Overloaded {
-                what: "things".into()
-            }
-        );
+        assert_eq!(gate.enter().await.unwrap_err(), Overloaded { what: "things".into() });
         drop(first);
         queued.await.unwrap().unwrap();
         assert_eq!(gate.queued(), 0);

@@ -27,27 +27,16 @@ pub struct ImportPath {
 
 impl ImportPath {
     pub fn parse(path: &str) -> Result<ImportPath, ImportPathError> {
-        let bad = |reason: &str| {
-            Err(ImportPathError {
-                path: path.chars().take(MAX_LEN).collect(),
-                reason: reason.into(),
-            })
-        };
+        let bad =
+            |reason: &str| Err(ImportPathError { path: path.chars().take(MAX_LEN).collect(), reason: reason.into() });
         if path.is_empty() {
             return bad("empty");
         }
         if path.len() > MAX_LEN {
             return bad("too long");
         }
-        if path.contains("://")
-            || path
-                .split('/')
-                .next()
-                .is_some_and(|host| host.contains(':'))
-        {
-            return bad(
-                "give an import path such as github.com/owner/name, not a URL with a scheme or port",
-            );
+        if path.contains("://") || path.split('/').next().is_some_and(|host| host.contains(':')) {
+            return bad("give an import path such as github.com/owner/name, not a URL with a scheme or port");
         }
         if path.contains('@') {
             return bad("credentials are not allowed");
@@ -55,13 +44,8 @@ impl ImportPath {
         if path.starts_with('/') {
             return bad("must not start with '/'");
         }
-        if let Some(c) = path
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-._~/".contains(*c)))
-        {
-            return bad(&format!(
-                "character {c:?} is not allowed (letters, digits and -._~/ only)"
-            ));
+        if let Some(c) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~/".contains(*c))) {
+            return bad(&format!("character {c:?} is not allowed (letters, digits and -._~/ only)"));
         }
         let elements: Vec<&str> = path.split('/').collect();
         for element in &elements {
@@ -81,11 +65,7 @@ impl ImportPath {
         if !elements[0].contains('.') {
             return bad("the first element must be a host name such as github.com");
         }
-        Ok(ImportPath {
-            full: path.to_owned(),
-            repo: elements[..3].join("/"),
-            subdir: elements[3..].join("/"),
-        })
+        Ok(ImportPath { full: path.to_owned(), repo: elements[..3].join("/"), subdir: elements[3..].join("/") })
     }
 
     /// `https://<repo>.git`, rewritten by the longest matching prefix of `rewrites`.
@@ -100,10 +80,7 @@ pub fn rewrite(url: &str, rewrites: &BTreeMap<String, String>) -> String {
         .iter()
         .filter(|(from, _)| url.starts_with(from.as_str()))
         .max_by_key(|(from, _)| from.len())
-        .map_or_else(
-            || url.to_owned(),
-            |(from, to)| format!("{to}{}", &url[from.len()..]),
-        )
+        .map_or_else(|| url.to_owned(), |(from, to)| format!("{to}{}", &url[from.len()..]))
 }
 
 #[cfg(test)]
@@ -113,15 +90,9 @@ mod tests {
     #[test]
     fn good_paths() {
         let p = ImportPath::parse("github.com/mmcloughlin/geohash").unwrap();
-        assert_eq!(
-            (p.repo.as_str(), p.subdir.as_str()),
-            ("github.com/mmcloughlin/geohash", "")
-        );
+        assert_eq!((p.repo.as_str(), p.subdir.as_str()), ("github.com/mmcloughlin/geohash", ""));
         let p = ImportPath::parse("example.test/o/repo/sub/pkg_v2").unwrap();
-        assert_eq!(
-            (p.repo.as_str(), p.subdir.as_str()),
-            ("example.test/o/repo", "sub/pkg_v2")
-        );
+        assert_eq!((p.repo.as_str(), p.subdir.as_str()), ("example.test/o/repo", "sub/pkg_v2"));
     }
 
     #[test]
@@ -150,25 +121,14 @@ mod tests {
             let e = ImportPath::parse(path).expect_err(path).to_string();
             assert!(e.contains(why), "{path:?}: {e}");
         }
-        assert!(
-            ImportPath::parse(&"a.b/".repeat(100))
-                .unwrap_err()
-                .to_string()
-                .contains("too long")
-        );
+        assert!(ImportPath::parse(&"a.b/".repeat(100)).unwrap_err().to_string().contains("too long"));
     }
 
     #[test]
     fn longest_prefix_wins() {
         let rewrites = BTreeMap::from([
-            (
-                "https://github.com/".to_owned(),
-                "file:///srv/git/github.com/".to_owned(),
-            ),
-            (
-                "https://github.com/special/".to_owned(),
-                "file:///srv/special/".to_owned(),
-            ),
+            ("https://github.com/".to_owned(), "file:///srv/git/github.com/".to_owned()),
+            ("https://github.com/special/".to_owned(), "file:///srv/special/".to_owned()),
         ]);
         let url = |p: &str| ImportPath::parse(p).unwrap().clone_url(&rewrites);
         assert_eq!(url("github.com/a/b"), "file:///srv/git/github.com/a/b.git");

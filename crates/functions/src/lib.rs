@@ -91,10 +91,7 @@ impl From<std::io::Error> for FunctionError {
 impl From<RunError> for FunctionError {
     fn from(e: RunError) -> Self {
         match e {
-            RunError::Host(HostError::Busy(kind)) => Overloaded {
-                what: format!("{kind} jails"),
-            }
-            .into(),
+            RunError::Host(HostError::Busy(kind)) => Overloaded { what: format!("{kind} jails") }.into(),
             other => FunctionError::Internal(other.to_string()),
         }
     }
@@ -156,18 +153,9 @@ struct Generator {
 const GENERATOR: [(&str, &str); 5] = [
     ("go.mod", include_str!("../go/gen/go.mod")),
     ("main.go", include_str!("../go/gen/main.go")),
-    (
-        "templates/call_main.go.tmpl",
-        include_str!("../go/gen/templates/call_main.go.tmpl"),
-    ),
-    (
-        "templates/dispatch_main.go.tmpl",
-        include_str!("../go/gen/templates/dispatch_main.go.tmpl"),
-    ),
-    (
-        "templates/funcs.go.tmpl",
-        include_str!("../go/gen/templates/funcs.go.tmpl"),
-    ),
+    ("templates/call_main.go.tmpl", include_str!("../go/gen/templates/call_main.go.tmpl")),
+    ("templates/dispatch_main.go.tmpl", include_str!("../go/gen/templates/dispatch_main.go.tmpl")),
+    ("templates/funcs.go.tmpl", include_str!("../go/gen/templates/funcs.go.tmpl")),
 ];
 
 const BUILD_GENERATOR: &str = r#"set -eu
@@ -193,36 +181,15 @@ exec "$gen" -root "$src" -repo "$repopath" -subdir "$subdir" -goversion "$gover"
 
 impl Functions {
     pub fn new(config: Arc<Config>, jails: Jails) -> Result<Functions, FunctionError> {
-        let toolchain =
-            Toolchain::discover(&config).map_err(|e| FunctionError::Unavailable(e.to_string()))?;
+        let toolchain = Toolchain::discover(&config).map_err(|e| FunctionError::Unavailable(e.to_string()))?;
         let repos = Repos::new(toolchain.clone(), &config.data_dir.join("repos"))?;
-        let binaries = Arc::new(BinaryCache::open(
-            &config.data_dir.join("binaries"),
-            config.go.binary_cache_size.bytes(),
-        )?);
-        let exec_gate = Gate::new(
-            "execution jails",
-            config.jails.max_jails as usize,
-            config.limits.max_queue,
-        );
-        let build_gate = Gate::new(
-            "builds",
-            config.jails.max_builds as usize,
-            config.limits.max_queue,
-        );
-        let inner = Inner {
-            config,
-            jails,
-            toolchain,
-            repos,
-            binaries,
-            generator: OnceCell::new(),
-            exec_gate,
-            build_gate,
-        };
-        Ok(Functions {
-            inner: Arc::new(inner),
-        })
+        let binaries =
+            Arc::new(BinaryCache::open(&config.data_dir.join("binaries"), config.go.binary_cache_size.bytes())?);
+        let exec_gate = Gate::new("execution jails", config.jails.max_jails as usize, config.limits.max_queue);
+        let build_gate = Gate::new("builds", config.jails.max_builds as usize, config.limits.max_queue);
+        let inner =
+            Inner { config, jails, toolchain, repos, binaries, generator: OnceCell::new(), exec_gate, build_gate };
+        Ok(Functions { inner: Arc::new(inner) })
     }
 
     /// Builds the generator now rather than at the first request.
@@ -236,10 +203,7 @@ impl Functions {
 
     /// Work waiting for an execution jail and for a build slot.
     pub fn queued(&self) -> (usize, usize) {
-        (
-            self.inner.exec_gate.queued(),
-            self.inner.build_gate.queued(),
-        )
+        (self.inner.exec_gate.queued(), self.inner.build_gate.queued())
     }
 
     /// Bytes and entries in the binary cache.
@@ -250,15 +214,10 @@ impl Functions {
     /// Runs a function call.
     pub async fn call(&self, request: &Request) -> Result<Answer, FunctionError> {
         let inner = &self.inner;
-        let path = ImportPath::parse(&request.url)
-            .map_err(|e| FunctionError::BadRequest(e.to_string()))?;
-        let call =
-            call::parse(&request.call).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        let path = ImportPath::parse(&request.url).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        let call = call::parse(&request.call).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
         if !call.is_exported() {
-            return Err(FunctionError::NotExported {
-                package: path.full.clone(),
-                name: call.name.clone(),
-            });
+            return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
         }
         let url = path.clone_url(&inner.config.git.url_rewrite);
         let repo = inner.repos.repo(&path.repo);
@@ -266,19 +225,13 @@ impl Functions {
             inner.repos.bust(&repo).await?;
             inner.binaries.remove_repo(&path.repo);
         }
-        let commit = inner
-            .repos
-            .resolve(&inner.jails, &repo, &url, request.version.as_deref())
-            .await?;
+        let commit = inner.repos.resolve(&inner.jails, &repo, &url, request.version.as_deref()).await?;
         let generator = inner.generator().await?;
 
         let (dispatcher, mut built) = inner.binary(&repo, &path, &commit, generator, None).await?;
         let index = &dispatcher.index;
         if !index.exports(&call.name) {
-            return Err(FunctionError::NotExported {
-                package: index.import_path.clone(),
-                name: call.name.clone(),
-            });
+            return Err(FunctionError::NotExported { package: index.import_path.clone(), name: call.name.clone() });
         }
         let (entry, argv, how) = match &call.literal_args {
             Some(args) if index.dispatchable(&call.name) => {
@@ -287,21 +240,13 @@ impl Functions {
                 (dispatcher, argv, "dispatch")
             }
             _ => {
-                let (entry, fresh) = inner
-                    .binary(&repo, &path, &commit, generator, Some(&call))
-                    .await?;
+                let (entry, fresh) = inner.binary(&repo, &path, &commit, generator, Some(&call)).await?;
                 built |= fresh;
                 (entry, vec!["fn".to_owned()], "build")
             }
         };
         let (data, run_time) = inner.execute(&entry, argv, &request.call).await?;
-        Ok(Answer {
-            data,
-            commit,
-            path: how,
-            built,
-            run_time,
-        })
+        Ok(Answer { data, commit, path: how, built, run_time })
     }
 }
 
@@ -316,10 +261,7 @@ impl Inner {
                 let hash = binaries::key(&parts);
                 let binary = format!("tools/gen-{hash}");
                 if self.toolchain.host_path(&binary).is_file() {
-                    return Ok(Generator {
-                        path: format!("{BUILD_MOUNT}/{binary}"),
-                        hash,
-                    });
+                    return Ok(Generator { path: format!("{BUILD_MOUNT}/{binary}"), hash });
                 }
                 let src = format!("tools/gen-src-{hash}");
                 for (name, text) in GENERATOR {
@@ -334,10 +276,7 @@ impl Inner {
                         &self.jails,
                         "build the generator".into(),
                         BUILD_GENERATOR,
-                        &[
-                            &format!("{BUILD_MOUNT}/{src}"),
-                            &format!("{BUILD_MOUNT}/{binary}"),
-                        ],
+                        &[&format!("{BUILD_MOUNT}/{src}"), &format!("{BUILD_MOUNT}/{binary}")],
                         NetworkNeed::Build,
                     )
                     .await?;
@@ -347,10 +286,7 @@ impl Inner {
                         tail(&report.stderr, 2000)
                     )));
                 }
-                Ok(Generator {
-                    path: format!("{BUILD_MOUNT}/{binary}"),
-                    hash,
-                })
+                Ok(Generator { path: format!("{BUILD_MOUNT}/{binary}"), hash })
             })
             .await
     }
@@ -402,8 +338,8 @@ impl Inner {
         label: &str,
     ) -> Result<(String, Duration), FunctionError> {
         let j = &self.config.jails;
-        let program = File::open(&entry.binary)
-            .map_err(|e| FunctionError::Internal(format!("opening the binary: {e}")))?;
+        let program =
+            entry.file.try_clone().map_err(|e| FunctionError::Internal(format!("opening the binary: {e}")))?;
         let _permit = self.exec_gate.enter().await?;
         let request = RunRequest {
             launch: Launch {
@@ -418,11 +354,7 @@ impl Inner {
                 disk: j.disk_limit.bytes(),
                 program: Program::Fd,
                 argv,
-                env: vec![
-                    "PATH=/usr/bin:/bin".into(),
-                    "HOME=/tmp".into(),
-                    "TMPDIR=/tmp".into(),
-                ],
+                env: vec!["PATH=/usr/bin:/bin".into(), "HOME=/tmp".into(), "TMPDIR=/tmp".into()],
                 cwd: "/tmp".into(),
                 binds: Vec::new(),
                 network: Network::None,
@@ -441,24 +373,15 @@ impl Inner {
         let run_time = started.elapsed();
         let stderr = tail(&report.stderr, STDERR_TAIL);
         match (report.end, report.status) {
-            (End::Exited, ExitStatus::Exited(0)) => Ok((
-                String::from_utf8_lossy(&report.stdout).into_owned(),
-                run_time,
-            )),
+            (End::Exited, ExitStatus::Exited(0)) => {
+                Ok((String::from_utf8_lossy(&report.stdout).into_owned(), run_time))
+            }
             (End::Exited, ExitStatus::Exited(DISPATCH_ARGUMENT_ERROR))
                 if stderr.starts_with("skyisland-dispatch: ") =>
             {
-                Err(FunctionError::Argument(
-                    stderr
-                        .trim_start_matches("skyisland-dispatch: ")
-                        .trim()
-                        .to_owned(),
-                ))
+                Err(FunctionError::Argument(stderr.trim_start_matches("skyisland-dispatch: ").trim().to_owned()))
             }
-            (End::Exited, status) => Err(FunctionError::Failed {
-                status: describe(status),
-                stderr,
-            }),
+            (End::Exited, status) => Err(FunctionError::Failed { status: describe(status), stderr }),
             (End::TimedOut, _) => Err(FunctionError::TimedOut(j.exec_timeout.get())),
             (End::MemoryLimit, _) => Err(FunctionError::LimitExceeded {
                 limit: format!("memory limit of {} exceeded", j.memory_limit),
@@ -525,35 +448,23 @@ impl BuildJob {
         let output = tail(&report.stderr, 64 * 1024);
         let result = match (report.end, report.status) {
             (End::Exited, ExitStatus::Exited(0)) => {
-                let index: Index = serde_json::from_slice(&report.stdout).map_err(|e| {
-                    FunctionError::Internal(format!("reading the generator's index: {e}"))
-                })?;
+                let index: Index = serde_json::from_slice(&report.stdout)
+                    .map_err(|e| FunctionError::Internal(format!("reading the generator's index: {e}")))?;
                 let meta = Meta {
                     repo: self.path.repo.clone(),
                     commit: self.commit.clone(),
                     subdir: self.path.subdir.clone(),
                     call: self.call.clone(),
                 };
-                return Ok(Built {
-                    binary,
-                    index,
-                    meta,
-                });
+                return Ok(Built { binary, index, meta });
             }
             (End::TimedOut, _) => FunctionError::BuildTimedOut(self.toolchain.timeout),
-            (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => {
-                FunctionError::PackageRefused(output.trim().to_owned())
+            (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => FunctionError::PackageRefused(output.trim().to_owned()),
+            (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => FunctionError::BuildFailed { output },
+            (End::Exited, ExitStatus::Exited(EXTRACT_FAILED)) => {
+                FunctionError::Internal(format!("extracting the sources of {} failed: {output}", self.commit))
             }
-            (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => {
-                FunctionError::BuildFailed { output }
-            }
-            (End::Exited, ExitStatus::Exited(EXTRACT_FAILED)) => FunctionError::Internal(format!(
-                "extracting the sources of {} failed: {output}",
-                self.commit
-            )),
-            (end, status) => FunctionError::Internal(format!(
-                "the build jail ended with {end:?} {status:?}: {output}"
-            )),
+            (end, status) => FunctionError::Internal(format!("the build jail ended with {end:?} {status:?}: {output}")),
         };
         let _ = std::fs::remove_file(&binary);
         Err(result)
@@ -565,9 +476,7 @@ fn shared_error(e: &FunctionError) -> FunctionError {
     match e {
         FunctionError::BadRequest(m) => FunctionError::BadRequest(m.clone()),
         FunctionError::PackageRefused(m) => FunctionError::PackageRefused(m.clone()),
-        FunctionError::BuildFailed { output } => FunctionError::BuildFailed {
-            output: output.clone(),
-        },
+        FunctionError::BuildFailed { output } => FunctionError::BuildFailed { output: output.clone() },
         FunctionError::BuildTimedOut(d) => FunctionError::BuildTimedOut(*d),
         FunctionError::Overloaded(o) => FunctionError::Overloaded(o.clone()),
         FunctionError::Unavailable(m) => FunctionError::Unavailable(m.clone()),
@@ -587,11 +496,7 @@ fn describe(status: ExitStatus) -> String {
 pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
     let start = bytes.len().saturating_sub(max);
     let text = String::from_utf8_lossy(&bytes[start..]);
-    if start > 0 {
-        format!("…{text}")
-    } else {
-        text.into_owned()
-    }
+    if start > 0 { format!("…{text}") } else { text.into_owned() }
 }
 
 /// Writes `data` to `path` so that a crash leaves the old file or the new one, never a

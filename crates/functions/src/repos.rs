@@ -56,27 +56,17 @@ pub struct Repos {
 
 /// A `version` that names a commit.
 fn is_commit(version: &str) -> bool {
-    version.len() == 40
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    version.len() == 40 && version.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// A `version` that can name a tag or branch (git's ref-name rules, simplified to a
 /// safe subset).
 fn check_ref(version: &str) -> Result<(), FunctionError> {
-    let bad = |why: &str| {
-        Err(FunctionError::BadRequest(format!(
-            "invalid version {version:?}: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(FunctionError::BadRequest(format!("invalid version {version:?}: {why}")));
     if version.is_empty() || version.len() > 200 {
         return bad("must be a commit sha, tag or branch of 1 to 200 characters");
     }
-    if !version
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._/+".contains(&b))
-    {
+    if !version.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/+".contains(&b)) {
         return bad("only letters, digits and -._/+ are allowed");
     }
     if version.starts_with(['-', '/', '.'])
@@ -95,11 +85,7 @@ fn check_ref(version: &str) -> Result<(), FunctionError> {
 impl Repos {
     pub fn new(toolchain: Toolchain, state_dir: &Path) -> std::io::Result<Repos> {
         std::fs::create_dir_all(state_dir)?;
-        Ok(Repos {
-            toolchain,
-            state_dir: state_dir.to_owned(),
-            repos: Mutex::new(HashMap::new()),
-        })
+        Ok(Repos { toolchain, state_dir: state_dir.to_owned(), repos: Mutex::new(HashMap::new()) })
     }
 
     pub fn repo(&self, path: &str) -> Arc<Repo> {
@@ -163,14 +149,9 @@ impl Repos {
             return Ok(commit);
         }
         let refspec = version.unwrap_or("HEAD");
-        let commit = self
-            .fetch(jails, repo, url, refspec, version.is_some())
-            .await?;
+        let commit = self.fetch(jails, repo, url, refspec, version.is_some()).await?;
         if version.is_some_and(is_commit) && Some(commit.as_str()) != version {
-            return Err(FunctionError::VersionNotFound {
-                repo: repo.path.clone(),
-                version: refspec.to_owned(),
-            });
+            return Err(FunctionError::VersionNotFound { repo: repo.path.clone(), version: refspec.to_owned() });
         }
         state.commits.insert(commit.clone());
         match version {
@@ -222,26 +203,13 @@ impl Repos {
             ]
             .iter()
             .any(|needle| lower.contains(needle) && !lower.contains("couldn't find remote ref"));
-            return Err(
-                if lower.contains("couldn't find remote ref")
-                    || (explicit && lower.contains("not our ref"))
-                {
-                    FunctionError::VersionNotFound {
-                        repo: repo.path.clone(),
-                        version: refspec.to_owned(),
-                    }
-                } else if missing_repo {
-                    FunctionError::RepoNotFound {
-                        repo: repo.path.clone(),
-                        detail: stderr,
-                    }
-                } else {
-                    FunctionError::CloneFailed {
-                        repo: repo.path.clone(),
-                        detail: stderr,
-                    }
-                },
-            );
+            return Err(if lower.contains("couldn't find remote ref") || (explicit && lower.contains("not our ref")) {
+                FunctionError::VersionNotFound { repo: repo.path.clone(), version: refspec.to_owned() }
+            } else if missing_repo {
+                FunctionError::RepoNotFound { repo: repo.path.clone(), detail: stderr }
+            } else {
+                FunctionError::CloneFailed { repo: repo.path.clone(), detail: stderr }
+            });
         }
         let commit = String::from_utf8_lossy(&report.stdout).trim().to_owned();
         if !is_commit(&commit) {
@@ -259,8 +227,7 @@ impl Repos {
         let mut guard = repo.state.write().await;
         *guard = Some(State::default());
         let _ = std::fs::remove_file(self.state_file(repo));
-        let io =
-            |e: std::io::Error| FunctionError::Internal(format!("removing the cached clone: {e}"));
+        let io = |e: std::io::Error| FunctionError::Internal(format!("removing the cached clone: {e}"));
         remove_tree(&self.toolchain.host_path(&format!("repos/{}", repo.key))).map_err(io)?;
         let src = self.toolchain.host_path("src");
         let prefix = format!("{}-", repo.key);
@@ -292,20 +259,7 @@ mod tests {
         for good in ["v1.0.0", "main", "release/2024", "v2+build"] {
             assert!(check_ref(good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "-x",
-            "a..b",
-            "/x",
-            "x/",
-            "x.lock",
-            "a b",
-            "a;rm",
-            "a/.hidden",
-            "HEAD@{1}",
-            "x~1",
-            "x^",
-        ] {
+        for bad in ["", "-x", "a..b", "/x", "x/", "x.lock", "a b", "a;rm", "a/.hidden", "HEAD@{1}", "x~1", "x^"] {
             assert!(check_ref(bad).is_err(), "{bad}");
         }
     }

@@ -16,34 +16,16 @@ use skyisland_runner::{Jails, Output, RunError, RunReport, RunRequest};
 
 /// Where the build jail's data appears inside it.
 pub const BUILD_MOUNT: &str = "/build";
-const SUBDIRS: [&str; 9] = [
-    "repos",
-    "src",
-    "out",
-    "tools",
-    "gocache",
-    "gomodcache",
-    "gopath",
-    "home",
-    "tmp",
-];
+const SUBDIRS: [&str; 9] = ["repos", "src", "out", "tools", "gocache", "gomodcache", "gopath", "home", "tmp"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
     #[error("the Go toolchain {0:?} was not found: install golang-go or set go.program")]
     NoGo(PathBuf),
     #[error("`{program} {args}` failed: {message}")]
-    Probe {
-        program: String,
-        args: String,
-        message: String,
-    },
+    Probe { program: String, args: String, message: String },
     #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 /// The host's Go and git, and how to run them in the build jail.
@@ -72,18 +54,15 @@ pub struct Toolchain {
 impl Toolchain {
     /// Finds the toolchain and prepares the build jail's data directory.
     pub fn discover(config: &Config) -> Result<Toolchain, ToolchainError> {
-        let go = which(&config.go.program)
-            .ok_or_else(|| ToolchainError::NoGo(config.go.program.clone()))?;
+        let go = which(&config.go.program).ok_or_else(|| ToolchainError::NoGo(config.go.program.clone()))?;
         let probe = |args: &[&str]| -> Result<String, ToolchainError> {
-            let out = std::process::Command::new(&go)
-                .args(args)
-                .env("GOTOOLCHAIN", "local")
-                .output()
-                .map_err(|e| ToolchainError::Probe {
+            let out = std::process::Command::new(&go).args(args).env("GOTOOLCHAIN", "local").output().map_err(|e| {
+                ToolchainError::Probe {
                     program: go.display().to_string(),
                     args: args.join(" "),
                     message: e.to_string(),
-                })?;
+                }
+            })?;
             if !out.status.success() {
                 return Err(ToolchainError::Probe {
                     program: go.display().to_string(),
@@ -96,21 +75,12 @@ impl Toolchain {
         let go_version = probe(&["env", "GOVERSION"])?;
         let goroot = PathBuf::from(probe(&["env", "GOROOT"])?);
         // "go1.19.8" → "1.19"
-        let go_language = go_version
-            .trim_start_matches("go")
-            .split('.')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(".");
+        let go_language = go_version.trim_start_matches("go").split('.').take(2).collect::<Vec<_>>().join(".");
         // Anything outside /usr must be bound into the jail at the same path.
         let mut extra_binds = Vec::new();
         for dir in [&goroot] {
             if !dir.starts_with("/usr") {
-                extra_binds.push(Bind {
-                    source: dir.clone(),
-                    target: dir.clone(),
-                    writable: false,
-                });
+                extra_binds.push(Bind { source: dir.clone(), target: dir.clone(), writable: false });
             }
         }
         let file_roots: BTreeSet<PathBuf> = config
@@ -163,38 +133,20 @@ impl Toolchain {
         args: &[&str],
         network: NetworkNeed<'_>,
     ) -> Result<RunReport, RunError> {
-        let mut argv = vec![
-            "sh".to_owned(),
-            "-c".to_owned(),
-            script.to_owned(),
-            "skyisland".to_owned(),
-        ];
+        let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "skyisland".to_owned()];
         argv.extend(args.iter().map(|a| (*a).to_owned()));
         let mut binds = vec![
-            Bind {
-                source: "/usr".into(),
-                target: "/usr".into(),
-                writable: false,
-            },
-            Bind {
-                source: self.build_dir.clone(),
-                target: BUILD_MOUNT.into(),
-                writable: true,
-            },
+            Bind { source: "/usr".into(), target: "/usr".into(), writable: false },
+            Bind { source: self.build_dir.clone(), target: BUILD_MOUNT.into(), writable: true },
         ];
         binds.extend(self.extra_binds.iter().cloned());
         let network = match network {
             NetworkNeed::Clone { url } if url.starts_with("file://") => {
-                binds.extend(
-                    self.file_roots
-                        .iter()
-                        .filter(|root| root.is_dir())
-                        .map(|root| Bind {
-                            source: root.clone(),
-                            target: root.clone(),
-                            writable: false,
-                        }),
-                );
+                binds.extend(self.file_roots.iter().filter(|root| root.is_dir()).map(|root| Bind {
+                    source: root.clone(),
+                    target: root.clone(),
+                    writable: false,
+                }));
                 Network::None
             }
             NetworkNeed::Clone { .. } => Network::Host,
@@ -278,8 +230,7 @@ fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
         if owner_changed {
             chown_tree(&sub, uid).map_err(io("change the owner of", &sub))?;
         }
-        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("chmod", &sub))?;
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod", &sub))?;
     }
     let gitconfig = dir.join("home/gitconfig");
     std::fs::write(&gitconfig, GITCONFIG).map_err(io("write", &gitconfig))?;

@@ -5,8 +5,9 @@
 //! memory cgroup per jail leaks "dying" cgroups under churn. Every path is built from the
 //! `root` given at construction, so tests can point it at a fixture directory.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,11 +41,38 @@ pub struct CgroupError {
 }
 
 fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError {
-        what,
-        path: path.to_owned(),
-        source,
+    move |source| CgroupError { what, path: path.to_owned(), source }
+}
+
+/// A slot's cgroup set up for jails: its limits, and its files kept open so that the
+/// checks after each jail need no path lookups.
+#[derive(Debug)]
+pub struct SlotCgroup {
+    pub limits: Limits,
+    /// `cgroup.procs` of the pids controller (v1) or of the cgroup (v2).
+    procs: File,
+    /// `memory.oom_control` (v1) or `memory.events` (v2).
+    oom: File,
+    /// The OOM-kill counter after the slot's last jail.
+    oom_baseline: u64,
+}
+
+/// Reads a whole cgroup file from its start through an open descriptor.
+fn pread_all(file: &File, what: &'static str, path: &Path) -> Result<String, CgroupError> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = file.read_at(&mut buf[len..], len as u64).map_err(at(what, path))?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
     }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| at(what, path)(io::Error::other(e)))
 }
 
 /// Sky Island's part of the host's cgroup tree: `parent` below the v2 root, or below
@@ -58,27 +86,15 @@ pub struct Cgroups {
 
 impl Cgroups {
     /// `version` `None` means: v2 if `root` is a cgroup2 mount, v1 otherwise.
-    pub fn new(
-        root: &Path,
-        version: Option<Version>,
-        parent: &str,
-    ) -> Result<Cgroups, CgroupError> {
+    pub fn new(root: &Path, version: Option<Version>, parent: &str) -> Result<Cgroups, CgroupError> {
         let version = match version {
             Some(v) => v,
             None => {
                 let fs = rustix::fs::statfs(root).map_err(|e| at("inspect", root)(e.into()))?;
-                if fs.f_type as i64 == CGROUP2_SUPER_MAGIC {
-                    Version::V2
-                } else {
-                    Version::V1
-                }
+                if fs.f_type as i64 == CGROUP2_SUPER_MAGIC { Version::V2 } else { Version::V1 }
             }
         };
-        let cgroups = Cgroups {
-            version,
-            root: root.to_owned(),
-            parent: parent.to_owned(),
-        };
+        let cgroups = Cgroups { version, root: root.to_owned(), parent: parent.to_owned() };
         cgroups.check_controllers()?;
         Ok(cgroups)
     }
@@ -87,25 +103,54 @@ impl Cgroups {
         self.version
     }
 
+    /// Creates (if needed) and limits cgroup `name`, and opens what the checks after each
+    /// jail read.
+    pub fn open_slot(&self, name: &str, limits: &Limits) -> Result<SlotCgroup, CgroupError> {
+        self.ensure(name)?;
+        self.set_limits(name, limits)?;
+        let procs_path = self.dir("pids", name).join("cgroup.procs");
+        let oom_path = self.oom_file(name);
+        let procs = File::open(&procs_path).map_err(at("open", &procs_path))?;
+        let oom = File::open(&oom_path).map_err(at("open", &oom_path))?;
+        let oom_baseline = counter(&pread_all(&oom, "read", &oom_path)?, "oom_kill");
+        Ok(SlotCgroup { limits: *limits, procs, oom, oom_baseline })
+    }
+
+    /// Whether the slot's cgroup holds no process.
+    pub fn slot_is_empty(&self, slot: &SlotCgroup) -> Result<bool, CgroupError> {
+        Ok(pread_all(&slot.procs, "read", Path::new("cgroup.procs"))?.trim().is_empty())
+    }
+
+    /// Whether the OOM killer killed anything in the slot since the last call.
+    pub fn slot_oom_killed(&self, slot: &mut SlotCgroup) -> Result<bool, CgroupError> {
+        let now = counter(&pread_all(&slot.oom, "read", Path::new("memory OOM counter"))?, "oom_kill");
+        let killed = now > slot.oom_baseline;
+        slot.oom_baseline = now;
+        Ok(killed)
+    }
+
+    fn oom_file(&self, name: &str) -> PathBuf {
+        match self.version {
+            Version::V1 => self.dir("memory", name).join("memory.oom_control"),
+            Version::V2 => self.dir("memory", name).join("memory.events"),
+        }
+    }
+
     fn check_controllers(&self) -> Result<(), CgroupError> {
         match self.version {
             Version::V1 => {
                 for controller in V1_CONTROLLERS {
                     let dir = self.root.join(controller);
                     if !dir.join("cgroup.procs").exists() {
-                        return Err(at("find controller", &dir)(io::Error::other(
-                            "not a mounted cgroup v1 hierarchy",
-                        )));
+                        return Err(at("find controller", &dir)(io::Error::other("not a mounted cgroup v1 hierarchy")));
                     }
                 }
             }
             Version::V2 => {
                 let file = self.root.join("cgroup.controllers");
                 let available = fs::read_to_string(&file).map_err(at("read", &file))?;
-                let missing: Vec<&str> = V1_CONTROLLERS
-                    .into_iter()
-                    .filter(|c| !available.split_whitespace().any(|a| a == *c))
-                    .collect();
+                let missing: Vec<&str> =
+                    V1_CONTROLLERS.into_iter().filter(|c| !available.split_whitespace().any(|a| a == *c)).collect();
                 if !missing.is_empty() {
                     return Err(at("check controllers", &file)(io::Error::other(format!(
                         "controllers {} are not available (bound to a cgroup v1 hierarchy?)",
@@ -120,10 +165,7 @@ impl Cgroups {
     /// The directories of cgroup `name` (one per v1 controller, one on v2).
     fn dirs(&self, name: &str) -> Vec<PathBuf> {
         match self.version {
-            Version::V1 => V1_CONTROLLERS
-                .iter()
-                .map(|c| self.root.join(c).join(&self.parent).join(name))
-                .collect(),
+            Version::V1 => V1_CONTROLLERS.iter().map(|c| self.root.join(c).join(&self.parent).join(name)).collect(),
             Version::V2 => vec![self.root.join(&self.parent).join(name)],
         }
     }
@@ -168,10 +210,7 @@ impl Cgroups {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
                 Err(e) => return Err(at("read", &control)(e)),
             };
-            if V1_CONTROLLERS
-                .iter()
-                .all(|c| current.split_whitespace().any(|e| e == *c))
-            {
+            if V1_CONTROLLERS.iter().all(|c| current.split_whitespace().any(|e| e == *c)) {
                 continue;
             }
             fs::write(&control, &enable).map_err(at("enable controllers in", &control))?;
@@ -210,12 +249,7 @@ impl Cgroups {
     /// How the jail's first process enters cgroup `name`.
     pub fn join(&self, name: &str) -> CgroupJoin {
         match self.version {
-            Version::V1 => CgroupJoin::Procs(
-                self.dirs(name)
-                    .into_iter()
-                    .map(|d| d.join("cgroup.procs"))
-                    .collect(),
-            ),
+            Version::V1 => CgroupJoin::Procs(self.dirs(name).into_iter().map(|d| d.join("cgroup.procs")).collect()),
             Version::V2 => CgroupJoin::Into(self.dir("", name)),
         }
     }
@@ -256,9 +290,7 @@ impl Cgroups {
             }
             if Instant::now() > deadline {
                 let dir = self.dir("pids", name);
-                return Err(at("empty", &dir)(io::Error::other(
-                    "processes survive SIGKILL",
-                )));
+                return Err(at("empty", &dir)(io::Error::other("processes survive SIGKILL")));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -266,10 +298,7 @@ impl Cgroups {
 
     /// How many times the kernel's OOM killer has killed a process of cgroup `name`.
     pub fn oom_kills(&self, name: &str) -> Result<u64, CgroupError> {
-        let file = match self.version {
-            Version::V1 => self.dir("memory", name).join("memory.oom_control"),
-            Version::V2 => self.dir("memory", name).join("memory.events"),
-        };
+        let file = self.oom_file(name);
         let text = fs::read_to_string(&file).map_err(at("read", &file))?;
         Ok(counter(&text, "oom_kill"))
     }
@@ -341,11 +370,7 @@ mod tests {
                 }
             }
             Version::V2 => {
-                fs::write(
-                    dir.path().join("cgroup.controllers"),
-                    "cpuset cpu io memory pids\n",
-                )
-                .unwrap();
+                fs::write(dir.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
                 fs::write(dir.path().join("cgroup.subtree_control"), "").unwrap();
             }
         }
@@ -358,29 +383,15 @@ mod tests {
         let (dir, cg) = fixture(Version::V1);
         assert!(cg.ensure("exec-7").unwrap());
         assert!(!cg.ensure("exec-7").unwrap());
-        cg.set_limits(
-            "exec-7",
-            &Limits {
-                memory: 64 << 20,
-                pids: 32,
-                cpu: 0.5,
-            },
-        )
-        .unwrap();
+        cg.set_limits("exec-7", &Limits { memory: 64 << 20, pids: 32, cpu: 0.5 }).unwrap();
         let read = |p: &str| fs::read_to_string(dir.path().join(p)).unwrap();
-        assert_eq!(
-            read("memory/sky/island/exec-7/memory.limit_in_bytes"),
-            "67108864"
-        );
+        assert_eq!(read("memory/sky/island/exec-7/memory.limit_in_bytes"), "67108864");
         assert_eq!(read("pids/sky/island/exec-7/pids.max"), "32");
         assert_eq!(read("cpu/sky/island/exec-7/cpu.cfs_quota_us"), "50000");
-        let CgroupJoin::Procs(files) = cg.join("exec-7") else {
-            panic!("v1 joins by procs")
-        };
+        let CgroupJoin::Procs(files) = cg.join("exec-7") else { panic!("v1 joins by procs") };
         assert_eq!(files.len(), 3);
         fs::write(
-            dir.path()
-                .join("memory/sky/island/exec-7/memory.oom_control"),
+            dir.path().join("memory/sky/island/exec-7/memory.oom_control"),
             "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
         )
         .unwrap();
@@ -395,26 +406,12 @@ mod tests {
         let read = |p: &str| fs::read_to_string(dir.path().join(p)).unwrap();
         assert_eq!(read("cgroup.subtree_control"), "+memory +pids +cpu");
         assert_eq!(read("sky/cgroup.subtree_control"), "+memory +pids +cpu");
-        cg.set_limits(
-            "exec-1",
-            &Limits {
-                memory: 1 << 30,
-                pids: 10,
-                cpu: 2.0,
-            },
-        )
-        .unwrap();
+        cg.set_limits("exec-1", &Limits { memory: 1 << 30, pids: 10, cpu: 2.0 }).unwrap();
         assert_eq!(read("sky/island/exec-1/memory.max"), "1073741824");
         assert_eq!(read("sky/island/exec-1/cpu.max"), "200000 100000");
-        assert_eq!(
-            cg.join("exec-1"),
-            CgroupJoin::Into(dir.path().join("sky/island/exec-1"))
-        );
-        fs::write(
-            dir.path().join("sky/island/exec-1/memory.events"),
-            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
-        )
-        .unwrap();
+        assert_eq!(cg.join("exec-1"), CgroupJoin::Into(dir.path().join("sky/island/exec-1")));
+        fs::write(dir.path().join("sky/island/exec-1/memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+            .unwrap();
         assert_eq!(cg.oom_kills("exec-1").unwrap(), 1);
     }
 
@@ -422,12 +419,7 @@ mod tests {
     fn v2_without_controllers_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("cgroup.controllers"), "hugetlb\n").unwrap();
-        let err = Cgroups::new(dir.path(), Some(Version::V2), "sky")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("controllers memory, pids, cpu are not available"),
-            "{err}"
-        );
+        let err = Cgroups::new(dir.path(), Some(Version::V2), "sky").unwrap_err().to_string();
+        assert!(err.contains("controllers memory, pids, cpu are not available"), "{err}");
     }
 }

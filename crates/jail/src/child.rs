@@ -18,6 +18,7 @@ use rustix::thread::{CapabilitySet, CapabilitySets, LinkNameSpaceType};
 
 use crate::plan::Step;
 use crate::seccomp::Policy;
+use crate::spawner::{MAX_PROGRAM_MESSAGE, ProgramMessage, receive};
 use crate::spec::{JailSpec, Program, Resource};
 use crate::sys;
 
@@ -44,9 +45,7 @@ pub const SETUP_FAILED: i32 = 127;
 
 pub(crate) fn run(spec: &JailSpec, plan: &[Step], fds: Fds, ctx: &Context<'_>) -> ! {
     let mut setup = std::fs::File::from(fds.setup);
-    let err = match enter(
-        spec, plan, fds.stdin, fds.stdout, fds.stderr, fds.exec, fds.go, ctx,
-    ) {
+    let err = match enter(spec, plan, fds.stdin, fds.stdout, fds.stderr, fds.exec, fds.go, &mut setup, ctx) {
         Ok(never) => match never {},
         Err(message) => message,
     };
@@ -65,6 +64,7 @@ fn enter(
     stderr: OwnedFd,
     exec_fd: Option<OwnedFd>,
     go: Option<OwnedFd>,
+    setup: &mut std::fs::File,
     ctx: &Context<'_>,
 ) -> Result<std::convert::Infallible, String> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
@@ -81,93 +81,83 @@ fn enter(
     sys::cloexec_from(3).map_err(|e| io("mark descriptors close-on-exec", e))?;
 
     for step in plan {
-        run_step(step, go.as_ref().map(|fd| fd.as_fd()), ctx)
-            .map_err(|e| format!("{step}: {e}"))?;
+        run_step(step, go.as_ref().map(|fd| fd.as_fd()), ctx).map_err(|e| format!("{step}: {e}"))?;
     }
 
-    let argv = cstrings(&spec.argv)?;
-    let env = cstrings(&spec.env)?;
-    let err = match &spec.program {
+    let (argv, env, err) = match &spec.program {
         Program::Fd => {
+            let (argv, env) = (cstrings(&spec.argv)?, cstrings(&spec.env)?);
             let fd = exec_fd.as_ref().ok_or("no program descriptor was passed")?;
-            sys::exec(Some(fd.as_fd()), None, &argv, &env)
+            let err = sys::exec(Some(fd.as_fd()), None, &argv, &env);
+            (spec.argv.clone(), env, err)
         }
         Program::Path(path) => {
+            let (argv, env) = (cstrings(&spec.argv)?, cstrings(&spec.env)?);
             let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-            sys::exec(None, Some(&path), &argv, &env)
+            let err = sys::exec(None, Some(&path), &argv, &env);
+            (spec.argv.clone(), env, err)
+        }
+        Program::Later => {
+            // Set up and waiting: tell the host, then wait for the program.
+            setup.write_all(READY).map_err(|e| io("report ready", e))?;
+            let control = go.as_ref().ok_or("no control socket was passed")?;
+            let mut buf = vec![0u8; MAX_PROGRAM_MESSAGE];
+            let (message, mut fds) = match receive::<ProgramMessage>(control.as_fd(), &mut buf) {
+                Ok(received) => received,
+                // The host let go of the jail unused.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => sys::exit_now(0),
+                Err(e) => return Err(io("receive the program", e)),
+            };
+            let program = fds.pop().ok_or("no program descriptor came with the program")?;
+            let (argv, env) = (cstrings(&message.argv)?, cstrings(&message.env)?);
+            let err = sys::exec(Some(program.as_fd()), None, &argv, &env);
+            (message.argv, env, err)
         }
     };
+    drop(env);
     let hint = if err.kind() == std::io::ErrorKind::NotFound {
         " (a dynamically linked program whose loader or libraries are not in the jail?)"
     } else {
         ""
     };
-    Err(format!("exec {}: {err}{hint}", spec.argv[0]))
+    Err(format!("exec {}: {err}{hint}", argv.first().map_or("", String::as_str)))
 }
 
+/// What a warm jail writes on its setup pipe once it is ready for its program.
+pub const READY: &[u8] = b"R";
+
 fn cstrings(strings: &[String]) -> Result<Vec<CString>, String> {
-    strings
-        .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|e| e.to_string()))
-        .collect()
+    strings.iter().map(|s| CString::new(s.as_bytes()).map_err(|e| e.to_string())).collect()
 }
 
 fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::io::Result<()> {
     match step {
         Step::JoinCgroup { procs } => std::fs::write(procs, b"0"),
         Step::NewCgroupNamespace => sys::unshare_cgroup_namespace(),
-        Step::MakeMountsPrivate => Ok(rustix::mount::mount_change(
-            "/",
-            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-        )?),
+        Step::MakeMountsPrivate => {
+            Ok(rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)?)
+        }
         Step::MountTmpfs { target, size } => {
             let data = CString::new(format!("size={size},mode=0755")).expect("no NUL");
-            Ok(rustix::mount::mount(
-                "tmpfs",
-                target,
-                "tmpfs",
-                MountFlags::NOSUID,
-                data.as_c_str(),
-            )?)
+            Ok(rustix::mount::mount("tmpfs", target, "tmpfs", MountFlags::NOSUID, data.as_c_str())?)
         }
         Step::MakeDir { path } => Ok(mkdir(path, Mode::from_raw_mode(0o755))?),
-        Step::MountOverlay {
-            lower,
-            upper,
-            work,
-            target,
-        } => {
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lower.display(),
-                upper.display(),
-                work.display()
-            );
+        Step::MountOverlay { lower, upper, work, target } => {
+            let data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
             let data = CString::new(data).map_err(std::io::Error::other)?;
-            Ok(rustix::mount::mount(
-                "overlay",
-                target,
-                "overlay",
-                MountFlags::NOSUID,
-                data.as_c_str(),
-            )?)
+            Ok(rustix::mount::mount("overlay", target, "overlay", MountFlags::NOSUID, data.as_c_str())?)
         }
         Step::BindSelf { path } => Ok(rustix::mount::mount_bind(path, path)?),
-        Step::Bind {
-            source,
-            target,
-            writable,
-        } => bind(source, target, *writable),
+        Step::Bind { source, target, writable } => bind(source, target, *writable),
         Step::MountProc { target, subset_pid } => {
             let data = if *subset_pid { c"subset=pid" } else { c"" };
             let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
             Ok(rustix::mount::mount("proc", target, "proc", flags, data)?)
         }
         Step::SetHostname { name } => Ok(rustix::system::sethostname(name.as_bytes())?),
-        Step::JoinEmptyNetwork => Ok(rustix::thread::move_into_link_name_space(
-            ctx.empty_netns,
-            Some(LinkNameSpaceType::Network),
-        )?),
+        Step::JoinEmptyNetwork => {
+            Ok(rustix::thread::move_into_link_name_space(ctx.empty_netns, Some(LinkNameSpaceType::Network))?)
+        }
         Step::WaitForGo => {
             let go = go.ok_or_else(|| std::io::Error::other("no go pipe was passed"))?;
             let mut byte = [0u8; 1];
@@ -187,22 +177,12 @@ fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::
         Step::SetRlimits { limits } => {
             for limit in limits {
                 let value = Some(limit.limit);
-                rustix::process::setrlimit(
-                    resource(limit.resource),
-                    RustixRlimit {
-                        current: value,
-                        maximum: value,
-                    },
-                )?;
+                rustix::process::setrlimit(resource(limit.resource), RustixRlimit { current: value, maximum: value })?;
             }
             Ok(())
         }
-        Step::DropBoundingSet => sys::drop_bounding_set(),
         Step::SwitchUser { uid, gid } => {
-            let (uid, gid) = (
-                rustix::process::Uid::from_raw(*uid),
-                rustix::process::Gid::from_raw(*gid),
-            );
+            let (uid, gid) = (rustix::process::Uid::from_raw(*uid), rustix::process::Gid::from_raw(*gid));
             rustix::thread::set_thread_groups(&[gid])?;
             rustix::thread::set_thread_res_gid(gid, gid, gid)?;
             Ok(rustix::thread::set_thread_res_uid(uid, uid, uid)?)
@@ -211,25 +191,15 @@ fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::
             let none = CapabilitySet::empty();
             rustix::thread::set_capabilities(
                 None,
-                CapabilitySets {
-                    effective: none,
-                    permitted: none,
-                    inheritable: none,
-                },
+                CapabilitySets { effective: none, permitted: none, inheritable: none },
             )?;
             Ok(rustix::thread::clear_ambient_capability_set()?)
         }
         Step::DieWithHost => {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             // The host may have died before the signal was armed.
-            let mut fds = [rustix::event::PollFd::new(
-                &ctx.host,
-                rustix::event::PollFlags::IN,
-            )];
-            let zero = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let mut fds = [rustix::event::PollFd::new(&ctx.host, rustix::event::PollFlags::IN)];
+            let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
             if rustix::event::poll(&mut fds, Some(&zero))? > 0 {
                 return Err(std::io::Error::other("the host process has exited"));
             }

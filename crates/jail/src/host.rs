@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cgroup::{CgroupError, Cgroups, Limits};
-use crate::process;
+use crate::process::{self, ExitStatus};
 use crate::rootfs::{AnyBackend, CloneBackend, RootfsError};
 use crate::slots::{Lease, SlotDef, SlotPool};
 use crate::spawner::{JailIo, SpawnError, Spawner};
@@ -53,11 +53,7 @@ pub enum HostError {
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 /// What a host needs to know to run jails.
@@ -71,6 +67,9 @@ pub struct HostConfig {
     pub exec_uids: Vec<u32>,
     pub build_uid: u32,
     pub build_slots: u32,
+    /// Keep the locks of used slots until shutdown (a server), rather than releasing each
+    /// after its jail (a one-shot command).
+    pub keep_slots: bool,
 }
 
 /// What one jail should run, and within which limits.
@@ -109,18 +108,12 @@ pub struct JailHost {
 
 impl fmt::Debug for JailHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JailHost")
-            .field("backend", &self.inner.backend.name())
-            .finish_non_exhaustive()
+        f.debug_struct("JailHost").field("backend", &self.inner.backend.name()).finish_non_exhaustive()
     }
 }
 
 fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HostError + 'a {
-    move |source| HostError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| HostError::Io { what, path: path.to_owned(), source }
 }
 
 impl JailHost {
@@ -134,24 +127,14 @@ impl JailHost {
         let slot_dir = config.run_dir.join("slots");
         let scratch_dir = config.run_dir.join("jails");
         fs::create_dir_all(&scratch_dir).map_err(io_at("create", &scratch_dir))?;
-        let exec_defs = config
-            .exec_uids
-            .iter()
-            .map(|&uid| SlotDef {
-                name: format!("exec-{uid}"),
-                uid,
-            })
-            .collect();
+        let exec_defs = config.exec_uids.iter().map(|&uid| SlotDef { name: format!("exec-{uid}"), uid }).collect();
         let build_defs = (0..config.build_slots)
-            .map(|k| SlotDef {
-                name: format!("build-{}-{k}", config.build_uid),
-                uid: config.build_uid,
-            })
+            .map(|k| SlotDef { name: format!("build-{}-{k}", config.build_uid), uid: config.build_uid })
             .collect();
         let exec =
-            SlotPool::open(&slot_dir, exec_defs).map_err(io_at("open slot locks in", &slot_dir))?;
-        let build = SlotPool::open(&slot_dir, build_defs)
-            .map_err(io_at("open slot locks in", &slot_dir))?;
+            SlotPool::open(&slot_dir, exec_defs, config.keep_slots).map_err(io_at("open slot locks in", &slot_dir))?;
+        let build =
+            SlotPool::open(&slot_dir, build_defs, config.keep_slots).map_err(io_at("open slot locks in", &slot_dir))?;
         let spawner = Spawner::start()?;
         let host = JailHost {
             inner: Arc::new(Inner {
@@ -188,6 +171,11 @@ impl JailHost {
         self.inner.pool(kind).len()
     }
 
+    /// Slots of `kind` not leased by this process (some may be held by another).
+    pub fn free_slots(&self, kind: SlotKind) -> usize {
+        self.inner.pool(kind).free_len()
+    }
+
     /// Calls `f` with every slot no process holds that has anything on the host: a
     /// cgroup, a scratch directory, or backend state.
     fn for_each_unheld_slot(&self, mut f: impl FnMut(&Inner, &Lease)) {
@@ -195,11 +183,7 @@ impl JailHost {
         let mut present: HashSet<String> = inner.cgroups.list().into_iter().collect();
         present.extend(inner.backend.in_use());
         if let Ok(entries) = fs::read_dir(&inner.scratch_dir) {
-            present.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().into_string().ok()),
-            );
+            present.extend(entries.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()));
         }
         for pool in [&inner.exec, &inner.build] {
             pool.for_each_unheld(|def| present.contains(&def.name), |lease| f(inner, lease));
@@ -210,24 +194,15 @@ impl JailHost {
     /// far as executing the program.
     pub fn launch(&self, launch: &Launch, io: JailIo) -> Result<Running, HostError> {
         let inner = &self.inner;
-        let lease = inner
-            .pool(launch.kind)
-            .acquire()
-            .ok_or(HostError::Busy(launch.kind))?;
+        let lease = inner.pool(launch.kind).acquire().ok_or(HostError::Busy(launch.kind))?;
         let slot = lease.def().clone();
-        let created = inner.cgroups.ensure(&slot.name)?;
         {
-            let mut cached = lease
-                .cached_limits()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if created || *cached != Some(launch.limits) {
-                *cached = None;
-                inner.cgroups.set_limits(&slot.name, &launch.limits)?;
-                *cached = Some(launch.limits);
+            let mut cgroup = lease.cgroup().lock().unwrap_or_else(|p| p.into_inner());
+            if cgroup.as_ref().is_none_or(|c| c.limits != launch.limits) {
+                *cgroup = None;
+                *cgroup = Some(inner.cgroups.open_slot(&slot.name, &launch.limits)?);
             }
         }
-        let oom_before = inner.cgroups.oom_kills(&slot.name)?;
         let scratch = inner.scratch_dir.join(&slot.name);
         let root = inner.backend.prepare(&slot.name, &scratch, launch.disk)?;
         let spec = JailSpec {
@@ -258,7 +233,6 @@ impl JailHost {
                 uid: slot.uid,
                 slot: slot.name,
                 root: root_path,
-                oom_before,
                 finished: false,
             }),
             Err(e) => {
@@ -274,23 +248,20 @@ impl JailHost {
         let mut first_error = None;
         self.for_each_unheld_slot(|inner, lease| {
             let name = &lease.def().name;
-            let result = inner
-                .reap(lease.def())
-                .and_then(|()| Ok(inner.cgroups.remove(name)?))
-                .and_then(|()| {
-                    let scratch = inner.scratch_dir.join(name);
-                    match fs::remove_dir(&scratch) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            Err(io_at("remove", &scratch)(e))
-                        }
-                        _ => Ok(()),
-                    }
-                });
+            let result = inner.reap(lease.def()).and_then(|()| Ok(inner.cgroups.remove(name)?)).and_then(|()| {
+                let scratch = inner.scratch_dir.join(name);
+                match fs::remove_dir(&scratch) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at("remove", &scratch)(e)),
+                    _ => Ok(()),
+                }
+            });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
         });
         self.inner.cgroups.remove_parent_if_empty();
+        self.inner.exec.release_all();
+        self.inner.build.release_all();
         first_error.map_or(Ok(()), Err)
     }
 }
@@ -300,20 +271,11 @@ impl JailHost {
 /// (Execution jails hit ENOSPC on their root instead of SIGXFSZ.)
 fn rlimits(launch: &Launch) -> Vec<Rlimit> {
     let mut limits = vec![
-        Rlimit {
-            resource: Resource::Core,
-            limit: 0,
-        },
-        Rlimit {
-            resource: Resource::NoFile,
-            limit: launch.max_open_files,
-        },
+        Rlimit { resource: Resource::Core, limit: 0 },
+        Rlimit { resource: Resource::NoFile, limit: launch.max_open_files },
     ];
     if launch.kind == SlotKind::Build {
-        limits.push(Rlimit {
-            resource: Resource::FileSize,
-            limit: launch.disk,
-        });
+        limits.push(Rlimit { resource: Resource::FileSize, limit: launch.disk });
     }
     limits
 }
@@ -356,17 +318,12 @@ pub struct Running {
     pub slot: String,
     /// Where the jail's root is assembled (visible inside the jail's mount namespace).
     pub root: PathBuf,
-    oom_before: u64,
     finished: bool,
 }
 
 impl fmt::Debug for Running {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Running")
-            .field("name", &self.name)
-            .field("pid", &self.pid)
-            .field("slot", &self.slot)
-            .finish()
+        f.debug_struct("Running").field("name", &self.name).field("pid", &self.pid).field("slot", &self.slot).finish()
     }
 }
 
@@ -376,26 +333,36 @@ impl Running {
         process::kill(self.pidfd.as_fd())
     }
 
-    /// Cleans up after the first process has been reaped: kills stragglers (there should
-    /// be none), releases the root and the slot, and reports limit kills.
-    pub fn finish(mut self) -> Result<Outcome, HostError> {
-        self.finished = true;
-        self.cleanup()
+    /// Whether [`Running::finish`] does blocking I/O beyond reading cgroup files.
+    pub fn release_blocks(&self) -> bool {
+        self.host.inner.backend.release_blocks()
     }
 
-    fn cleanup(&mut self) -> Result<Outcome, HostError> {
+    /// Cleans up after the first process has been reaped, which ended with `status`:
+    /// kills stragglers (there should be none: PID 1's end empties its namespace), releases
+    /// the root and the slot, and reports limit kills.
+    pub fn finish(mut self, status: ExitStatus) -> Result<Outcome, HostError> {
+        self.finished = true;
+        self.cleanup(Some(status))
+    }
+
+    fn cleanup(&mut self, status: Option<ExitStatus>) -> Result<Outcome, HostError> {
         let inner = &self.host.inner;
-        let result = inner
-            .reap(&SlotDef {
-                name: self.slot.clone(),
-                uid: self.uid,
-            })
-            .and_then(|()| {
-                let oom_after = inner.cgroups.oom_kills(&self.slot)?;
-                Ok(Outcome {
-                    oom_killed: oom_after > self.oom_before,
-                })
-            });
+        let lease = self.lease.as_ref().expect("cleaned up once");
+        let result = (|| {
+            let mut cgroup = lease.cgroup().lock().unwrap_or_else(|p| p.into_inner());
+            let cgroup = cgroup.as_mut().expect("set up at launch");
+            if !inner.cgroups.slot_is_empty(cgroup)? {
+                inner.cgroups.kill_all(&self.slot, KILL_PATIENCE)?;
+            }
+            inner.backend.release(&self.slot)?;
+            // The OOM killer kills with SIGKILL; anything else was not a memory kill.
+            let oom_killed = match status {
+                Some(ExitStatus::Signaled(9)) | None => inner.cgroups.slot_oom_killed(cgroup)?,
+                Some(_) => false,
+            };
+            Ok(Outcome { oom_killed })
+        })();
         // The slot goes back only when its cgroup is known to be empty.
         if result.is_ok() {
             self.lease.take();
@@ -414,7 +381,7 @@ impl Drop for Running {
         }
         let _ = self.kill();
         let _ = process::wait(self.pidfd.as_fd());
-        if let Err(e) = self.cleanup() {
+        if let Err(e) = self.cleanup(None) {
             tracing::error!(jail = %self.name, error = %e, "cleaning up an abandoned jail failed");
         }
     }

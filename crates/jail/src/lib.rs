@@ -25,9 +25,9 @@ pub mod spawner;
 pub mod spec;
 
 pub use cgroup::{Cgroups, Limits, Version as CgroupVersion};
-pub use child::SETUP_FAILED;
+pub use child::{READY, SETUP_FAILED};
 pub use host::{HostConfig, HostError, JailHost, Launch, Outcome, Running, SlotKind};
 pub use process::ExitStatus;
 pub use rootfs::{AnyBackend, Btrfs, CloneBackend, Overlay};
-pub use spawner::{JailIo, SpawnError, Spawned, Spawner};
+pub use spawner::{JailIo, SpawnError, Spawned, Spawner, send_program};
 pub use spec::{Bind, Network, Program};

@@ -60,8 +60,6 @@ pub enum Step {
     SetRlimits {
         limits: Vec<Rlimit>,
     },
-    /// Empty the capability bounding set while we still hold CAP_SETPCAP.
-    DropBoundingSet,
     /// `setgroups`, `setresgid`, `setresuid`: from here on the process is unprivileged
     /// and the kernel clears its capabilities.
     SwitchUser {
@@ -98,7 +96,6 @@ impl fmt::Display for Step {
             Step::WaitForGo => f.write_str("wait for the host"),
             Step::PivotRoot { new_root } => write!(f, "pivot_root into {}", new_root.display()),
             Step::SetRlimits { .. } => f.write_str("set rlimits"),
-            Step::DropBoundingSet => f.write_str("drop the capability bounding set"),
             Step::SwitchUser { uid, gid } => write!(f, "switch to uid {uid} gid {gid}"),
             Step::ClearCapabilities => f.write_str("clear capabilities"),
             Step::DieWithHost => f.write_str("set the parent-death signal"),
@@ -123,27 +120,16 @@ pub fn plan(spec: &JailSpec) -> Vec<Step> {
     if let CgroupJoin::Procs(files) = &spec.cgroup {
         // First, so that everything the jail allocates (its tmpfs pages included) is
         // charged to its cgroup.
-        steps.extend(files.iter().map(|procs| Step::JoinCgroup {
-            procs: procs.clone(),
-        }));
+        steps.extend(files.iter().map(|procs| Step::JoinCgroup { procs: procs.clone() }));
     }
     steps.push(Step::NewCgroupNamespace);
     steps.push(Step::MakeMountsPrivate);
     let root = new_root(spec);
     match &spec.root {
-        RootSpec::Overlay {
-            lower,
-            scratch,
-            size,
-        } => {
-            steps.push(Step::MountTmpfs {
-                target: scratch.clone(),
-                size: *size,
-            });
+        RootSpec::Overlay { lower, scratch, size } => {
+            steps.push(Step::MountTmpfs { target: scratch.clone(), size: *size });
             for dir in ["upper", "work", "root"] {
-                steps.push(Step::MakeDir {
-                    path: scratch.join(dir),
-                });
+                steps.push(Step::MakeDir { path: scratch.join(dir) });
             }
             steps.push(Step::MountOverlay {
                 lower: lower.clone(),
@@ -154,24 +140,13 @@ pub fn plan(spec: &JailSpec) -> Vec<Step> {
         }
         RootSpec::Dir { path } => steps.push(Step::BindSelf { path: path.clone() }),
     }
-    steps.extend(spec.binds.iter().map(
-        |Bind {
-             source,
-             target,
-             writable,
-         }| Step::Bind {
-            source: source.clone(),
-            target: inside(&root, target),
-            writable: *writable,
-        },
-    ));
-    steps.push(Step::MountProc {
-        target: root.join("proc"),
-        subset_pid: spec.proc_subset_pid,
-    });
-    steps.push(Step::SetHostname {
-        name: spec.name.clone(),
-    });
+    steps.extend(spec.binds.iter().map(|Bind { source, target, writable }| Step::Bind {
+        source: source.clone(),
+        target: inside(&root, target),
+        writable: *writable,
+    }));
+    steps.push(Step::MountProc { target: root.join("proc"), subset_pid: spec.proc_subset_pid });
+    steps.push(Step::SetHostname { name: spec.name.clone() });
     if spec.network == Network::None {
         steps.push(Step::JoinEmptyNetwork);
     }
@@ -179,14 +154,8 @@ pub fn plan(spec: &JailSpec) -> Vec<Step> {
         steps.push(Step::WaitForGo);
     }
     steps.push(Step::PivotRoot { new_root: root });
-    steps.push(Step::SetRlimits {
-        limits: spec.rlimits.clone(),
-    });
-    steps.push(Step::DropBoundingSet);
-    steps.push(Step::SwitchUser {
-        uid: spec.uid,
-        gid: spec.gid,
-    });
+    steps.push(Step::SetRlimits { limits: spec.rlimits.clone() });
+    steps.push(Step::SwitchUser { uid: spec.uid, gid: spec.gid });
     steps.push(Step::ClearCapabilities);
     steps.push(Step::DieWithHost);
     steps.push(Step::NoNewPrivs);
@@ -208,11 +177,7 @@ mod tests {
         JailSpec {
             name: "sky-test".into(),
             root,
-            binds: vec![Bind {
-                source: "/usr".into(),
-                target: "/usr".into(),
-                writable: false,
-            }],
+            binds: vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }],
             program: Program::Fd,
             argv: vec!["fn".into()],
             env: vec![],
@@ -221,10 +186,7 @@ mod tests {
             gid: 1000001,
             network,
             cgroup: CgroupJoin::Procs(vec!["/cg/memory/x/cgroup.procs".into()]),
-            rlimits: vec![Rlimit {
-                resource: Resource::Core,
-                limit: 0,
-            }],
+            rlimits: vec![Rlimit { resource: Resource::Core, limit: 0 }],
             proc_subset_pid: true,
             wait_for_go: false,
         }
@@ -236,30 +198,13 @@ mod tests {
 
     #[test]
     fn overlay_root_is_assembled_inside_the_scratch_tmpfs() {
-        let s = spec(
-            RootSpec::Overlay {
-                lower: "/base".into(),
-                scratch: "/run/j/1".into(),
-                size: 1 << 20,
-            },
-            Network::None,
-        );
+        let s =
+            spec(RootSpec::Overlay { lower: "/base".into(), scratch: "/run/j/1".into(), size: 1 << 20 }, Network::None);
         let steps = plan(&s);
-        assert_eq!(
-            steps[0],
-            Step::JoinCgroup {
-                procs: "/cg/memory/x/cgroup.procs".into()
-            }
-        );
+        assert_eq!(steps[0], Step::JoinCgroup { procs: "/cg/memory/x/cgroup.procs".into() });
         assert_eq!(steps[1], Step::NewCgroupNamespace);
         assert_eq!(steps[2], Step::MakeMountsPrivate);
-        assert_eq!(
-            steps[3],
-            Step::MountTmpfs {
-                target: "/run/j/1".into(),
-                size: 1 << 20
-            }
-        );
+        assert_eq!(steps[3], Step::MountTmpfs { target: "/run/j/1".into(), size: 1 << 20 });
         assert!(steps.contains(&Step::MountOverlay {
             lower: "/base".into(),
             upper: "/run/j/1/upper".into(),
@@ -277,49 +222,25 @@ mod tests {
     #[test]
     fn security_order_holds() {
         for network in [Network::None, Network::Own, Network::Host] {
-            let mut s = spec(
-                RootSpec::Dir {
-                    path: "/btrfs/jails/1".into(),
-                },
-                network,
-            );
+            let mut s = spec(RootSpec::Dir { path: "/btrfs/jails/1".into() }, network);
             s.wait_for_go = true;
             let steps = plan(&s);
             let pivot = position(&steps, |s| matches!(s, Step::PivotRoot { .. }));
             let last_mount = steps
                 .iter()
-                .rposition(|s| {
-                    matches!(
-                        s,
-                        Step::Bind { .. } | Step::MountProc { .. } | Step::BindSelf { .. }
-                    )
-                })
+                .rposition(|s| matches!(s, Step::Bind { .. } | Step::MountProc { .. } | Step::BindSelf { .. }))
                 .unwrap();
-            let bounding = position(&steps, |s| *s == Step::DropBoundingSet);
             let user = position(&steps, |s| matches!(s, Step::SwitchUser { .. }));
             let death = position(&steps, |s| *s == Step::DieWithHost);
             let nnp = position(&steps, |s| *s == Step::NoNewPrivs);
             let go = position(&steps, |s| *s == Step::WaitForGo);
             assert!(last_mount < pivot, "every mount happens before pivot_root");
-            assert!(
-                go < user,
-                "the host configures the jail while it is still root"
-            );
-            assert!(
-                pivot < bounding && bounding < user,
-                "bounding set needs CAP_SETPCAP"
-            );
+            assert!(go < user, "the host configures the jail while it is still root");
+            assert!(pivot < user, "root until the new root is in place");
             assert!(user < death, "a uid change clears the parent-death signal");
             assert!(user < nnp);
-            assert_eq!(
-                steps.last(),
-                Some(&Step::Seccomp),
-                "seccomp is the last step before exec"
-            );
-            assert_eq!(
-                steps.contains(&Step::JoinEmptyNetwork),
-                network == Network::None
-            );
+            assert_eq!(steps.last(), Some(&Step::Seccomp), "seccomp is the last step before exec");
+            assert_eq!(steps.contains(&Step::JoinEmptyNetwork), network == Network::None);
         }
     }
 }

@@ -3,10 +3,15 @@
 //! `<run_dir>/slots/<name>.lock`, so every Sky Island process on the host (servers and
 //! `skyisland jail run` alike) shares the slots safely, and a crashed owner's slots are
 //! recognisable by their free locks and reaped by the next process that opens them.
+//!
+//! A long-lived owner (the server) keeps the locks of slots it has used until it shuts
+//! down, so what it knows of a slot's cgroup stays true between its jails without being
+//! checked again; a one-shot owner (`jail run`) lets go at once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FlockOperation, flock};
@@ -23,8 +28,10 @@ pub struct SlotDef {
 struct Slot {
     def: SlotDef,
     lock: File,
-    /// What the cgroup is known to be set to, so unchanged limits are not rewritten.
-    limits: Mutex<Option<crate::cgroup::Limits>>,
+    /// This process holds the slot's lock.
+    held: AtomicBool,
+    /// The slot's cgroup as this process last set it up; valid while `held`.
+    cgroup: Mutex<Option<crate::cgroup::SlotCgroup>>,
 }
 
 /// A set of slots of one kind (execution or build).
@@ -34,6 +41,8 @@ pub struct SlotPool {
     /// Slots not leased by this process, most recently released last (reused first:
     /// its cgroup's and its binary's pages are warm).
     free: Mutex<Vec<usize>>,
+    /// Keep the locks of released slots until [`SlotPool::release_all`].
+    keep_locks: bool,
 }
 
 /// Exclusive use of one slot until dropped.
@@ -44,27 +53,16 @@ pub struct Lease {
 }
 
 impl SlotPool {
-    pub fn open(lock_dir: &Path, defs: Vec<SlotDef>) -> io::Result<Arc<SlotPool>> {
+    pub fn open(lock_dir: &Path, defs: Vec<SlotDef>, keep_locks: bool) -> io::Result<Arc<SlotPool>> {
         fs::create_dir_all(lock_dir)?;
         let mut slots = Vec::with_capacity(defs.len());
         for def in defs {
             let path = lock_dir.join(format!("{}.lock", def.name));
-            let lock = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            slots.push(Slot {
-                def,
-                lock,
-                limits: Mutex::new(None),
-            });
+            let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            slots.push(Slot { def, lock, held: AtomicBool::new(false), cgroup: Mutex::new(None) });
         }
         let free = (0..slots.len()).rev().collect();
-        Ok(Arc::new(SlotPool {
-            slots,
-            free: Mutex::new(free),
-        }))
+        Ok(Arc::new(SlotPool { slots, free: Mutex::new(free), keep_locks }))
     }
 
     pub fn len(&self) -> usize {
@@ -75,58 +73,60 @@ impl SlotPool {
         self.slots.is_empty()
     }
 
+    /// Slots not leased by this process.
+    pub fn free_len(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Leases a free slot, skipping those another process holds; `None` if all are taken.
     pub fn acquire(self: &Arc<Self>) -> Option<Lease> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         for attempt in (0..free.len()).rev() {
             let index = free[attempt];
-            if flock(
-                &self.slots[index].lock,
-                FlockOperation::NonBlockingLockExclusive,
-            )
-            .is_ok()
-            {
+            if self.lock(index) {
                 free.remove(attempt);
-                return Some(Lease {
-                    pool: Arc::clone(self),
-                    index,
-                });
+                return Some(Lease { pool: Arc::clone(self), index });
             }
         }
         None
     }
 
-    /// Leases, one after the other, every slot no process holds for which `wanted` is true,
+    /// Takes slot `index`'s lock unless this process holds it already.
+    fn lock(&self, index: usize) -> bool {
+        let slot = &self.slots[index];
+        if slot.held.load(Ordering::Acquire) {
+            return true;
+        }
+        let locked = flock(&slot.lock, FlockOperation::NonBlockingLockExclusive).is_ok();
+        slot.held.store(locked, Ordering::Release);
+        locked
+    }
+
+    /// Lets go of the locks of every slot this process holds and is not using.
+    pub fn release_all(&self) {
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for &index in free.iter() {
+            self.slots[index].unlock();
+        }
+    }
+
+    /// Leases, one after the other, every slot no other process holds for which `wanted` is true,
     /// and calls `f` with each: for reaping what a crashed owner left, and for cleaning up
     /// at shutdown.
-    pub fn for_each_unheld(
-        self: &Arc<Self>,
-        wanted: impl Fn(&SlotDef) -> bool,
-        mut f: impl FnMut(&Lease),
-    ) {
+    pub fn for_each_unheld(self: &Arc<Self>, wanted: impl Fn(&SlotDef) -> bool, mut f: impl FnMut(&Lease)) {
         let candidates: Vec<usize> = self.free.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let candidates = candidates
-            .into_iter()
-            .filter(|&i| wanted(&self.slots[i].def));
+        let candidates = candidates.into_iter().filter(|&i| wanted(&self.slots[i].def));
         for index in candidates {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
             let Some(position) = free.iter().position(|&i| i == index) else {
                 continue;
             };
-            if flock(
-                &self.slots[index].lock,
-                FlockOperation::NonBlockingLockExclusive,
-            )
-            .is_err()
-            {
+            if !self.lock(index) {
                 continue;
             }
             free.remove(position);
             drop(free);
-            let lease = Lease {
-                pool: Arc::clone(self),
-                index,
-            };
+            let lease = Lease { pool: Arc::clone(self), index };
             f(&lease);
         }
     }
@@ -137,22 +137,29 @@ impl Lease {
         &self.pool.slots[self.index].def
     }
 
-    /// The limits last written to this slot's cgroup by this process.
-    pub(crate) fn cached_limits(&self) -> &Mutex<Option<crate::cgroup::Limits>> {
-        &self.pool.slots[self.index].limits
+    /// The slot's cgroup as this process last set it up.
+    pub(crate) fn cgroup(&self) -> &Mutex<Option<crate::cgroup::SlotCgroup>> {
+        &self.pool.slots[self.index].cgroup
+    }
+}
+
+impl Slot {
+    fn unlock(&self) {
+        // Another process may change the slot once we let go: forget what we knew.
+        *self.cgroup.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if self.held.swap(false, Ordering::AcqRel) {
+            // Unlocking a lock we hold cannot fail in a way we could act on.
+            let _ = flock(&self.lock, FlockOperation::Unlock);
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let slot = &self.pool.slots[self.index];
-        // Unlocking a lock we hold cannot fail in a way we could act on.
-        let _ = flock(&slot.lock, FlockOperation::Unlock);
-        self.pool
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(self.index);
+        if !self.pool.keep_locks {
+            self.pool.slots[self.index].unlock();
+        }
+        self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(self.index);
     }
 }
 
@@ -161,26 +168,17 @@ mod tests {
     use super::*;
 
     fn defs(n: u32) -> Vec<SlotDef> {
-        (0..n)
-            .map(|i| SlotDef {
-                name: format!("exec-{}", 100 + i),
-                uid: 100 + i,
-            })
-            .collect()
+        (0..n).map(|i| SlotDef { name: format!("exec-{}", 100 + i), uid: 100 + i }).collect()
     }
 
     #[test]
     fn leases_are_exclusive_across_pools_like_across_processes() {
         let dir = tempfile::tempdir().unwrap();
-        let a = SlotPool::open(dir.path(), defs(2)).unwrap();
-        let b = SlotPool::open(dir.path(), defs(2)).unwrap();
+        let a = SlotPool::open(dir.path(), defs(2), false).unwrap();
+        let b = SlotPool::open(dir.path(), defs(2), false).unwrap();
         let a1 = a.acquire().unwrap();
         let b1 = b.acquire().unwrap();
-        assert_ne!(
-            a1.def(),
-            b1.def(),
-            "separate open files conflict like separate processes"
-        );
+        assert_ne!(a1.def(), b1.def(), "separate open files conflict like separate processes");
         assert!(a.acquire().is_none());
         assert!(b.acquire().is_none());
         drop(a1);
@@ -191,7 +189,7 @@ mod tests {
     #[test]
     fn the_most_recently_released_slot_is_reused_first() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = SlotPool::open(dir.path(), defs(3)).unwrap();
+        let pool = SlotPool::open(dir.path(), defs(3), false).unwrap();
         let first = pool.acquire().unwrap();
         let name = first.def().name.clone();
         assert_eq!(name, "exec-100");
@@ -200,21 +198,26 @@ mod tests {
     }
 
     #[test]
+    fn a_long_lived_owner_keeps_its_locks_until_release_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SlotPool::open(dir.path(), defs(1), true).unwrap();
+        let cli = SlotPool::open(dir.path(), defs(1), false).unwrap();
+        drop(server.acquire().unwrap());
+        assert!(cli.acquire().is_none(), "the server still holds its idle slot");
+        assert!(server.acquire().is_some(), "and can use it again without locking");
+        server.release_all();
+        assert!(cli.acquire().is_some());
+    }
+
+    #[test]
     fn for_each_unheld_skips_leased_slots() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = SlotPool::open(dir.path(), defs(3)).unwrap();
-        let other = SlotPool::open(dir.path(), defs(3)).unwrap();
+        let pool = SlotPool::open(dir.path(), defs(3), false).unwrap();
+        let other = SlotPool::open(dir.path(), defs(3), false).unwrap();
         let held = other.acquire().unwrap();
         let mut seen = Vec::new();
-        pool.for_each_unheld(
-            |def| def.uid != 101,
-            |lease| seen.push(lease.def().name.clone()),
-        );
-        assert_eq!(
-            seen.len(),
-            1,
-            "one held elsewhere, one not wanted: {seen:?}"
-        );
+        pool.for_each_unheld(|def| def.uid != 101, |lease| seen.push(lease.def().name.clone()));
+        assert_eq!(seen.len(), 1, "one held elsewhere, one not wanted: {seen:?}");
         assert!(!seen.contains(&held.def().name));
         assert!(pool.acquire().is_some());
     }

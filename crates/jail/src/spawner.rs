@@ -18,15 +18,15 @@ use std::sync::Mutex;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketFlags, SocketType,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::child::{self, Context, Fds};
 use crate::plan;
 use crate::seccomp::Policy;
-use crate::spec::{CgroupJoin, JailSpec, Network};
+use crate::spec::{CgroupJoin, JailSpec, Network, Program};
 use crate::sys::{self, Cloned};
 
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -55,8 +55,9 @@ pub struct JailIo {
     pub stderr: OwnedFd,
     /// The program, for [`crate::spec::Program::Fd`].
     pub exec: Option<OwnedFd>,
-    /// Read end of the pipe the host writes to when the jail may go on
-    /// ([`JailSpec::wait_for_go`]).
+    /// The jail's end of the host's control channel (a `SOCK_SEQPACKET` socket): a byte
+    /// on it lets a jail that waits for the host go on ([`JailSpec::wait_for_go`]); a
+    /// warm jail ([`crate::spec::Program::Later`]) receives its program on it.
     pub go: Option<OwnedFd>,
 }
 
@@ -86,12 +87,45 @@ enum Reply {
     Failed { error: String },
 }
 
+/// What a warm jail receives: the program comes attached as a descriptor.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ProgramMessage {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+}
+
+/// The largest program message a warm jail accepts.
+pub(crate) const MAX_PROGRAM_MESSAGE: usize = 64 * 1024;
+
+/// Hands a warm jail ([`crate::spec::Program::Later`]) its program, `argv` and `env`
+/// through the host's end of its `go` socket. Non-blocking in practice: one small message.
+pub fn send_program(control: BorrowedFd<'_>, exec: BorrowedFd<'_>, argv: &[String], env: &[String]) -> io::Result<()> {
+    if argv.is_empty() || argv.iter().chain(env).any(|s| s.contains('\0')) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty nor contain NUL bytes"));
+    }
+    let body =
+        serde_json::to_vec(&ProgramMessage { argv: argv.to_vec(), env: env.to_vec() }).map_err(io::Error::other)?;
+    if body.len() > MAX_PROGRAM_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "argv and env are too large"));
+    }
+    send(control, &body, &[exec])
+}
+
 /// The server's end of the spawner.
 #[derive(Debug)]
 pub struct Spawner {
-    conn: Mutex<Option<OwnedFd>>,
+    conn: Mutex<Option<Connection>>,
     pid: rustix::process::Pid,
 }
+
+#[derive(Debug)]
+struct Connection {
+    socket: OwnedFd,
+    /// Replies are small; this buffer is reused for all of them.
+    buf: Vec<u8>,
+}
+
+const MAX_REPLY: usize = 64 * 1024;
 
 impl Spawner {
     /// Forks the helper. Call it while the process is still single-threaded (before an
@@ -102,13 +136,9 @@ impl Spawner {
         if sys::thread_count().map_err(|e| start("count threads", e))? != 1 {
             return Err(SpawnError::Threads);
         }
-        let (ours, theirs) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| start("socketpair", e.into()))?;
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+                .map_err(|e| start("socketpair", e.into()))?;
         let parent = rustix::process::getpid();
         // SAFETY: checked above that this process has a single thread.
         match unsafe { sys::fork() }.map_err(|e| start("fork", e))? {
@@ -125,14 +155,9 @@ impl Spawner {
             }
             Some(pid) => {
                 drop(theirs);
-                let spawner = Spawner {
-                    conn: Mutex::new(Some(ours)),
-                    pid,
-                };
-                let guard = spawner.conn.lock().expect("fresh mutex");
-                let conn = guard.as_ref().expect("just set");
-                let (reply, _) = receive(conn.as_fd()).map_err(|e| start("handshake", e))?;
-                drop(guard);
+                let mut conn = Connection { socket: ours, buf: vec![0; MAX_REPLY] };
+                let (reply, _) = receive(conn.socket.as_fd(), &mut conn.buf).map_err(|e| start("handshake", e))?;
+                let spawner = Spawner { conn: Mutex::new(Some(conn)), pid };
                 match reply {
                     Reply::Ready => Ok(spawner),
                     Reply::Failed { error } => Err(SpawnError::Start(error)),
@@ -145,8 +170,8 @@ impl Spawner {
     /// Creates a jail. Returns as soon as it is cloned; its setup runs concurrently.
     pub fn spawn(&self, spec: &JailSpec, io: JailIo) -> Result<Spawned, SpawnError> {
         spec.validate().map_err(SpawnError::Invalid)?;
-        let (setup_read, setup_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| SpawnError::Gone(e.into()))?;
+        let (setup_read, setup_write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| SpawnError::Gone(e.into()))?;
         let request = Request {
             spec: spec.clone(),
             has_stdin: io.stdin.is_some(),
@@ -155,33 +180,18 @@ impl Spawner {
         };
         let body = serde_json::to_vec(&request).map_err(|e| SpawnError::Invalid(e.to_string()))?;
         if body.len() > MAX_MESSAGE {
-            return Err(SpawnError::Invalid(format!(
-                "jail request of {} bytes is too large",
-                body.len()
-            )));
+            return Err(SpawnError::Invalid(format!("jail request of {} bytes is too large", body.len())));
         }
-        let mut fds: Vec<BorrowedFd<'_>> =
-            vec![io.stdout.as_fd(), io.stderr.as_fd(), setup_write.as_fd()];
-        fds.extend(
-            [&io.stdin, &io.exec, &io.go]
-                .into_iter()
-                .flatten()
-                .map(|fd| fd.as_fd()),
-        );
+        let mut fds: Vec<BorrowedFd<'_>> = vec![io.stdout.as_fd(), io.stderr.as_fd(), setup_write.as_fd()];
+        fds.extend([&io.stdin, &io.exec, &io.go].into_iter().flatten().map(|fd| fd.as_fd()));
 
-        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = guard
-            .as_ref()
-            .ok_or_else(|| SpawnError::Gone(io::ErrorKind::NotConnected.into()))?;
-        send(conn.as_fd(), &body, &fds).map_err(SpawnError::Gone)?;
-        let (reply, mut fds) = receive(conn.as_fd()).map_err(SpawnError::Gone)?;
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = guard.as_mut().ok_or_else(|| SpawnError::Gone(io::ErrorKind::NotConnected.into()))?;
+        send(conn.socket.as_fd(), &body, &fds).map_err(SpawnError::Gone)?;
+        let (reply, mut fds) = receive(conn.socket.as_fd(), &mut conn.buf).map_err(SpawnError::Gone)?;
         drop(guard);
         match reply {
-            Reply::Spawned { pid } if fds.len() == 1 => Ok(Spawned {
-                pid,
-                pidfd: fds.remove(0),
-                setup: setup_read,
-            }),
+            Reply::Spawned { pid } if fds.len() == 1 => Ok(Spawned { pid, pidfd: fds.remove(0), setup: setup_read }),
             Reply::Failed { error } => Err(SpawnError::Clone(error)),
             _ => Err(SpawnError::Gone(io::Error::other("malformed reply"))),
         }
@@ -196,35 +206,28 @@ impl Drop for Spawner {
     }
 }
 
-fn send(conn: BorrowedFd<'_>, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) fn send(conn: BorrowedFd<'_>, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("too many descriptors"));
     }
-    let sent = rustix::net::sendmsg(
-        conn,
-        &[IoSlice::new(body)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
+    let sent = rustix::net::sendmsg(conn, &[IoSlice::new(body)], &mut control, SendFlags::NOSIGNAL)?;
     if sent != body.len() {
         return Err(io::Error::other("short send"));
     }
     Ok(())
 }
 
-fn receive<T: for<'de> Deserialize<'de>>(conn: BorrowedFd<'_>) -> io::Result<(T, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+/// Receives one message into `buf` (reused across messages: no allocation per jail).
+pub(crate) fn receive<T: for<'de> Deserialize<'de>>(
+    conn: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(T, Vec<OwnedFd>)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
-        match rustix::net::recvmsg(
-            conn,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match rustix::net::recvmsg(conn, &mut [IoSliceMut::new(buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
             Err(rustix::io::Errno::INTR) => continue,
             other => break other?,
         }
@@ -238,10 +241,7 @@ fn receive<T: for<'de> Deserialize<'de>>(conn: BorrowedFd<'_>) -> io::Result<(T,
     if msg.bytes == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    if msg
-        .flags
-        .contains(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
-    {
+    if msg.flags.contains(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC) {
         return Err(io::Error::other("truncated message"));
     }
     let value = serde_json::from_slice(&buf[..msg.bytes]).map_err(io::Error::other)?;
@@ -261,21 +261,15 @@ fn serve(conn: OwnedFd, parent: rustix::process::Pid) -> io::Result<()> {
     let helper = match prepare(conn, parent) {
         Ok(helper) => helper,
         Err((conn, error)) => {
-            let body = serde_json::to_vec(&Reply::Failed {
-                error: error.clone(),
-            })
-            .map_err(io::Error::other)?;
+            let body = serde_json::to_vec(&Reply::Failed { error: error.clone() }).map_err(io::Error::other)?;
             let _ = send(conn.as_fd(), &body, &[]);
             return Err(io::Error::other(error));
         }
     };
-    send(
-        helper.conn.as_fd(),
-        &serde_json::to_vec(&Reply::Ready).map_err(io::Error::other)?,
-        &[],
-    )?;
+    send(helper.conn.as_fd(), &serde_json::to_vec(&Reply::Ready).map_err(io::Error::other)?, &[])?;
+    let mut buf = vec![0; MAX_MESSAGE];
     loop {
-        let (request, fds) = match receive::<Request>(helper.conn.as_fd()) {
+        let (request, fds) = match receive::<Request>(helper.conn.as_fd(), &mut buf) {
             Ok(received) => received,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -298,9 +292,7 @@ fn prepare(conn: OwnedFd, parent: rustix::process::Pid) -> Result<Helper, (Owned
         Ok(conn) => conn,
         Err((conn, e)) => return fail(conn, format!("close inherited descriptors: {e}")),
     };
-    if let Err(e) =
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    {
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
         return fail(conn, format!("parent-death signal: {e}"));
     }
     if rustix::process::getppid() != Some(parent) {
@@ -310,6 +302,11 @@ fn prepare(conn: OwnedFd, parent: rustix::process::Pid) -> Result<Helper, (Owned
         Ok(fd) => fd,
         Err(e) => return fail(conn, format!("pidfd_open of the server: {e}")),
     };
+    // The helper never executes anything, so its capability bounding set is of no use to
+    // it; emptying it once here empties it for every jail, which inherits it.
+    if let Err(e) = sys::drop_bounding_set() {
+        return fail(conn, format!("drop the capability bounding set: {e}"));
+    }
     // Rust ignores SIGPIPE; ignored signals stay ignored across exec, and jailed programs
     // should start with the default.
     sys::default_signal(libc::SIGPIPE);
@@ -321,52 +318,28 @@ fn prepare(conn: OwnedFd, parent: rustix::process::Pid) -> Result<Helper, (Owned
         Ok(fd) => fd,
         Err(e) => return fail(conn, format!("empty network namespace: {e}")),
     };
-    Ok(Helper {
-        conn,
-        host,
-        empty_netns,
-        policy,
-    })
+    Ok(Helper { conn, host, empty_netns, policy })
 }
 
 /// A network namespace with nothing in it (not even loopback up), shared by every jail
 /// that has no network: joining one costs nothing, creating one per jail ~0.4 ms.
 fn empty_network_namespace() -> io::Result<OwnedFd> {
-    let open = || {
-        rustix::fs::open(
-            "/proc/thread-self/ns/net",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
+    let open = || rustix::fs::open("/proc/thread-self/ns/net", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
     let host = open()?;
     sys::unshare_network_namespace()?;
     let empty = open()?;
-    rustix::thread::move_into_link_name_space(
-        host.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )?;
+    rustix::thread::move_into_link_name_space(host.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))?;
     Ok(empty)
 }
 
 impl Helper {
     fn spawn(&self, request: Request, mut fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), String> {
-        let expected = 3
-            + usize::from(request.has_stdin)
-            + usize::from(request.has_exec)
-            + usize::from(request.has_go);
+        let expected = 3 + usize::from(request.has_stdin) + usize::from(request.has_exec) + usize::from(request.has_go);
         if fds.len() != expected {
-            return Err(format!(
-                "expected {expected} descriptors, got {}",
-                fds.len()
-            ));
+            return Err(format!("expected {expected} descriptors, got {}", fds.len()));
         }
         let mut optional = |present: bool| {
-            if present {
-                Some(fds.pop().expect("counted"))
-            } else {
-                None
-            }
+            if present { Some(fds.pop().expect("counted")) } else { None }
         };
         // Attached in the order stdout, stderr, setup, [stdin], [exec], [go].
         let go = optional(request.has_go);
@@ -378,47 +351,29 @@ impl Helper {
 
         let spec = request.spec;
         spec.validate()?;
+        if (spec.program == Program::Later || spec.wait_for_go) && go.is_none() {
+            return Err("this jail needs a go socket".into());
+        }
         let steps = plan::plan(&spec);
-        let mut flags = (libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_PARENT) as u64;
+        let mut flags =
+            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_PARENT)
+                as u64;
         if spec.network == Network::Own {
             flags |= libc::CLONE_NEWNET as u64;
         }
         let cgroup = match &spec.cgroup {
             CgroupJoin::Into(dir) => Some(
-                rustix::fs::open(
-                    dir,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| format!("open cgroup {}: {e}", dir.display()))?,
+                rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| format!("open cgroup {}: {e}", dir.display()))?,
             ),
             CgroupJoin::Procs(_) => None,
         };
         // SAFETY: the helper is single-threaded (module invariant).
         match unsafe { sys::clone3(flags, cgroup.as_ref().map(|fd| fd.as_fd())) } {
             Ok(Cloned::Child) => {
-                let ctx = Context {
-                    empty_netns: self.empty_netns.as_fd(),
-                    host: self.host.as_fd(),
-                    policy: &self.policy,
-                };
-                child::run(
-                    &spec,
-                    &steps,
-                    Fds {
-                        stdin,
-                        stdout,
-                        stderr,
-                        setup,
-                        exec,
-                        go,
-                    },
-                    &ctx,
-                )
+                let ctx =
+                    Context { empty_netns: self.empty_netns.as_fd(), host: self.host.as_fd(), policy: &self.policy };
+                child::run(&spec, &steps, Fds { stdin, stdout, stderr, setup, exec, go }, &ctx)
             }
             Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
             Err(e) => Err(format!("clone3: {e}")),

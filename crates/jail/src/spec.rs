@@ -37,11 +37,7 @@ pub struct JailSpec {
 pub enum RootSpec {
     /// A tmpfs of `size` bytes at `scratch` holds the upper and work directories of an
     /// overlay whose lower layer is the read-only `lower` (the base's "snapshot").
-    Overlay {
-        lower: PathBuf,
-        scratch: PathBuf,
-        size: u64,
-    },
+    Overlay { lower: PathBuf, scratch: PathBuf, size: u64 },
     /// A directory prepared on the host (a btrfs snapshot) becomes the root.
     Dir { path: PathBuf },
 }
@@ -62,6 +58,10 @@ pub enum Program {
     /// The file passed as [`JailIo::exec`](crate::JailIo), executed with `execveat`, so the
     /// binary need not be copied or mounted into the jail.
     Fd,
+    /// Chosen later: the jail sets itself up completely, marks itself ready, and waits on
+    /// its `go` socket for the program (a descriptor), `argv` and `env` (a *warm* jail; see
+    /// [`crate::send_program`]). `JailSpec::argv` and `env` are not used.
+    Later,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -105,10 +105,7 @@ impl JailSpec {
     pub fn validate(&self) -> Result<(), String> {
         let hostname_ok = !self.name.is_empty()
             && self.name.len() <= 63
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !hostname_ok {
             return Err(format!("jail name {:?} is not a valid hostname", self.name));
         }
@@ -116,9 +113,12 @@ impl JailSpec {
             return Err("argv must hold at least the program name".into());
         }
         if let Some(s) = self.argv.iter().chain(&self.env).find(|s| s.contains('\0')) {
-            return Err(format!(
-                "argument or environment entry {s:?} contains a NUL byte"
-            ));
+            return Err(format!("argument or environment entry {s:?} contains a NUL byte"));
+        }
+        if self.program == Program::Later && self.wait_for_go {
+            return Err(
+                "a warm jail (Program::Later) receives its program on the go socket: it cannot also wait for go".into(),
+            );
         }
         if self.uid == 0 || self.gid == 0 {
             return Err("jails never run as root".into());
@@ -129,10 +129,7 @@ impl JailSpec {
             }
         }
         if !self.cwd.is_absolute() {
-            return Err(format!(
-                "working directory {} must be absolute",
-                self.cwd.display()
-            ));
+            return Err(format!("working directory {} must be absolute", self.cwd.display()));
         }
         Ok(())
     }

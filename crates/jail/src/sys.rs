@@ -49,11 +49,7 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<C
         pidfd: &raw mut pidfd as u64,
         // With CLONE_PARENT the kernel requires 0 here and gives the child our own exit
         // signal (SIGCHLD) instead.
-        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
-            0
-        } else {
-            libc::SIGCHLD as u64
-        },
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
         ..CloneArgs::default()
     };
     if let Some(fd) = cgroup {
@@ -78,20 +74,11 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<C
 
 /// `NULL`-terminated pointer array over `strings`, for `execve`.
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
 }
 
 /// Executes `path`, or the file open as `fd` when `path` is `None`. Returns only on error.
-pub fn exec(
-    fd: Option<BorrowedFd<'_>>,
-    path: Option<&CStr>,
-    argv: &[CString],
-    env: &[CString],
-) -> io::Error {
+pub fn exec(fd: Option<BorrowedFd<'_>>, path: Option<&CStr>, argv: &[CString], env: &[CString]) -> io::Error {
     let argv = pointers(argv);
     let env = pointers(env);
     match (fd, path) {
@@ -121,19 +108,8 @@ pub fn exec(
 /// Marks every descriptor from `first` up close-on-exec, so only stdio survives `exec`.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range only changes descriptor flags; it touches no memory.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Removes every capability the kernel knows of from the bounding set.
@@ -144,11 +120,7 @@ pub fn drop_bounding_set() -> io::Result<()> {
         if ret == -1 {
             let err = io::Error::last_os_error();
             // EINVAL: past the last capability this kernel has.
-            return if err.raw_os_error() == Some(libc::EINVAL) && cap > 0 {
-                Ok(())
-            } else {
-                Err(err)
-            };
+            return if err.raw_os_error() == Some(libc::EINVAL) && cap > 0 { Ok(()) } else { Err(err) };
         }
     }
     Ok(())
@@ -209,17 +181,11 @@ pub fn thread_count() -> io::Result<usize> {
 /// Closes every descriptor except `keep` and stderr, and points stdin and stdout at
 /// /dev/null: what a forked helper should hold of its parent's descriptors.
 pub fn keep_only(keep: OwnedFd) -> Result<OwnedFd, (OwnedFd, io::Error)> {
-    let null = match rustix::fs::open(
-        "/dev/null",
-        rustix::fs::OFlags::RDWR,
-        rustix::fs::Mode::empty(),
-    ) {
+    let null = match rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty()) {
         Ok(fd) => fd,
         Err(e) => return Err((keep, e.into())),
     };
-    if let Err(e) =
-        rustix::stdio::dup2_stdin(&null).and_then(|()| rustix::stdio::dup2_stdout(&null))
-    {
+    if let Err(e) = rustix::stdio::dup2_stdin(&null).and_then(|()| rustix::stdio::dup2_stdout(&null)) {
         return Err((keep, e.into()));
     }
     drop(null);
@@ -236,4 +202,22 @@ pub fn keep_only(keep: OwnedFd) -> Result<OwnedFd, (OwnedFd, io::Error)> {
         }
     }
     Ok(keep)
+}
+
+/// Installs a seccomp filter on the calling thread (`no_new_privs` must be set).
+pub fn install_seccomp_filter(program: &[crate::seccomp::Instruction]) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| io::Error::other("seccomp program too long"))?;
+    let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut().cast::<libc::sock_filter>() };
+    // SAFETY: `Instruction` is `repr(C)` with the layout of `struct sock_filter`; the
+    // kernel copies the program during the call, while `program` and `fprog` are alive.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &raw const fprog as libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -12,10 +12,7 @@ fn root() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the cgroup tests need root and CI must not skip them"
-    );
+    assert!(std::env::var_os("CI").is_none(), "the cgroup tests need root and CI must not skip them");
     eprintln!("skipping: needs root");
     false
 }
@@ -23,27 +20,13 @@ fn root() -> bool {
 fn exercise(cgroups: &Cgroups) {
     let name = format!("exercise-{}", std::process::id());
     assert!(cgroups.ensure(&name).unwrap());
-    cgroups
-        .set_limits(
-            &name,
-            &Limits {
-                memory: 64 << 20,
-                pids: 8,
-                cpu: 0.5,
-            },
-        )
-        .unwrap();
-    let mut child = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
+    cgroups.set_limits(&name, &Limits { memory: 64 << 20, pids: 8, cpu: 0.5 }).unwrap();
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
     let procs = match cgroups.version() {
         CgroupVersion::V1 => ["memory", "pids", "cpu"]
             .map(|c| format!("/sys/fs/cgroup/{c}/skyisland-cgtest/{name}/cgroup.procs"))
             .to_vec(),
-        CgroupVersion::V2 => vec![format!(
-            "/sys/fs/cgroup/skyisland-cgtest/{name}/cgroup.procs"
-        )],
+        CgroupVersion::V2 => vec![format!("/sys/fs/cgroup/skyisland-cgtest/{name}/cgroup.procs")],
     };
     for file in procs {
         std::fs::write(file, child.id().to_string()).unwrap();
@@ -69,9 +52,7 @@ fn the_hosts_own_hierarchy() {
         CgroupVersion::V1 => {
             if unified.join("cgroup.controllers").exists() {
                 // A hybrid host: cgroup2 is detected, and refused for lack of controllers.
-                let err = Cgroups::new(unified, None, "skyisland-cgtest")
-                    .unwrap_err()
-                    .to_string();
+                let err = Cgroups::new(unified, None, "skyisland-cgtest").unwrap_err().to_string();
                 assert!(err.contains("are not available"), "{err}");
             }
             exercise(&auto);

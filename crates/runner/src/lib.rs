@@ -5,6 +5,7 @@
 
 pub mod machine;
 mod registry;
+mod warm;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skyisland_config::Config;
-use skyisland_jail::{ExitStatus, HostError, JailHost, JailIo, Launch, SlotKind};
+use skyisland_jail::{ExitStatus, HostError, JailHost, JailIo, Launch, Program, SlotKind};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -94,6 +95,7 @@ pub struct Jails {
     /// Runs in progress, listed or not yet (a jail is listed only once it is launched).
     active: Arc<AtomicUsize>,
     closing: Arc<AtomicBool>,
+    warm: Arc<warm::WarmPool>,
 }
 
 /// Counts a run as active until dropped (also when its future is cancelled).
@@ -116,6 +118,7 @@ impl Jails {
             registry: Registry::default(),
             active: Arc::default(),
             closing: Arc::default(),
+            warm: Arc::new(warm::WarmPool::new(config.jails.warm_jails)),
         })
     }
 
@@ -134,6 +137,7 @@ impl Jails {
             running: self.registry.len(),
             capacity: self.host.capacity(SlotKind::Exec),
             build_capacity: self.host.capacity(SlotKind::Build),
+            warm: self.warm.len(),
             backend: self.host.backend().name(),
             cgroup: match self.host.cgroups().version() {
                 skyisland_jail::CgroupVersion::V1 => "v1",
@@ -148,7 +152,9 @@ impl Jails {
         self.closing.store(true, Ordering::Release);
         let deadline = Instant::now() + patience;
         loop {
-            // Kill again each round: a run may have been launching when we started.
+            // Kill again each round: a run may have been launching when we started, and
+            // a jail may have been warming.
+            warm::discard(self.warm.drain()).await;
             self.registry.kill_all();
             if self.active.load(Ordering::Acquire) == 0 || Instant::now() > deadline {
                 break;
@@ -161,45 +167,119 @@ impl Jails {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    /// Runs one jail to its end.
+    /// Runs one jail to its end: a warm one when one fits the request (its setup already
+    /// done), a new one otherwise.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = Active(Arc::clone(&self.active));
         if self.closing.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
-        let RunRequest {
-            mut launch,
-            label,
-            timeout,
-            output_limit,
-            output,
-            exec,
-        } = request;
+        let RunRequest { launch, label, timeout, output_limit, output, exec } = request;
+        let profile = warm::Profile::of(&launch);
+        let warm = profile.as_ref().and_then(|p| self.warm.take(p));
+        let (started, since) = match (warm, exec) {
+            (Some(warm), Some(exec)) => {
+                let since = Instant::now();
+                let control = warm.control.as_ref().expect("warm jails have a control socket");
+                skyisland_jail::send_program(control.as_fd(), exec.as_fd(), &launch.argv, &launch.env)
+                    .map_err(|e| RunError::Io("hand the program to a warm jail", e))?;
+                (warm, since)
+            }
+            (_, exec) => {
+                let since = Instant::now();
+                (self.start(launch.clone(), exec, false).await?, since)
+            }
+        };
+        if let Some(profile) = profile {
+            self.warm.replenish(self, profile, &launch);
+        }
+        self.supervise(started, &launch, label, since + timeout, timeout, output_limit, output).await
+    }
+
+    /// Launches a jail; a warm one (`warm`) waits, set up, for its program.
+    async fn start(&self, mut launch: Launch, exec: Option<OwnedFd>, warm: bool) -> Result<Started, RunError> {
         let id = new_id();
         launch.name = format!("sky-{id}");
-        let (out_read, out_write) = pipe_pair()?;
-        let (err_read, err_write) = pipe_pair()?;
-        let io = JailIo {
-            stdin: None,
-            stdout: out_write,
-            stderr: err_write,
-            exec,
-            go: None,
+        if warm {
+            launch.program = Program::Later;
+        }
+        // Warm jails hold slots; if they hold the last ones, they yield them within this.
+        let yield_deadline = Instant::now() + Duration::from_secs(5);
+        let (mut running, out_read, err_read, control) = loop {
+            let (out_read, out_write) = pipe_pair()?;
+            let (err_read, err_write) = pipe_pair()?;
+            let (control, go) = if warm {
+                let (ours, theirs) = rustix::net::socketpair(
+                    rustix::net::AddressFamily::UNIX,
+                    rustix::net::SocketType::SEQPACKET,
+                    rustix::net::SocketFlags::CLOEXEC,
+                    None,
+                )
+                .map_err(|e| RunError::Io("socketpair", e.into()))?;
+                (Some(ours), Some(theirs))
+            } else {
+                (None, None)
+            };
+            let exec =
+                exec.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup the program", e))?;
+            let io = JailIo { stdin: None, stdout: out_write, stderr: err_write, exec, go };
+            let host = self.host.clone();
+            let attempt = launch.clone();
+            let launched = match tokio::task::spawn_blocking(move || host.launch(&attempt, io)).await {
+                Ok(launched) => launched,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            match launched {
+                Ok(running) => break (running, out_read, err_read, control),
+                // Every slot is taken: a warm jail waiting for work gives its slot to a
+                // request (warming never makes a request fail).
+                Err(HostError::Busy(_)) if !warm && Instant::now() < yield_deadline => {
+                    match self.warm.evict_one() {
+                        Some(victim) => warm::discard(vec![victim]).await,
+                        // One is being set up: it can give its slot up once it is ready.
+                        None if self.warm.creating() > 0 => tokio::time::sleep(Duration::from_millis(1)).await,
+                        None => return Err(launched.unwrap_err().into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
-        let started = Instant::now();
-        let host = self.host.clone();
-        let blocking_launch = launch.clone();
-        let mut running = tokio::task::spawn_blocking(move || host.launch(&blocking_launch, io))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        let setup = running.setup.take().expect("launch returns the setup pipe");
+        let mut setup = pipe::Receiver::from_owned_fd(setup).map_err(|e| RunError::Io("setup pipe", e))?;
+        if warm {
+            // A warm jail says it is ready with one byte, or why it is not.
+            let mut first = [0u8; 1];
+            let n = setup.read(&mut first).await.map_err(|e| RunError::Io("setup pipe", e))?;
+            if n == 0 || first != *skyisland_jail::READY {
+                let mut reason = first[..n].to_vec();
+                let _ = setup.read_to_end(&mut reason).await;
+                return Err(RunError::Setup(String::from_utf8_lossy(&reason).into_owned()));
+            }
+        }
+        Ok(Started { id, running, stdout: out_read, stderr: err_read, setup, control })
+    }
 
+    /// Watches a started jail to its end: setup, output, timeout, kill requests.
+    #[allow(clippy::too_many_arguments)]
+    async fn supervise(
+        &self,
+        started: Started,
+        launch: &Launch,
+        label: String,
+        deadline: Instant,
+        timeout: Duration,
+        output_limit: u64,
+        output: Output,
+    ) -> Result<RunReport, RunError> {
+        let Started { id, running, stdout, stderr, mut setup, control } = started;
+        let since = Instant::now();
         let kill = Arc::new(Notify::new());
         let _listed = self.registry.insert(
             JailInfo {
                 id: id.clone(),
-                name: launch.name.clone(),
-                hostname: launch.name.clone(),
+                name: running.name.clone(),
+                hostname: running.name.clone(),
                 kind: match launch.kind {
                     SlotKind::Exec => "exec",
                     SlotKind::Build => "build",
@@ -210,9 +290,7 @@ impl Jails {
                 uid: running.uid,
                 slot: running.slot.clone(),
                 state: JailState::Starting,
-                started_at_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                started_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
                 limits: LimitsInfo {
                     memory_bytes: launch.limits.memory,
                     pids: launch.limits.pids,
@@ -225,49 +303,37 @@ impl Jails {
             },
             Arc::clone(&kill),
         );
-
-        let setup = running.setup.take().expect("launch returns the setup pipe");
-        let pidfd = running
-            .pidfd
-            .try_clone()
-            .map_err(|e| RunError::Io("dup pidfd", e))?;
+        let pidfd = running.pidfd.try_clone().map_err(|e| RunError::Io("dup pidfd", e))?;
         // SAFETY: the AsyncFd owns this OwnedFd (a duplicate of the jail's pidfd) and
         // nothing else closes or replaces it while it is registered.
-        let exited = unsafe { AsyncFd::register(pidfd) }
-            .map_err(|e| RunError::Io("watch pidfd", e.into()))?;
-        let deadline = tokio::time::sleep_until((started + timeout).into());
+        let exited = unsafe { AsyncFd::register(pidfd) }.map_err(|e| RunError::Io("watch pidfd", e.into()))?;
+        let deadline = tokio::time::sleep_until(deadline.into());
         tokio::pin!(deadline);
 
-        // Setup: end-of-file on the setup pipe means the program is executing.
-        let mut setup =
-            pipe::Receiver::from_owned_fd(setup).map_err(|e| RunError::Io("setup pipe", e))?;
+        // End-of-file on the setup pipe means the program is executing.
         let mut reason = Vec::new();
         tokio::select! {
             read = setup.read_to_end(&mut reason) => { read.map_err(|e| RunError::Io("setup pipe", e))?; }
             () = &mut deadline => reason.extend_from_slice(b"timed out while setting up the jail"),
         }
+        drop(control);
         if !reason.is_empty() {
             running.kill().map_err(|e| RunError::Io("kill", e))?;
             let _ = exited.readable().await;
-            skyisland_jail::process::wait(exited.get_ref().as_fd())
-                .map_err(|e| RunError::Io("wait", e))?;
-            finish(running).await?;
-            return Err(RunError::Setup(
-                String::from_utf8_lossy(&reason).into_owned(),
-            ));
+            let status =
+                skyisland_jail::process::wait(exited.get_ref().as_fd()).map_err(|e| RunError::Io("wait", e))?;
+            finish(running, status).await?;
+            return Err(RunError::Setup(String::from_utf8_lossy(&reason).into_owned()));
         }
-        self.registry
-            .update(&id, |info| info.state = JailState::Running);
+        self.registry.update(&id, |info| info.state = JailState::Running);
 
-        let mut stdout =
-            pipe::Receiver::from_owned_fd(out_read).map_err(|e| RunError::Io("stdout pipe", e))?;
-        let mut stderr =
-            pipe::Receiver::from_owned_fd(err_read).map_err(|e| RunError::Io("stderr pipe", e))?;
+        let mut stdout = pipe::Receiver::from_owned_fd(stdout).map_err(|e| RunError::Io("stdout pipe", e))?;
+        let mut stderr = pipe::Receiver::from_owned_fd(stderr).map_err(|e| RunError::Io("stderr pipe", e))?;
         let mut sink = Sink::new(output, output_limit);
         let (mut out_open, mut err_open) = (true, true);
         let mut status = None;
         let mut end = End::Exited;
-        let (mut out_buf, mut err_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+        let (mut out_buf, mut err_buf) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
         while status.is_none() || out_open || err_open {
             tokio::select! {
                 ready = exited.readable(), if status.is_none() => {
@@ -278,19 +344,28 @@ impl Jails {
                         Err(e) => return Err(RunError::Io("wait", e)),
                     }
                 }
-                read = stdout.read(&mut out_buf), if out_open => match read {
+                // Read into spare capacity (no zeroing); empty the buffer for the next read.
+                read = stdout.read_buf(&mut out_buf), if out_open => match read {
                     Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => if !sink.take(Stream::Out, &out_buf[..n]).await && end == End::Exited {
-                        end = End::OutputLimit;
-                        running.kill().map_err(|e| RunError::Io("kill", e))?;
-                    },
+                    Ok(_) => {
+                        let fits = sink.take(Stream::Out, &out_buf).await;
+                        out_buf.clear();
+                        if !fits && end == End::Exited {
+                            end = End::OutputLimit;
+                            running.kill().map_err(|e| RunError::Io("kill", e))?;
+                        }
+                    }
                 },
-                read = stderr.read(&mut err_buf), if err_open => match read {
+                read = stderr.read_buf(&mut err_buf), if err_open => match read {
                     Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => if !sink.take(Stream::Err, &err_buf[..n]).await && end == End::Exited {
-                        end = End::OutputLimit;
-                        running.kill().map_err(|e| RunError::Io("kill", e))?;
-                    },
+                    Ok(_) => {
+                        let fits = sink.take(Stream::Err, &err_buf).await;
+                        err_buf.clear();
+                        if !fits && end == End::Exited {
+                            end = End::OutputLimit;
+                            running.kill().map_err(|e| RunError::Io("kill", e))?;
+                        }
+                    }
                 },
                 () = &mut deadline, if end == End::Exited && status.is_none() => {
                     end = End::TimedOut;
@@ -303,20 +378,25 @@ impl Jails {
             }
         }
         let status = status.expect("loop ends after the jail exited");
-        let duration = started.elapsed();
-        let outcome = finish(running).await?;
+        let duration = since.elapsed();
+        let outcome = finish(running, status).await?;
         if outcome.oom_killed && end == End::Exited && status == ExitStatus::Signaled(9) {
             end = End::MemoryLimit;
         }
-        Ok(RunReport {
-            id,
-            end,
-            status,
-            stdout: sink.stdout,
-            stderr: sink.stderr,
-            duration,
-        })
+        Ok(RunReport { id, end, status, stdout: sink.stdout, stderr: sink.stderr, duration })
     }
+}
+
+/// A launched jail and the host's ends of its pipes.
+#[derive(Debug)]
+struct Started {
+    id: String,
+    running: skyisland_jail::Running,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    setup: pipe::Receiver,
+    /// The host's end of a warm jail's control socket.
+    control: Option<OwnedFd>,
 }
 
 /// The jail machinery at a glance.
@@ -325,6 +405,8 @@ pub struct Summary {
     pub running: usize,
     pub capacity: usize,
     pub build_capacity: usize,
+    /// Execution jails set up and waiting for a call.
+    pub warm: usize,
     pub backend: &'static str,
     pub cgroup: &'static str,
 }
@@ -338,15 +420,19 @@ pub enum OpenError {
     Host(#[from] HostError),
 }
 
-async fn finish(running: skyisland_jail::Running) -> Result<skyisland_jail::Outcome, HostError> {
-    tokio::task::spawn_blocking(move || running.finish())
+/// Cleans up after a jail: inline when that is a few reads of cgroup files (overlay), on
+/// a blocking thread when the backend deletes a snapshot (btrfs).
+async fn finish(running: skyisland_jail::Running, status: ExitStatus) -> Result<skyisland_jail::Outcome, HostError> {
+    if !running.release_blocks() {
+        return running.finish(status);
+    }
+    tokio::task::spawn_blocking(move || running.finish(status))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RunError> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| RunError::Io("pipe", e.into()))
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| RunError::Io("pipe", e.into()))
 }
 
 /// A short random id, unique among the jails of a host for all practical purposes.
@@ -370,19 +456,12 @@ struct Sink {
 
 impl Sink {
     fn new(mode: Output, limit: u64) -> Sink {
-        Sink {
-            mode,
-            left: limit,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        }
+        Sink { mode, left: limit, stdout: Vec::new(), stderr: Vec::new() }
     }
 
     /// Keeps what fits; false once the bound is exceeded.
     async fn take(&mut self, stream: Stream, data: &[u8]) -> bool {
-        let fits = data
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let fits = data.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         self.left -= fits as u64;
         let kept = &data[..fits];
         match (self.mode, stream) {

@@ -18,11 +18,7 @@ pub enum MachineError {
 
 /// Fails unless the process runs as root.
 pub fn require_root(command: &'static str) -> Result<(), MachineError> {
-    if rustix::process::geteuid().is_root() {
-        Ok(())
-    } else {
-        Err(MachineError::NotRoot(command))
-    }
+    if rustix::process::geteuid().is_root() { Ok(()) } else { Err(MachineError::NotRoot(command)) }
 }
 
 /// The configured clone backend.
@@ -30,11 +26,7 @@ pub fn backend(config: &Config) -> Result<AnyBackend, MachineError> {
     Ok(match config.storage.backend {
         Backend::Overlay => AnyBackend::Overlay(Overlay::new(&config.data_dir.join("base"))?),
         Backend::Btrfs => {
-            let dir = config
-                .storage
-                .btrfs_dir
-                .as_deref()
-                .expect("validated: btrfs needs btrfs_dir");
+            let dir = config.storage.btrfs_dir.as_deref().expect("validated: btrfs needs btrfs_dir");
             AnyBackend::Btrfs(Btrfs::new(dir)?)
         }
     })
@@ -51,11 +43,7 @@ pub fn cgroups(config: &Config) -> Result<Cgroups, MachineError> {
         CgroupVersion::V1 => Some(skyisland_jail::CgroupVersion::V1),
         CgroupVersion::V2 => Some(skyisland_jail::CgroupVersion::V2),
     };
-    Ok(Cgroups::new(
-        &config.cgroup.root,
-        version,
-        &config.cgroup.parent,
-    )?)
+    Ok(Cgroups::new(&config.cgroup.root, version, &config.cgroup.parent)?)
 }
 
 /// Execution slot `n` runs as `uid_base + 1 + n`; the build jail as `uid_base`.
@@ -65,10 +53,9 @@ pub fn host_config(config: &Config) -> Result<HostConfig, MachineError> {
         run_dir: config.run_dir.clone(),
         cgroups: cgroups(config)?,
         backend: backend(config)?,
-        exec_uids: (0..jails.max_jails)
-            .map(|n| jails.uid_base + 1 + n)
-            .collect(),
+        exec_uids: (0..jails.max_jails).map(|n| jails.uid_base + 1 + n).collect(),
         build_uid: jails.uid_base,
         build_slots: jails.max_builds,
+        keep_slots: true,
     })
 }

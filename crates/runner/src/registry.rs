@@ -60,9 +60,7 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("jails", &self.len())
-            .finish()
+        f.debug_struct("Registry").field("jails", &self.len()).finish()
     }
 }
 
@@ -75,10 +73,7 @@ impl Registry {
     pub(crate) fn insert(&self, info: JailInfo, kill: Arc<Notify>) -> Listed {
         let id = info.id.clone();
         self.lock().insert(id.clone(), Entry { info, kill });
-        Listed {
-            registry: self.clone(),
-            id,
-        }
+        Listed { registry: self.clone(), id }
     }
 
     pub fn list(&self) -> Vec<JailInfo> {

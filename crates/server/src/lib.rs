@@ -29,9 +29,7 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("jails", &self.jails)
-            .finish_non_exhaustive()
+        f.debug_struct("App").field("jails", &self.jails).finish_non_exhaustive()
     }
 }
 
@@ -43,13 +41,7 @@ impl App {
             tracing::warn!(%token, "admin.token is not configured; made one up for this run");
             token
         });
-        App {
-            config,
-            jails,
-            functions,
-            stats: stats::Stats::default(),
-            admin_token,
-        }
+        App { config, jails, functions, stats: stats::Stats::default(), admin_token }
     }
 }
 
@@ -65,14 +57,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = api::router(Arc::clone(&app));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
     let mut stopping = stop_rx.clone();
     let drained = async move {
         let _ = stopping.wait_for(|stop| *stop).await;

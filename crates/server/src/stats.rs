@@ -90,10 +90,7 @@ pub struct RouteSnapshot {
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats {
-            started: Instant::now(),
-            inner: Mutex::default(),
-        }
+        Stats { started: Instant::now(), inner: Mutex::default() }
     }
 }
 
@@ -118,10 +115,7 @@ impl Stats {
         }
         entry.total_us += us;
         entry.max_us = entry.max_us.max(us);
-        let bucket = BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(BUCKETS_US.len());
+        let bucket = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
         entry.buckets[bucket] += 1;
     }
 
@@ -135,11 +129,7 @@ impl Stats {
                     count: r.count,
                     client_errors: r.client_errors,
                     server_errors: r.server_errors,
-                    mean_ms: if r.count == 0 {
-                        0.0
-                    } else {
-                        r.total_us as f64 / r.count as f64 / 1000.0
-                    },
+                    mean_ms: if r.count == 0 { 0.0 } else { r.total_us as f64 / r.count as f64 / 1000.0 },
                     p50_ms: r.quantile_ms(0.5),
                     p99_ms: r.quantile_ms(0.99),
                     max_ms: r.max_us as f64 / 1000.0,

@@ -17,16 +17,10 @@ impl LoopBtrfs {
     fn new(dir: &Path) -> LoopBtrfs {
         let image = dir.join("btrfs.img");
         let mount = dir.join("btrfs");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(1 << 30)
-            .unwrap();
+        std::fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
         run(Command::new("mkfs.btrfs").arg("-q").arg(&image));
         std::fs::create_dir(&mount).unwrap();
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount));
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount));
         LoopBtrfs { mount }
     }
 }
@@ -55,58 +49,25 @@ async fn btrfs_snapshots_clone_limit_and_disappear() {
     let mut sandbox = Sandbox::new();
     let fs = LoopBtrfs::new(sandbox.path());
     let dir = fs.mount.join("skyisland");
-    sandbox.extra_config = format!(
-        "[storage]\nbackend = \"btrfs\"\nbtrfs_dir = \"{}\"\n",
-        dir.display()
-    );
-    let init = || {
-        output(
-            Command::new(support::bin())
-                .args(["init", "--config"])
-                .arg(sandbox.config()),
-        )
-    };
+    sandbox.extra_config = format!("[storage]\nbackend = \"btrfs\"\nbtrfs_dir = \"{}\"\n", dir.display());
+    let init = || output(Command::new(support::bin()).args(["init", "--config"]).arg(sandbox.config()));
     let (ok, stdout, stderr) = init();
-    assert!(
-        ok && stdout.contains("laid down the base root filesystem (btrfs backend)"),
-        "{stdout} {stderr}"
-    );
+    assert!(ok && stdout.contains("laid down the base root filesystem (btrfs backend)"), "{stdout} {stderr}");
     let (ok, stdout, _) = init();
-    assert!(
-        ok && stdout.contains("already have"),
-        "init is idempotent: {stdout}"
-    );
-    let subvolumes = run(Command::new("btrfs")
-        .args(["subvolume", "list", "-o"])
-        .arg(&fs.mount));
-    assert!(
-        subvolumes.contains("skyisland/base") && subvolumes.contains("skyisland/base@snap"),
-        "{subvolumes}"
-    );
+    assert!(ok && stdout.contains("already have"), "init is idempotent: {stdout}");
+    let subvolumes = run(Command::new("btrfs").args(["subvolume", "list", "-o"]).arg(&fs.mount));
+    assert!(subvolumes.contains("skyisland/base") && subvolumes.contains("skyisland/base@snap"), "{subvolumes}");
 
     let attack = attack();
     let out = sandbox.jail_run(&[], &[attack.to_str().unwrap(), "whoami"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("pid=1"));
 
     // The snapshot's quota group bounds what the jail may write.
-    let out = sandbox.jail_run(
-        &["--disk", "16MiB"],
-        &[attack.to_str().unwrap(), "diskfill"],
-    );
+    let out = sandbox.jail_run(&["--disk", "16MiB"], &[attack.to_str().unwrap(), "diskfill"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("disk quota exceeded"), "{stdout}");
-    let filled: u32 = stdout
-        .split("filled=")
-        .nth(1)
-        .and_then(|s| s.split("MiB").next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let filled: u32 = stdout.split("filled=").nth(1).and_then(|s| s.split("MiB").next()).unwrap().parse().unwrap();
     assert!(filled <= 16, "{stdout}");
 
     // Writes in one jail's clone are invisible to the next and to the base.

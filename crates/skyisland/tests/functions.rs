@@ -17,26 +17,16 @@ async fn results_print_like_fmt_print_on_both_paths() {
     let url = geo.import_path.as_str();
 
     // The first call clones and builds; the answer says which commit ran.
-    let (status, body) = server
-        .call(json!({"url": url, "call": "Encode(57.64911, 10.40744)"}))
-        .await;
+    let (status, body) = server.call(json!({"url": url, "call": "Encode(57.64911, 10.40744)"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"], "57.6491|10.4074");
     assert_eq!(body["commit"], geo.head());
-    assert_eq!(
-        (body["path"].as_str(), body["built"].as_bool()),
-        (Some("dispatch"), Some(true))
-    );
+    assert_eq!((body["path"].as_str(), body["built"].as_bool()), (Some("dispatch"), Some(true)));
     assert!(body["timestamp"].as_u64().unwrap() > 1_700_000_000);
 
     // New arguments: no new build.
-    let (_, body) = server
-        .call(json!({"url": url, "call": "Encode(-1, 2.5e1)"}))
-        .await;
-    assert_eq!(
-        (body["data"].as_str(), body["built"].as_bool()),
-        (Some("-1.0000|25.0000"), Some(false))
-    );
+    let (_, body) = server.call(json!({"url": url, "call": "Encode(-1, 2.5e1)"})).await;
+    assert_eq!((body["data"].as_str(), body["built"].as_bool()), (Some("-1.0000|25.0000"), Some(false)));
 
     let quoted = r#"Quote("a \"b\" \\ c\n")"#;
     for (call, data) in [
@@ -73,24 +63,15 @@ async fn results_print_like_fmt_print_on_both_paths() {
     ] {
         let (status, body) = server.call(json!({"url": url, "call": call})).await;
         assert_eq!(status, 200, "{call}: {body}");
-        assert_eq!(
-            (body["data"].as_str(), body["path"].as_str()),
-            (Some(data), Some("build")),
-            "{call}"
-        );
+        assert_eq!((body["data"].as_str(), body["path"].as_str()), (Some(data), Some("build")), "{call}");
     }
     // The same value through both paths prints the same.
-    for (literal, expression) in [
-        ("Pair(21, \"hi\")", "Pair(20+1, \"hi\")"),
-        ("Div(1, 0)", "Div(1, 0*1)"),
-        ("Describe(1.5)", "Describe(3/2.0)"),
-    ] {
+    for (literal, expression) in
+        [("Pair(21, \"hi\")", "Pair(20+1, \"hi\")"), ("Div(1, 0)", "Div(1, 0*1)"), ("Describe(1.5)", "Describe(3/2.0)")]
+    {
         let (_, a) = server.call(json!({"url": url, "call": literal})).await;
         let (_, b) = server.call(json!({"url": url, "call": expression})).await;
-        assert_eq!(
-            (a["path"].as_str(), b["path"].as_str()),
-            (Some("dispatch"), Some("build"))
-        );
+        assert_eq!((a["path"].as_str(), b["path"].as_str()), (Some("dispatch"), Some("build")));
         assert_eq!(a["data"], b["data"], "{literal} vs {expression}");
     }
     server.stop();
@@ -103,8 +84,7 @@ async fn every_failure_has_its_status() {
         return;
     }
     let mut sandbox = Sandbox::new();
-    sandbox.jails_config =
-        "exec_timeout = \"2s\"\nmemory_limit = \"64MiB\"\ndisk_limit = \"1MiB\"\n".into();
+    sandbox.jails_config = "exec_timeout = \"2s\"\nmemory_limit = \"64MiB\"\ndisk_limit = \"1MiB\"\n".into();
     let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
     let broken = Repo::from_fixture(&sandbox, "acme", "broken", "broken");
     let cmd = Repo::from_fixture(&sandbox, "acme", "cmd", "cmd");
@@ -125,105 +105,32 @@ async fn every_failure_has_its_status() {
     };
     for (body, expect) in [
         ("{not json", "invalid request body"),
-        (
-            r#"{"url": "example.test/acme/misc"}"#,
-            "missing field `call`",
-        ),
-        (
-            r#"{"url": "x.test/a/b", "call": "F()", "colour": "red"}"#,
-            "unknown field `colour`",
-        ),
+        (r#"{"url": "example.test/acme/misc"}"#, "missing field `call`"),
+        (r#"{"url": "x.test/a/b", "call": "F()", "colour": "red"}"#, "unknown field `colour`"),
         (r#"{"url": 5, "call": "F()"}"#, "invalid type"),
     ] {
         let (status, json) = raw(body).await;
         assert_eq!(status, 400, "{body}: {json}");
-        assert!(
-            json["error"].as_str().unwrap().contains(expect),
-            "{body}: {json}"
-        );
+        assert!(json["error"].as_str().unwrap().contains(expect), "{body}: {json}");
     }
 
     let cases: Vec<(Value, u16, &str)> = vec![
-        (
-            json!({"url": "https://example.test/acme/misc", "call": "Hello()"}),
-            400,
-            "scheme",
-        ),
-        (
-            json!({"url": "example.test/acme/../misc", "call": "Hello()"}),
-            400,
-            "'..'",
-        ),
-        (
-            json!({"url": m, "call": "Hello()); func init() { panic(1) }; var _ = (1"}),
-            400,
-            "invalid call",
-        ),
-        (
-            json!({"url": m, "call": "Hello() // comment"}),
-            400,
-            "comments",
-        ),
-        (
-            json!({"url": m, "call": "Hello()", "ip4": true}),
-            400,
-            "ip4",
-        ),
-        (
-            json!({"url": m, "call": "Hello()", "version": "a..b"}),
-            400,
-            "invalid version",
-        ),
-        (
-            json!({"url": m, "call": "hello()"}),
-            422,
-            "does not export hello",
-        ),
-        (
-            json!({"url": m, "call": "Nope(1)"}),
-            422,
-            "does not export Nope",
-        ),
-        (
-            json!({"url": m, "call": "Sleep(\"soon\")"}),
-            422,
-            "cannot use \"soon\" as int",
-        ),
-        (
-            json!({"url": m, "call": "Sleep(1, 2)"}),
-            422,
-            "wrong number of arguments",
-        ),
-        (
-            json!({"url": broken.import_path, "call": "Oops()"}),
-            422,
-            "build failed",
-        ),
-        (
-            json!({"url": cmd.import_path, "call": "Run()"}),
-            422,
-            "package main",
-        ),
-        (
-            json!({"url": "example.test/acme/nothere", "call": "F()"}),
-            404,
-            "not found",
-        ),
-        (
-            json!({"url": m, "call": "Hello()", "version": "v9.9.9"}),
-            404,
-            "version \"v9.9.9\" not found",
-        ),
-        (
-            json!({"url": corrupt.import_path, "call": "Run()"}),
-            502,
-            "cloning",
-        ),
-        (
-            json!({"url": m, "call": "Panic(\"boom\")"}),
-            500,
-            "exit status 2",
-        ),
+        (json!({"url": "https://example.test/acme/misc", "call": "Hello()"}), 400, "scheme"),
+        (json!({"url": "example.test/acme/../misc", "call": "Hello()"}), 400, "'..'"),
+        (json!({"url": m, "call": "Hello()); func init() { panic(1) }; var _ = (1"}), 400, "invalid call"),
+        (json!({"url": m, "call": "Hello() // comment"}), 400, "comments"),
+        (json!({"url": m, "call": "Hello()", "ip4": true}), 400, "ip4"),
+        (json!({"url": m, "call": "Hello()", "version": "a..b"}), 400, "invalid version"),
+        (json!({"url": m, "call": "hello()"}), 422, "does not export hello"),
+        (json!({"url": m, "call": "Nope(1)"}), 422, "does not export Nope"),
+        (json!({"url": m, "call": "Sleep(\"soon\")"}), 422, "cannot use \"soon\" as int"),
+        (json!({"url": m, "call": "Sleep(1, 2)"}), 422, "wrong number of arguments"),
+        (json!({"url": broken.import_path, "call": "Oops()"}), 422, "build failed"),
+        (json!({"url": cmd.import_path, "call": "Run()"}), 422, "package main"),
+        (json!({"url": "example.test/acme/nothere", "call": "F()"}), 404, "not found"),
+        (json!({"url": m, "call": "Hello()", "version": "v9.9.9"}), 404, "version \"v9.9.9\" not found"),
+        (json!({"url": corrupt.import_path, "call": "Run()"}), 502, "cloning"),
+        (json!({"url": m, "call": "Panic(\"boom\")"}), 500, "exit status 2"),
         (json!({"url": m, "call": "Exit(3)"}), 500, "exit status 3"),
         (json!({"url": m, "call": "Spin()"}), 504, "longer than"),
         (json!({"url": m, "call": "Alloc()"}), 500, "memory limit"),
@@ -232,28 +139,12 @@ async fn every_failure_has_its_status() {
     for (body, status, message) in cases {
         let (got, json) = server.call(body.clone()).await;
         assert_eq!(got, status, "{body}: {json}");
-        assert!(
-            json["error"].as_str().unwrap().contains(message),
-            "{body}: {json}"
-        );
+        assert!(json["error"].as_str().unwrap().contains(message), "{body}: {json}");
     }
-    let (_, json) = server
-        .call(json!({"url": broken.import_path, "call": "Oops()"}))
-        .await;
-    assert!(
-        json["output"]
-            .as_str()
-            .unwrap()
-            .contains("cannot use \"not an int\""),
-        "{json}"
-    );
-    let (_, json) = server
-        .call(json!({"url": m, "call": "Panic(\"boom\")"}))
-        .await;
-    assert!(
-        json["stderr"].as_str().unwrap().contains("panic: boom"),
-        "{json}"
-    );
+    let (_, json) = server.call(json!({"url": broken.import_path, "call": "Oops()"})).await;
+    assert!(json["output"].as_str().unwrap().contains("cannot use \"not an int\""), "{json}");
+    let (_, json) = server.call(json!({"url": m, "call": "Panic(\"boom\")"})).await;
+    assert!(json["stderr"].as_str().unwrap().contains("panic: boom"), "{json}");
     let (_, json) = server.call(json!({"url": m, "call": "Exit(3)"})).await;
     assert_eq!(json["stderr"], "leaving with 3\n");
     // Still healthy, and still serving.
@@ -276,17 +167,10 @@ async fn version_and_cache_bust() {
     assert_eq!(server.data(url, "Version()").await, "v1");
 
     let source = std::fs::read_to_string(geo.work.join("geo.go")).unwrap();
-    let second = geo.change(
-        "geo.go",
-        &source.replace("return \"v1\"", "return \"v2\""),
-        "v2",
-    );
+    let second = geo.change("geo.go", &source.replace("return \"v1\"", "return \"v2\""), "v2");
     // Without `version`, the repo cache's checkout keeps being used...
     let (_, body) = server.call(json!({"url": url, "call": "Version()"})).await;
-    assert_eq!(
-        (body["data"].as_str(), body["commit"].as_str()),
-        (Some("v1"), Some(first.as_str()))
-    );
+    assert_eq!((body["data"].as_str(), body["commit"].as_str()), (Some("v1"), Some(first.as_str())));
     // ...while a version runs exactly that commit, tag or branch.
     for (version, data, commit) in [
         ("main", "v2", &second),
@@ -294,26 +178,14 @@ async fn version_and_cache_bust() {
         (first.as_str(), "v1", &first),
         (second.as_str(), "v2", &second),
     ] {
-        let (status, body) = server
-            .call(json!({"url": url, "call": "Version()", "version": version}))
-            .await;
+        let (status, body) = server.call(json!({"url": url, "call": "Version()", "version": version})).await;
         assert_eq!(status, 200, "{version}: {body}");
-        assert_eq!(
-            (body["data"].as_str(), body["commit"].as_str()),
-            (Some(data), Some(commit.as_str())),
-            "{version}"
-        );
+        assert_eq!((body["data"].as_str(), body["commit"].as_str()), (Some(data), Some(commit.as_str())), "{version}");
     }
     // cache_bust clones again: the new head becomes current.
-    let (_, body) = server
-        .call(json!({"url": url, "call": "Version()", "cache_bust": true}))
-        .await;
+    let (_, body) = server.call(json!({"url": url, "call": "Version()", "cache_bust": true})).await;
     assert_eq!(
-        (
-            body["data"].as_str(),
-            body["commit"].as_str(),
-            body["built"].as_bool()
-        ),
+        (body["data"].as_str(), body["commit"].as_str(), body["built"].as_bool()),
         (Some("v2"), Some(second.as_str()), Some(true))
     );
     assert_eq!(server.data(url, "Version()").await, "v2");
@@ -335,16 +207,9 @@ async fn concurrent_first_requests_build_once_and_the_cache_survives_a_restart()
             let http = server.http.clone();
             let endpoint = format!("{}/api/v1/function", server.url);
             let body = json!({"url": url, "call": format!("Two({i}, 10)")});
-            tokio::spawn(async move {
-                http.post(endpoint)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(
+                async move { http.post(endpoint).json(&body).send().await.unwrap().json::<Value>().await.unwrap() },
+            )
         })
         .collect();
     let mut leaders = 0;
@@ -354,25 +219,13 @@ async fn concurrent_first_requests_build_once_and_the_cache_survives_a_restart()
         leaders += usize::from(body["built"] == true);
     }
     assert_eq!(leaders, 1, "one request built, the others waited for it");
-    assert_eq!(
-        server
-            .log()
-            .matches("build example.test/acme/geo dispatcher")
-            .count(),
-        1,
-        "{}",
-        server.log()
-    );
+    assert_eq!(server.log().matches("build example.test/acme/geo dispatcher").count(), 1, "{}", server.log());
     server.stop();
 
     // A new server on the same data: the binary cache is intact, nothing is built.
     let mut server = Server::start(&sandbox);
     let (_, body) = server.call(json!({"url": url, "call": "Two(1, 2)"})).await;
-    assert_eq!(
-        (body["data"].as_str(), body["built"].as_bool()),
-        (Some("3 2"), Some(false)),
-        "{body}"
-    );
+    assert_eq!((body["data"].as_str(), body["built"].as_bool()), (Some("3 2"), Some(false)), "{body}");
     assert!(!server.log().contains("dispatcher"), "{}", server.log());
     server.stop();
     sandbox.assert_clean();
@@ -387,23 +240,10 @@ async fn repositories_without_go_mod_and_packages_in_subdirectories() {
     let nomod = Repo::from_fixture(&sandbox, "acme", "strs", "nomod");
     let nested = Repo::from_fixture(&sandbox, "acme", "nested", "nested");
     let mut server = Server::start(&sandbox);
-    assert_eq!(
-        server.data(&nomod.import_path, "Shout(\"hi\")").await,
-        "HI!"
-    );
-    assert_eq!(
-        server.data(&nomod.import_path, "Repeat(\"ab\", 3)").await,
-        "ababab"
-    );
-    assert_eq!(
-        server
-            .data(&format!("{}/strs", nested.import_path), "Reverse(\"abc\")")
-            .await,
-        "cba"
-    );
-    let (status, body) = server
-        .call(json!({"url": format!("{}/nope", nested.import_path), "call": "F()"}))
-        .await;
+    assert_eq!(server.data(&nomod.import_path, "Shout(\"hi\")").await, "HI!");
+    assert_eq!(server.data(&nomod.import_path, "Repeat(\"ab\", 3)").await, "ababab");
+    assert_eq!(server.data(&format!("{}/strs", nested.import_path), "Reverse(\"abc\")").await, "cba");
+    let (status, body) = server.call(json!({"url": format!("{}/nope", nested.import_path), "call": "F()"})).await;
     assert_eq!(status, 422, "{body}");
     server.stop();
     sandbox.assert_clean();

@@ -10,10 +10,7 @@ use std::process::Output;
 use support::{Sandbox, attack, root_or_skip};
 
 fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Runs the attack program's `command` in a fresh jail of a fresh sandbox, checks the
@@ -38,14 +35,8 @@ fn the_jail_is_unprivileged_and_isolated() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let exec_uid = sandbox.uid_base + 1;
-    assert!(
-        stdout.contains("host=sky-"),
-        "hostname is the jail's name: {stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("uid={exec_uid} gid={exec_uid} pid=1")),
-        "{stdout}"
-    );
+    assert!(stdout.contains("host=sky-"), "hostname is the jail's name: {stdout}");
+    assert!(stdout.contains(&format!("uid={exec_uid} gid={exec_uid} pid=1")), "{stdout}");
     for line in [
         "CapInh: 0000000000000000",
         "CapPrm: 0000000000000000",
@@ -68,18 +59,9 @@ fn a_fork_bomb_hits_the_pids_limit() {
     let out = attack_in_jail(&["--pids", "20", "--timeout", "10s"], &["forkbomb"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout} {stderr}");
-    let started: usize = stdout
-        .split("started=")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let started: usize = stdout.split("started=").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
     assert!(started < 20, "the pids limit stops the bomb: {stdout}");
-    assert!(
-        stdout.contains("resource temporarily unavailable"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("resource temporarily unavailable"), "{stdout}");
 }
 
 #[test]
@@ -87,26 +69,13 @@ fn a_memory_bomb_is_killed_at_the_memory_limit() {
     if !root_or_skip("a_memory_bomb_is_killed_at_the_memory_limit") {
         return;
     }
-    let out = attack_in_jail(
-        &["--memory", "64MiB", "--disk", "1MiB", "--timeout", "30s"],
-        &["membomb"],
-    );
+    let out = attack_in_jail(&["--memory", "64MiB", "--disk", "1MiB", "--timeout", "30s"], &["membomb"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(137), "{stderr}");
     assert!(stderr.contains("memory limit"), "{stderr}");
-    let allocated: Vec<u32> = stdout
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("allocated ")?
-                .strip_suffix(" MiB")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    assert!(
-        allocated.last().is_some_and(|mib| *mib <= 64),
-        "killed by 64MiB: {allocated:?}"
-    );
+    let allocated: Vec<u32> =
+        stdout.lines().filter_map(|l| l.strip_prefix("allocated ")?.strip_suffix(" MiB")?.parse().ok()).collect();
+    assert!(allocated.last().is_some_and(|mib| *mib <= 64), "killed by 64MiB: {allocated:?}");
 }
 
 #[test]
@@ -118,13 +87,7 @@ fn a_disk_fill_stops_at_the_disk_limit() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("no space left on device"), "{stdout}");
-    let filled: u32 = stdout
-        .split("filled=")
-        .nth(1)
-        .and_then(|s| s.split("MiB").next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let filled: u32 = stdout.split("filled=").nth(1).and_then(|s| s.split("MiB").next()).unwrap().parse().unwrap();
     assert!(filled <= 8, "{stdout}");
 }
 
@@ -135,16 +98,10 @@ fn host_files_and_devices_are_out_of_reach() {
     }
     for (command, expect) in [
         (vec!["read", "/etc/shadow"], "no such file or directory"),
-        (
-            vec!["read", "/proc/1/root/etc/shadow"],
-            "no such file or directory",
-        ),
+        (vec!["read", "/proc/1/root/etc/shadow"], "no such file or directory"),
         (vec!["read", "/dev/vda"], "no such file or directory"),
         (vec!["read", "/dev/sda"], "no such file or directory"),
-        (
-            vec!["read", "/sys/kernel/notes"],
-            "no such file or directory",
-        ),
+        (vec!["read", "/sys/kernel/notes"], "no such file or directory"),
         (vec!["read", "/proc/kcore"], "no such file or directory"),
         (vec!["mknod"], "mknod: operation not permitted"),
         (vec!["mount"], "mount: operation not permitted"),
@@ -158,12 +115,7 @@ fn host_files_and_devices_are_out_of_reach() {
     // Only the jail's own device nodes exist.
     let out = attack_in_jail(&[], &["ls", "/dev"]);
     let listing: Vec<String> = text(&out).0.lines().map(str::to_owned).collect();
-    assert_eq!(
-        listing,
-        [
-            "fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"
-        ]
-    );
+    assert_eq!(listing, ["fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"]);
 }
 
 #[test]
@@ -171,27 +123,17 @@ fn host_processes_are_invisible_and_unkillable() {
     if !root_or_skip("host_processes_are_invisible_and_unkillable") {
         return;
     }
-    let victim = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
+    let victim = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let out = attack_in_jail(&[], &["kill", &victim.id().to_string()]);
     let (stdout, _) = text(&out);
     assert!(stdout.contains("no such process"), "{stdout}");
     let mut victim = victim;
-    assert!(
-        victim.try_wait().unwrap().is_none(),
-        "the host process survived"
-    );
+    assert!(victim.try_wait().unwrap().is_none(), "the host process survived");
     victim.kill().unwrap();
     victim.wait().unwrap();
     let out = attack_in_jail(&[], &["ls", "/proc"]);
-    let pids: Vec<String> = text(&out)
-        .0
-        .lines()
-        .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
-        .map(str::to_owned)
-        .collect();
+    let pids: Vec<String> =
+        text(&out).0.lines().filter(|l| l.chars().all(|c| c.is_ascii_digit())).map(str::to_owned).collect();
     assert_eq!(pids, ["1"], "the jail sees only itself");
 }
 
@@ -205,10 +147,7 @@ fn there_is_no_network_unless_asked_for() {
     let addr = listener.local_addr().unwrap().to_string();
     let out = attack_in_jail(&[], &["connect", &addr]);
     let (stdout, _) = text(&out);
-    assert!(
-        stdout.contains("network is unreachable") || stdout.contains("connection refused"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("network is unreachable") || stdout.contains("connection refused"), "{stdout}");
     assert!(!stdout.contains(": ok"), "{stdout}");
     let out = attack_in_jail(&[], &["interfaces"]);
     assert_eq!(text(&out).0.trim(), "lo up=false");
@@ -236,15 +175,9 @@ fn dangerous_system_calls_are_refused() {
         "clone_newpid",
         "userfaultfd",
     ] {
-        assert!(
-            stdout.contains(&format!("{name}: operation not permitted")),
-            "{name} in {stdout}"
-        );
+        assert!(stdout.contains(&format!("{name}: operation not permitted")), "{name} in {stdout}");
     }
-    assert!(
-        stdout.contains("clone3: function not implemented"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("clone3: function not implemented"), "{stdout}");
 }
 
 #[test]
@@ -269,11 +202,7 @@ fn an_output_flood_is_cut_at_the_output_limit() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(137), "{stderr}");
     assert!(stderr.contains("output limit"), "{stderr}");
-    assert_eq!(
-        stdout.len(),
-        1 << 20,
-        "exactly the 1MiB output limit passes through"
-    );
+    assert_eq!(stdout.len(), 1 << 20, "exactly the 1MiB output limit passes through");
 }
 
 #[test]
@@ -285,20 +214,10 @@ fn output_and_exit_status_pass_through() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out).0, "bye");
     let out = attack_in_jail(&[], &["stderr", "to stderr"]);
-    assert_eq!(
-        (out.status.code(), text(&out).1),
-        (Some(3), "to stderr".to_owned())
-    );
+    assert_eq!((out.status.code(), text(&out).1), (Some(3), "to stderr".to_owned()));
     // A dynamically linked host program gets the host's /usr, read-only.
     let sandbox = Sandbox::new();
-    let out = sandbox.jail_run(
-        &[],
-        &[
-            "/bin/sh",
-            "-c",
-            "echo hi from $(hostname); touch /usr/x 2>&1",
-        ],
-    );
+    let out = sandbox.jail_run(&[], &["/bin/sh", "-c", "echo hi from $(hostname); touch /usr/x 2>&1"]);
     let (stdout, stderr) = text(&out);
     assert!(stdout.starts_with("hi from sky-"), "{stdout} {stderr}");
     assert!(stdout.contains("Read-only file system"), "{stdout}");
@@ -315,21 +234,9 @@ fn bad_input_is_one_clear_line() {
     std::fs::write(&data_file, "not a program").unwrap();
     let data_file = data_file.to_str().unwrap();
     for (flags, program, expect) in [
-        (
-            vec![],
-            vec!["/no/such/program"],
-            "program \"/no/such/program\" not found",
-        ),
-        (
-            vec!["--memory", "lots"],
-            vec!["/bin/true"],
-            "invalid size \"lots\"",
-        ),
-        (
-            vec!["--timeout", "5 parsecs"],
-            vec!["/bin/true"],
-            "invalid duration",
-        ),
+        (vec![], vec!["/no/such/program"], "program \"/no/such/program\" not found"),
+        (vec!["--memory", "lots"], vec!["/bin/true"], "invalid size \"lots\""),
+        (vec!["--timeout", "5 parsecs"], vec!["/bin/true"], "invalid duration"),
         (vec![], vec![data_file], "is not executable"),
     ] {
         let out = sandbox.jail_run(&flags, &program);
@@ -350,8 +257,5 @@ fn bad_input_is_one_clear_line() {
         .unwrap();
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("bad.toml:2:1: unknown field `memory_limt`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.toml:2:1: unknown field `memory_limt`"), "{stderr}");
 }

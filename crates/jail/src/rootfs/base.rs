@@ -47,13 +47,8 @@ const LINKS: [(&str, &str); 9] = [
 ];
 
 /// Character devices (name, major, minor), all world read-write.
-const DEVICES: [(&str, u32, u32); 5] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-];
+const DEVICES: [(&str, u32, u32); 5] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9)];
 
 const FILES: [(&str, &str); 5] = [
     (
@@ -63,10 +58,7 @@ const FILES: [(&str, &str); 5] = [
     ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
     ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
     ("etc/resolv.conf", ""),
-    (
-        "etc/nsswitch.conf",
-        "passwd: files\ngroup: files\nhosts: files dns\n",
-    ),
+    ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
 ];
 
 /// Lays the base down into the empty directory `root`, copying CA certificates and time
@@ -82,18 +74,9 @@ pub fn lay_down(root: &Path, host_root: &Path) -> io::Result<()> {
     }
     let dev = fs::File::open(root.join("dev"))?;
     for (name, major, minor) in DEVICES {
-        mknodat(
-            &dev,
-            name,
-            FileType::CharacterDevice,
-            Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(major, minor),
-        )?;
+        mknodat(&dev, name, FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(major, minor))?;
         // mknod applies the umask; the mode must be exact.
-        fs::set_permissions(
-            root.join("dev").join(name),
-            fs::Permissions::from_mode(0o666),
-        )?;
+        fs::set_permissions(root.join("dev").join(name), fs::Permissions::from_mode(0o666))?;
     }
     for (file, text) in FILES {
         fs::write(root.join(file), text)?;

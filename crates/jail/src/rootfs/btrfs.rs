@@ -68,10 +68,7 @@ struct QgroupLimitArgs {
 fn name_field<const N: usize>(name: &str) -> io::Result<[u8; N]> {
     let mut field = [0u8; N];
     if name.is_empty() || name.len() >= N || name.contains(['/', '\0']) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad subvolume name {name:?}"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad subvolume name {name:?}")));
     }
     field[..name.len()].copy_from_slice(name.as_bytes());
     Ok(field)
@@ -82,18 +79,8 @@ fn ioctl<T>(dir: &File, request: u64, args: &mut T) -> io::Result<()> {
     // SAFETY: each caller passes the argument struct the kernel defines for `request`
     // (same layout, `repr(C)`, size encoded in the request number), exclusively borrowed
     // for the duration of the call.
-    let ret = unsafe {
-        libc::ioctl(
-            dir.as_raw_fd(),
-            request as libc::Ioctl,
-            std::ptr::from_mut(args),
-        )
-    };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let ret = unsafe { libc::ioctl(dir.as_raw_fd(), request as libc::Ioctl, std::ptr::from_mut(args)) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 #[derive(Debug)]
@@ -108,14 +95,9 @@ impl Btrfs {
         fs::create_dir_all(dir).map_err(at("create", dir))?;
         let stat = rustix::fs::statfs(dir).map_err(|e| at("inspect", dir)(e.into()))?;
         if stat.f_type as i64 != BTRFS_SUPER_MAGIC {
-            return Err(at("use", dir)(io::Error::other(
-                "not on a btrfs filesystem",
-            )));
+            return Err(at("use", dir)(io::Error::other("not on a btrfs filesystem")));
         }
-        Ok(Btrfs {
-            dir: dir.to_owned(),
-            host_root: "/".into(),
-        })
+        Ok(Btrfs { dir: dir.to_owned(), host_root: "/".into() })
     }
 
     fn base(&self) -> PathBuf {
@@ -141,12 +123,8 @@ impl Btrfs {
 
     fn create_subvolume(&self, path: &Path) -> Result<(), RootfsError> {
         let (parent, name) = split(path)?;
-        let mut args = VolArgs {
-            fd: 0,
-            name: name_field(&name).map_err(at("create subvolume", path))?,
-        };
-        ioctl(&Self::open_dir(&parent)?, IOC_SUBVOL_CREATE, &mut args)
-            .map_err(at("create subvolume", path))
+        let mut args = VolArgs { fd: 0, name: name_field(&name).map_err(at("create subvolume", path))? };
+        ioctl(&Self::open_dir(&parent)?, IOC_SUBVOL_CREATE, &mut args).map_err(at("create subvolume", path))
     }
 
     fn snapshot_of(&self, source: &Path, dest: &Path, read_only: bool) -> Result<(), RootfsError> {
@@ -159,18 +137,13 @@ impl Btrfs {
             unused: [0; 4],
             name: name_field(&name).map_err(at("snapshot into", dest))?,
         };
-        ioctl(&Self::open_dir(&parent)?, IOC_SNAP_CREATE_V2, &mut args)
-            .map_err(at("snapshot into", dest))
+        ioctl(&Self::open_dir(&parent)?, IOC_SNAP_CREATE_V2, &mut args).map_err(at("snapshot into", dest))
     }
 
     fn delete_subvolume(&self, path: &Path) -> Result<(), RootfsError> {
         let (parent, name) = split(path)?;
-        let mut args = VolArgs {
-            fd: 0,
-            name: name_field(&name).map_err(at("delete subvolume", path))?,
-        };
-        ioctl(&Self::open_dir(&parent)?, IOC_SNAP_DESTROY, &mut args)
-            .map_err(at("delete subvolume", path))
+        let mut args = VolArgs { fd: 0, name: name_field(&name).map_err(at("delete subvolume", path))? };
+        ioctl(&Self::open_dir(&parent)?, IOC_SNAP_DESTROY, &mut args).map_err(at("delete subvolume", path))
     }
 
     fn limit(&self, path: &Path, bytes: u64) -> Result<(), RootfsError> {
@@ -191,9 +164,7 @@ fn split(path: &Path) -> Result<(PathBuf, String), RootfsError> {
     let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
     match (parent, name) {
         (Some(parent), Some(name)) => Ok((parent, name)),
-        _ => Err(at("use", path)(io::Error::other(
-            "not a path below a directory",
-        ))),
+        _ => Err(at("use", path)(io::Error::other("not a path below a directory"))),
     }
 }
 
@@ -214,12 +185,8 @@ impl CloneBackend for Btrfs {
         self.create_subvolume(&base)?;
         base::lay_down(&base, &self.host_root).map_err(at("lay down base in", &base))?;
         // Quotas make per-jail disk limits possible; enabling them twice is harmless.
-        let mut quota = QuotaCtlArgs {
-            cmd: QUOTA_CTL_ENABLE,
-            status: 0,
-        };
-        ioctl(&Self::open_dir(&self.dir)?, IOC_QUOTA_CTL, &mut quota)
-            .map_err(at("enable quotas on", &self.dir))?;
+        let mut quota = QuotaCtlArgs { cmd: QUOTA_CTL_ENABLE, status: 0 };
+        ioctl(&Self::open_dir(&self.dir)?, IOC_QUOTA_CTL, &mut quota).map_err(at("enable quotas on", &self.dir))?;
         fs::create_dir_all(self.jails()).map_err(at("create", &self.jails()))?;
         // The read-only snapshot appears atomically, complete: it is the "done" mark.
         self.snapshot_of(&base, &self.snapshot(), true)?;
@@ -230,12 +197,7 @@ impl CloneBackend for Btrfs {
         base::is_complete(&self.snapshot())
     }
 
-    fn prepare(
-        &self,
-        slot: &str,
-        _scratch: &Path,
-        disk_limit: u64,
-    ) -> Result<RootSpec, RootfsError> {
+    fn prepare(&self, slot: &str, _scratch: &Path, disk_limit: u64) -> Result<RootSpec, RootfsError> {
         let root = self.jail_root(slot);
         if root.exists() {
             self.delete_subvolume(&root)?;
@@ -250,21 +212,18 @@ impl CloneBackend for Btrfs {
 
     fn release(&self, slot: &str) -> Result<(), RootfsError> {
         let root = self.jail_root(slot);
-        if root.exists() {
-            self.delete_subvolume(&root)
-        } else {
-            Ok(())
-        }
+        if root.exists() { self.delete_subvolume(&root) } else { Ok(()) }
+    }
+
+    fn release_blocks(&self) -> bool {
+        true
     }
 
     fn in_use(&self) -> Vec<String> {
         let Ok(entries) = fs::read_dir(self.jails()) else {
             return Vec::new();
         };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect()
+        entries.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect()
     }
 }
 

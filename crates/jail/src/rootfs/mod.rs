@@ -22,15 +22,8 @@ pub struct RootfsError {
     pub source: std::io::Error,
 }
 
-pub(crate) fn at<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
-    move |source| RootfsError {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+pub(crate) fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
+    move |source| RootfsError { what, path: path.to_owned(), source }
 }
 
 /// A way to give each jail a private, writable clone of one read-only base.
@@ -42,13 +35,14 @@ pub trait CloneBackend: std::fmt::Debug + Send + Sync {
     fn is_initialised(&self) -> bool;
     /// Host-side work before a jail in slot `slot` starts; the result tells the jail's
     /// first process how to mount its root. `scratch` is the slot's own empty directory.
-    fn prepare(&self, slot: &str, scratch: &Path, disk_limit: u64)
-    -> Result<RootSpec, RootfsError>;
+    fn prepare(&self, slot: &str, scratch: &Path, disk_limit: u64) -> Result<RootSpec, RootfsError>;
     /// Undoes `prepare` once the jail's processes are gone. Also reaps what a crashed
     /// owner of the slot left behind, so it must accept a slot with nothing to undo.
     fn release(&self, slot: &str) -> Result<(), RootfsError>;
     /// The slots that have host-side state of this backend right now.
     fn in_use(&self) -> Vec<String>;
+    /// Whether `release` does real I/O (an async caller should not run it inline).
+    fn release_blocks(&self) -> bool;
 }
 
 /// The configured backend.
@@ -77,12 +71,7 @@ impl CloneBackend for AnyBackend {
     fn is_initialised(&self) -> bool {
         self.inner().is_initialised()
     }
-    fn prepare(
-        &self,
-        slot: &str,
-        scratch: &Path,
-        disk_limit: u64,
-    ) -> Result<RootSpec, RootfsError> {
+    fn prepare(&self, slot: &str, scratch: &Path, disk_limit: u64) -> Result<RootSpec, RootfsError> {
         self.inner().prepare(slot, scratch, disk_limit)
     }
     fn release(&self, slot: &str) -> Result<(), RootfsError> {
@@ -90,5 +79,8 @@ impl CloneBackend for AnyBackend {
     }
     fn in_use(&self) -> Vec<String> {
         self.inner().in_use()
+    }
+    fn release_blocks(&self) -> bool {
+        self.inner().release_blocks()
     }
 }

@@ -24,10 +24,7 @@ impl Overlay {
                 "overlayfs paths must be UTF-8 without ',', ':' or '\\'",
             )));
         }
-        Ok(Overlay {
-            base: base.to_owned(),
-            host_root: "/".into(),
-        })
+        Ok(Overlay { base: base.to_owned(), host_root: "/".into() })
     }
 
     pub fn base(&self) -> &Path {
@@ -53,9 +50,7 @@ impl CloneBackend for Overlay {
         base::lay_down(&staging, &self.host_root).map_err(at("lay down base in", &staging))?;
         base::remove_partial(&self.base).map_err(at("remove stale base", &self.base))?;
         fs::rename(&staging, &self.base).map_err(at("rename into place", &self.base))?;
-        fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(at("sync", parent))?;
+        fs::File::open(parent).and_then(|d| d.sync_all()).map_err(at("sync", parent))?;
         Ok(true)
     }
 
@@ -63,24 +58,19 @@ impl CloneBackend for Overlay {
         base::is_complete(&self.base)
     }
 
-    fn prepare(
-        &self,
-        _slot: &str,
-        scratch: &Path,
-        disk_limit: u64,
-    ) -> Result<RootSpec, RootfsError> {
+    fn prepare(&self, _slot: &str, scratch: &Path, disk_limit: u64) -> Result<RootSpec, RootfsError> {
         if !scratch.is_dir() {
             fs::create_dir_all(scratch).map_err(at("create", scratch))?;
         }
-        Ok(RootSpec::Overlay {
-            lower: self.base.clone(),
-            scratch: scratch.to_owned(),
-            size: disk_limit,
-        })
+        Ok(RootSpec::Overlay { lower: self.base.clone(), scratch: scratch.to_owned(), size: disk_limit })
     }
 
     fn release(&self, _slot: &str) -> Result<(), RootfsError> {
         Ok(())
+    }
+
+    fn release_blocks(&self) -> bool {
+        false
     }
 
     fn in_use(&self) -> Vec<String> {

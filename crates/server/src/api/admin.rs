@@ -23,22 +23,12 @@ pub async fn list_jails(State(app): State<Arc<App>>) -> Json<Value> {
     Json(json!({ "count": jails.len(), "jails": jails }))
 }
 
-pub async fn get_jail(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> Result<Json<JailInfo>, ApiError> {
-    app.jails
-        .registry()
-        .get(&id)
-        .map(Json)
-        .ok_or_else(|| no_jail(&id))
+pub async fn get_jail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<JailInfo>, ApiError> {
+    app.jails.registry().get(&id).map(Json).ok_or_else(|| no_jail(&id))
 }
 
 /// Kills one jail and answers once it is gone (its processes dead, its slot free).
-pub async fn kill_jail(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn kill_jail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let registry = app.jails.registry();
     if !registry.kill(&id) {
         return Err(no_jail(&id));

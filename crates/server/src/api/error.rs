@@ -19,12 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            extra: Map::new(),
-            retry_after: None,
-        }
+        ApiError { status, message: message.into(), extra: Map::new(), retry_after: None }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
@@ -53,9 +48,7 @@ impl IntoResponse for ApiError {
         body.extend(self.extra);
         let mut response = (self.status, Json(Value::Object(body))).into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -50,8 +50,8 @@ pub async fn call(
 ) -> Result<Json<FunctionAnswer>, ApiError> {
     let started = Instant::now();
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let request: FunctionRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let request: FunctionRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     if request.ip4 {
         return Err(ApiError::bad_request(
             "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])",
@@ -68,9 +68,7 @@ pub async fn call(
         .await
         .map_err(to_api_error)?;
     Ok(Json(FunctionAnswer {
-        timestamp: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        timestamp: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         data: answer.data,
         commit: answer.commit,
         path: answer.path,
@@ -84,15 +82,13 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
     let message = e.to_string();
     match e {
         FunctionError::BadRequest(_) => ApiError::bad_request(message),
-        FunctionError::NotExported { .. }
-        | FunctionError::PackageRefused(_)
-        | FunctionError::Argument(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+        FunctionError::NotExported { .. } | FunctionError::PackageRefused(_) | FunctionError::Argument(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
         FunctionError::BuildFailed { output } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with("output", output)
         }
-        FunctionError::RepoNotFound { detail, .. } => {
-            ApiError::not_found(message).with("detail", detail)
-        }
+        FunctionError::RepoNotFound { detail, .. } => ApiError::not_found(message).with("detail", detail),
         FunctionError::VersionNotFound { .. } => ApiError::not_found(message),
         FunctionError::CloneFailed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, message),
         FunctionError::BuildTimedOut(_) | FunctionError::TimedOut(_) => {
@@ -101,14 +97,8 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
         FunctionError::Failed { stderr, .. } | FunctionError::LimitExceeded { stderr, .. } => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message).with("stderr", stderr)
         }
-        FunctionError::Killed | FunctionError::Internal(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-        }
-        FunctionError::Overloaded(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
-        }
-        FunctionError::Unavailable(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(30)
-        }
+        FunctionError::Killed | FunctionError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        FunctionError::Overloaded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1),
+        FunctionError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(30),
     }
 }

@@ -25,60 +25,34 @@ use crate::App;
 pub fn router(app: Arc<App>) -> Router {
     let admin = Router::new()
         .route("/api/v1/admin/api-stats", get(admin::api_stats))
-        .route(
-            "/api/v1/admin/jails",
-            get(admin::list_jails).delete(admin::kill_jails),
-        )
-        .route(
-            "/api/v1/admin/jail/{id}",
-            get(admin::get_jail).delete(admin::kill_jail),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&app),
-            require_admin,
-        ));
+        .route("/api/v1/admin/jails", get(admin::list_jails).delete(admin::kill_jails))
+        .route("/api/v1/admin/jail/{id}", get(admin::get_jail).delete(admin::kill_jail))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_admin));
     Router::new()
         .route("/healthcheck", get(health::healthcheck))
         .route("/api/v1/function", post(function::call))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(
-            app.config.limits.max_body.bytes() as usize
-        ))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&app),
-            record_stats,
-        ))
+        .layer(DefaultBodyLimit::max(app.config.limits.max_body.bytes() as usize))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), record_stats))
         .with_state(app)
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!(
-        "no such endpoint: {} {}",
-        request.method(),
-        request.uri().path()
-    ))
+    ApiError::not_found(format!("no such endpoint: {} {}", request.method(), request.uri().path()))
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "{} is not allowed on {}",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
     )
 }
 
 /// Admin endpoints need the admin token in the configured header: 401 without it, 403
 /// with a wrong one. The comparison takes the same time whatever the guess.
-async fn require_admin(
-    State(app): State<Arc<App>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
     let header = &app.config.admin.header;
     let Some(given) = request.headers().get(header.as_str()) else {
         return Err(ApiError::new(
@@ -99,7 +73,6 @@ async fn record_stats(State(app): State<Arc<App>>, request: Request, next: Next)
         None => "unmatched".to_owned(),
     };
     let response = next.run(request).await;
-    app.stats
-        .record(&route, response.status().as_u16(), started.elapsed());
+    app.stats.record(&route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -15,8 +15,10 @@ use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 use super::{JailRunArgs, load};
 
 pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
-    let config = load(args.config)?;
+    let mut config = load(args.config)?;
     skyisland_runner::machine::require_root("jail run")?;
+    // One jail and done: nothing to warm.
+    config.jails.warm_jails = 0;
     if args.net {
         bail!("--net: jail networking is not configured on this build");
     }
@@ -34,26 +36,14 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
         kind: SlotKind::Exec,
         name: String::new(),
         // The jail's tmpfs is charged to its memory cgroup: room for both.
-        limits: Limits {
-            memory: memory + disk,
-            pids: args.pids.unwrap_or(j.pids_limit),
-            cpu: j.cpu_limit,
-        },
+        limits: Limits { memory: memory + disk, pids: args.pids.unwrap_or(j.pids_limit), cpu: j.cpu_limit },
         disk,
         program: Program::Fd,
         argv: args.program.clone(),
-        env: vec![
-            "PATH=/usr/bin:/bin".into(),
-            "HOME=/tmp".into(),
-            "TMPDIR=/tmp".into(),
-        ],
+        env: vec!["PATH=/usr/bin:/bin".into(), "HOME=/tmp".into(), "TMPDIR=/tmp".into()],
         cwd: "/tmp".into(),
         binds: if dynamic {
-            vec![Bind {
-                source: "/usr".into(),
-                target: "/usr".into(),
-                writable: false,
-            }]
+            vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }]
         } else {
             Vec::new()
         },
@@ -70,9 +60,7 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
         output: Output::PassThrough,
         exec: Some(program),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let report = jails.run(request).await;
         jails.shutdown(std::time::Duration::from_secs(5)).await?;
@@ -86,10 +74,7 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let code = match report.end {
         End::Exited => report.status.code(),
         End::TimedOut => {
-            eprintln!(
-                "skyisland: killed: the jail ran longer than its {} timeout",
-                humanize(timeout)
-            );
+            eprintln!("skyisland: killed: the jail ran longer than its {} timeout", humanize(timeout));
             124
         }
         End::MemoryLimit => {
@@ -97,10 +82,7 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
             137
         }
         End::OutputLimit => {
-            eprintln!(
-                "skyisland: killed: the jail wrote more than its output limit ({})",
-                j.output_limit
-            );
+            eprintln!("skyisland: killed: the jail wrote more than its output limit ({})", j.output_limit);
             137
         }
         End::Killed => {
@@ -121,11 +103,7 @@ fn open_program(name: &str) -> anyhow::Result<(PathBuf, OwnedFd)> {
         vec![PathBuf::from(name)]
     } else {
         std::env::var_os("PATH")
-            .map(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join(name))
-                    .collect()
-            })
+            .map(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).collect())
             .unwrap_or_default()
     };
     for path in candidates {
@@ -155,20 +133,14 @@ fn needs_loader(path: &Path) -> anyhow::Result<bool> {
         return Ok(true);
     }
     if data.get(4) != Some(&2) || data.get(5) != Some(&1) {
-        bail!(
-            "{} is not a 64-bit little-endian ELF executable",
-            path.display()
-        );
+        bail!("{} is not a 64-bit little-endian ELF executable", path.display());
     }
     let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u64_at =
-        |at| bytes(at, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
+    let u64_at = |at| bytes(at, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         bail!("{} has a truncated ELF header", path.display());
     };
     Ok((0..phnum).any(|i| {
-        bytes(phoff + i * phentsize, 4)
-            .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == PT_INTERP)
+        bytes(phoff + i * phentsize, 4).is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == PT_INTERP)
     }))
 }

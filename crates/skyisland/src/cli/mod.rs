@@ -12,11 +12,7 @@ use clap::{Parser, Subcommand};
 use skyisland_config::{Config, Size, Span};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "skyisland",
-    version,
-    about = "Functions from git repositories, run in fresh copy-on-write jails"
-)]
+#[command(name = "skyisland", version, about = "Functions from git repositories, run in fresh copy-on-write jails")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,31 +71,21 @@ struct JailRunArgs {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             e.exit()
         }
         Err(e) => {
             // clap's first line names the problem; the rest is a pointer to --help.
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or_default();
-            eprintln!(
-                "skyisland: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("skyisland: {} (see --help)", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
     let result = match cli.command {
         Command::Serve { config } => serve::run(config),
         Command::Init { config } => init(config),
-        Command::Jail {
-            command: JailCommand::Run(args),
-        } => jail_run::run(args),
+        Command::Jail { command: JailCommand::Run(args) } => jail_run::run(args),
     };
     match result {
         Ok(code) => code,
@@ -112,10 +98,7 @@ pub fn main() -> ExitCode {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -128,11 +111,7 @@ fn init(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let created = skyisland_runner::machine::init(&config)?;
     println!(
         "{} base root filesystem ({} backend)",
-        if created {
-            "laid down the"
-        } else {
-            "already have the"
-        },
+        if created { "laid down the" } else { "already have the" },
         match config.storage.backend {
             skyisland_config::Backend::Overlay => "overlay",
             skyisland_config::Backend::Btrfs => "btrfs",

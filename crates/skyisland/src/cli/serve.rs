@@ -17,9 +17,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load(config)?);
     skyisland_runner::machine::require_root("serve")?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -28,9 +26,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
     // Before the runtime's threads exist: the spawner is forked from this thread.
     let jails = Jails::open(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -57,10 +53,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// Completes at the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
         return std::future::pending().await;
     };

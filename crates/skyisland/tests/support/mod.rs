@@ -36,10 +36,7 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Scratch space shared by the tests of one build (compiled helpers, a warm Go cache).
@@ -66,10 +63,7 @@ impl Sandbox {
     pub fn new() -> Sandbox {
         let n = SANDBOXES.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let dir = tempfile::Builder::new()
-            .prefix("skyisland-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("skyisland-test-").tempdir().unwrap();
         Sandbox {
             dir,
             // Distinct per test: the census can tell this test's processes apart.
@@ -127,11 +121,7 @@ parent = "{cgroup}"
     /// `skyisland jail run` with this sandbox's configuration.
     pub fn jail_run(&self, flags: &[&str], program: &[&str]) -> Output {
         let mut cmd = Command::new(bin());
-        cmd.args(["jail", "run", "--config"])
-            .arg(self.config())
-            .args(flags)
-            .arg("--")
-            .args(program);
+        cmd.args(["jail", "run", "--config"]).arg(self.config()).args(flags).arg("--").args(program);
         cmd.output().unwrap()
     }
 
@@ -146,9 +136,7 @@ parent = "{cgroup}"
             .collect();
         let mut cgroups = BTreeSet::new();
         for controller in ["memory", "pids", "cpu"] {
-            let dir = Path::new("/sys/fs/cgroup")
-                .join(controller)
-                .join(&self.cgroup_parent);
+            let dir = Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroup_parent);
             if dir.exists() {
                 cgroups.insert(format!("{controller}/{}", self.cgroup_parent));
                 for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -181,18 +169,9 @@ parent = "{cgroup}"
             }
         }
         let scratch = fs::read_dir(self.path().join("run/jails"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
-        Census {
-            mounts,
-            cgroups,
-            processes,
-            scratch,
-        }
+        Census { mounts, cgroups, processes, scratch }
     }
 
     /// Fails unless the sandbox holds nothing on the host (after its server stopped or
@@ -200,6 +179,33 @@ parent = "{cgroup}"
     pub fn assert_clean(&self) {
         let census = self.census();
         assert_eq!(census, Census::default(), "the sandbox left things behind");
+    }
+}
+
+impl Drop for Sandbox {
+    /// A failed test may have killed its server mid-flight: take its jails' cgroups (the
+    /// only thing outside the sandbox's directory) with it.
+    fn drop(&mut self) {
+        for controller in ["memory", "pids", "cpu"] {
+            let parent = Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroup_parent);
+            for slot in fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if slot.file_type().is_ok_and(|t| t.is_dir()) {
+                    for pid in fs::read_to_string(slot.path().join("cgroup.procs")).unwrap_or_default().lines() {
+                        if let Some(pid) = pid.trim().parse().ok().and_then(rustix::process::Pid::from_raw) {
+                            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        }
+                    }
+                    // Killed processes take a moment to leave.
+                    for _ in 0..100 {
+                        if fs::remove_dir(slot.path()).is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            let _ = fs::remove_dir(&parent);
+        }
     }
 }
 
@@ -247,24 +253,12 @@ impl Server {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "the server did not start: {}",
-                    fs::read_to_string(&stderr).unwrap_or_default()
-                );
+                panic!("the server did not start: {}", fs::read_to_string(&stderr).unwrap_or_default());
             }
         };
         let addr = url.trim_start_matches("http://").parse().unwrap();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(180))
-            .build()
-            .unwrap();
-        Server {
-            child: Some(child),
-            addr,
-            url,
-            http,
-            stderr,
-        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().unwrap();
+        Server { child: Some(child), addr, url, http, stderr }
     }
 
     pub fn log(&self) -> String {
@@ -273,25 +267,16 @@ impl Server {
 
     /// POST /api/v1/function; returns the status and the JSON body.
     pub async fn call(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .post(format!("{}/api/v1/function", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = self.http.post(format!("{}/api/v1/function", self.url)).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
         (status, json)
     }
 
     /// A function call expected to succeed: returns `data`.
     pub async fn data(&self, url: &str, call: &str) -> String {
-        let (status, body) = self
-            .call(serde_json::json!({ "url": url, "call": call }))
-            .await;
+        let (status, body) = self.call(serde_json::json!({ "url": url, "call": call })).await;
         assert_eq!(status, 200, "{url} {call}: {body}");
         body["data"].as_str().unwrap().to_owned()
     }
@@ -318,10 +303,7 @@ impl Server {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not stop on SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -350,11 +332,7 @@ fn rand_suffix() -> String {
 /// Runs a command, failing the test if it fails.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -381,29 +359,13 @@ impl Repo {
     /// Creates the repository from `tests/fixtures/<fixture>` and commits it.
     pub fn from_fixture(sandbox: &Sandbox, owner: &str, name: &str, fixture: &str) -> Repo {
         let work = sandbox.path().join("work").join(owner).join(name);
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(fixture),
-            &work,
-        );
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture), &work);
         run(git(&work).args(["init", "-q", "-b", "main"]));
-        let bare = sandbox
-            .git_root()
-            .join("example.test")
-            .join(owner)
-            .join(format!("{name}.git"));
+        let bare = sandbox.git_root().join("example.test").join(owner).join(format!("{name}.git"));
         fs::create_dir_all(bare.parent().unwrap()).unwrap();
-        let repo = Repo {
-            work,
-            bare,
-            import_path: format!("example.test/{owner}/{name}"),
-        };
+        let repo = Repo { work, bare, import_path: format!("example.test/{owner}/{name}") };
         repo.commit("initial");
-        run(git(repo.bare.parent().unwrap())
-            .args(["clone", "-q", "--bare"])
-            .arg(&repo.work)
-            .arg(&repo.bare));
+        run(git(repo.bare.parent().unwrap()).args(["clone", "-q", "--bare"]).arg(&repo.work).arg(&repo.bare));
         repo
     }
 
@@ -419,28 +381,18 @@ impl Repo {
         run(git(&self.work).args(["add", "-A"]));
         run(git(&self.work).args(["commit", "-q", "-m", message]));
         if self.bare.exists() {
-            run(git(&self.work)
-                .arg("push")
-                .arg("-q")
-                .arg(&self.bare)
-                .arg("main"));
+            run(git(&self.work).arg("push").arg("-q").arg(&self.bare).arg("main"));
         }
         self.head()
     }
 
     pub fn head(&self) -> String {
-        run(git(&self.work).args(["rev-parse", "HEAD"]))
-            .trim()
-            .to_owned()
+        run(git(&self.work).args(["rev-parse", "HEAD"])).trim().to_owned()
     }
 
     pub fn tag(&self, tag: &str) {
         run(git(&self.work).args(["tag", tag]));
-        run(git(&self.work)
-            .arg("push")
-            .arg("-q")
-            .arg(&self.bare)
-            .arg(tag));
+        run(git(&self.work).arg("push").arg("-q").arg(&self.bare).arg(tag));
     }
 }
 

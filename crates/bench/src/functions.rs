@@ -1,0 +1,223 @@
+//! Function calls through a real `skyisland serve`: the first call of a new package (clone
+//! and build), a repeated call (binary cache, fresh jail), calls with new arguments, and a
+//! hand-run `go build` of the same package as the reference; then throughput of cached
+//! calls at concurrency 1 and 16.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::stats::{self, summarize};
+
+pub struct Args {
+    pub runs: usize,
+    pub dir: PathBuf,
+}
+
+const REPO: &str = "example.test/bench/geo";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../skyisland/tests/fixtures")
+}
+
+fn sh(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()))?;
+        } else {
+            fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A bare repository of fixture `name` at `<git>/example.test/bench/<name>.git`.
+fn repository(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let work = dir.join("work").join(name);
+    let _ = fs::remove_dir_all(&work);
+    copy_dir(&fixtures().join(name), &work)?;
+    let git = |args: &[&str], cwd: &Path| {
+        sh(Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@example.test")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@example.test"))
+    };
+    git(&["init", "-q", "-b", "main"], &work)?;
+    git(&["add", "-A"], &work)?;
+    git(&["commit", "-q", "-m", "bench"], &work)?;
+    let bare = dir.join("git/example.test/bench").join(format!("{name}.git"));
+    let _ = fs::remove_dir_all(&bare);
+    fs::create_dir_all(bare.parent().expect("has a parent"))?;
+    git(&["clone", "-q", "--bare", work.to_str().expect("utf-8"), bare.to_str().expect("utf-8")], dir)?;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> anyhow::Result<Server> {
+    let config = dir.join("skyisland.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = 4100000\n[cgroup]\nparent = \"skyisland-bench-functions\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{d}/git/example.test/\"\n",
+            d = dir.display()
+        ),
+    )?;
+    let exe = std::env::current_exe()?.with_file_name("skyisland");
+    let mut child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(dir.join("server.log"))?)
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().strip_prefix("skyisland listening on ").context("the server did not start")?.to_owned();
+    Ok(Server { child, url })
+}
+
+async fn call(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+    let response = http.post(format!("{url}/api/v1/function")).json(&body).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("{status}: {body}");
+    }
+    Ok(body)
+}
+
+/// `go build` by hand of a main program calling the package, as the reference for a first
+/// call. The package's source gets a fresh comment each time, so it is compiled each time
+/// (as it is for a new package version), while the standard library comes from the cache.
+fn hand_go_build(dir: &Path, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let module = dir.join("hand");
+    let _ = fs::remove_dir_all(&module);
+    copy_dir(&fixtures().join("geo"), &module)?;
+    fs::create_dir_all(module.join("cmd"))?;
+    fs::write(
+        module.join("cmd/main.go"),
+        "package main\n\nimport (\n\t\"fmt\"\n\n\tgeo \"example.test/acme/geo\"\n)\n\nfunc main() { fmt.Print(geo.Encode(57.64911, 10.40744)) }\n",
+    )?;
+    let source = fs::read_to_string(module.join("geo.go"))?;
+    let mut samples = Vec::new();
+    for i in 0..=runs {
+        fs::write(module.join("geo.go"), format!("{source}\n// build {i} {:?}\n", Instant::now()))?;
+        let started = Instant::now();
+        sh(Command::new("go")
+            .args(["build", "-o", "/dev/null", "./cmd"])
+            .current_dir(&module)
+            .env("CGO_ENABLED", "0"))?;
+        if i > 0 {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(&args.dir);
+    fs::create_dir_all(&args.dir)?;
+    repository(&args.dir, "geo")?;
+    repository(&args.dir, "misc")?;
+    let server = start(&args.dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let url = server.url.clone();
+    let first_runs = 5;
+    let hand = hand_go_build(&args.dir, first_runs)?;
+    let report = runtime.block_on(async {
+        // Warm the server: the generator and the standard library parts every build uses.
+        call(&http, &url, json!({"url": "example.test/bench/misc", "call": "Hello()"})).await?;
+        let mut first = Vec::new();
+        for i in 0..first_runs {
+            let started = Instant::now();
+            // cache_bust: clone and build again, as for a new package.
+            let body =
+                call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache_bust": i > 0}))
+                    .await?;
+            first.push(started.elapsed());
+            assert_eq!(body["built"], true, "{body}");
+        }
+        let mut repeat = Vec::new();
+        for _ in 0..args.runs {
+            let started = Instant::now();
+            call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"})).await?;
+            repeat.push(started.elapsed());
+        }
+        let mut fresh_args = Vec::new();
+        for i in 0..args.runs {
+            let started = Instant::now();
+            let body = call(&http, &url, json!({"url": REPO, "call": format!("Encode({}.5, {i})", i % 90)})).await?;
+            fresh_args.push(started.elapsed());
+            assert_eq!(body["built"], false);
+        }
+        let mut throughput = Vec::new();
+        for concurrency in [1usize, 16] {
+            let period = Duration::from_secs(5);
+            let started = Instant::now();
+            let workers = (0..concurrency).map(|_| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let mut done = 0u64;
+                    while started.elapsed() < period {
+                        call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"})).await?;
+                        done += 1;
+                    }
+                    anyhow::Ok(done)
+                }
+            });
+            let total: u64 = futures::future::try_join_all(workers).await?.into_iter().sum();
+            throughput.push((concurrency, total as f64 / started.elapsed().as_secs_f64()));
+        }
+        anyhow::Ok((first, repeat, fresh_args, throughput))
+    })?;
+    let (mut first, mut repeat, mut fresh_args, throughput) = report;
+    let mut hand = hand;
+    let first = summarize(&mut first);
+    let hand = summarize(&mut hand);
+    let repeat = summarize(&mut repeat);
+    let fresh_args = summarize(&mut fresh_args);
+    println!("\n## Function calls ({} sequential calls each; first call {first_runs} times)\n", args.runs);
+    stats::header();
+    stats::row("first call of a new package (clone + build)", &first);
+    stats::row("hand-run go build of the same package", &hand);
+    stats::row("repeated call (binary cache, fresh jail)", &repeat);
+    stats::row("call with new arguments (no build)", &fresh_args);
+    println!();
+    stats::ratio("first call / hand-run go build", first.median, hand.median);
+    for (concurrency, rate) in throughput {
+        println!("cached calls per second at concurrency {concurrency}: {rate:.0}");
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `skyisland-bench`: benchmarks that print figures and ratios. Run as root, from a
+//! release build, on a quiet machine:
+//!
+//! ```sh
+//! cargo build --release -p skyisland -p skyisland-bench
+//! target/release/skyisland-bench jail
+//! target/release/skyisland-bench functions
+//! ```
+
+mod functions;
+mod jail;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Sky Island benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Jails against fork+exec, bubblewrap and crun.
+    Jail {
+        #[arg(long, default_value_t = 500)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-jail")]
+        dir: PathBuf,
+    },
+    /// Function calls: first call, cached calls, new arguments, throughput.
+    Functions {
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-functions")]
+        dir: PathBuf,
+    },
+    #[command(hide = true)]
+    CrunInner { bundle: PathBuf, runs: usize },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Bench::Jail { runs, dir } => jail::run(jail::Args { runs, dir }),
+        Bench::Functions { runs, dir } => functions::run(functions::Args { runs, dir }),
+        Bench::CrunInner { bundle, runs } => jail::crun_inner(&bundle, runs),
+    }
+}
