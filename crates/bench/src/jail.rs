@@ -16,6 +16,35 @@ use skyisland_runner::{End, Jails, Output, RunRequest};
 use crate::stats::{self, Summary, summarize};
 
 const TRIVIAL_C: &str = "int main(void) { return 0; }\n";
+/// Runs a command in fresh memory, pids and cpu cgroups (v1) with Sky Island's default
+/// limits, and removes them afterwards: what bubblewrap needs around it for limits
+/// comparable to a Sky Island jail's.
+const CGROUP_WRAPPER_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+static const char *ctl[] = {"memory", "pids", "cpu"};
+static void put(const char *c, const char *name, const char *file, const char *value) {
+    char path[512]; snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s/%s", c, name, file);
+    FILE *f = fopen(path, "w"); if (!f || fputs(value, f) < 0 || fclose(f)) { perror(path); exit(1); }
+}
+int main(int argc, char **argv) {
+    char name[64], path[512]; snprintf(name, sizeof name, "bench-bwrap-%d", getpid());
+    for (int i = 0; i < 3; i++) { snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", ctl[i], name); if (mkdir(path, 0755)) { perror(path); return 1; } }
+    put("memory", name, "memory.limit_in_bytes", "335544320");
+    put("pids", name, "pids.max", "64");
+    put("cpu", name, "cpu.cfs_quota_us", "100000");
+    pid_t child = fork();
+    if (child == 0) { for (int i = 0; i < 3; i++) put(ctl[i], name, "cgroup.procs", "0"); execvp(argv[1], argv + 1); perror(argv[1]); _exit(127); }
+    int status; waitpid(child, &status, 0);
+    for (int i = 0; i < 3; i++) { snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", ctl[i], name); while (rmdir(path)) usleep(100); }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+"#;
+
 const HELLO_GO: &str = "package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n";
 
 pub struct Args {
@@ -106,12 +135,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     runtime.block_on(jails.shutdown(Duration::from_secs(5)))?;
     drop(jails);
+    drop(runtime);
+    // The same without warm jails: every jail set up on the request's path.
+    let mut cold_config = config.clone();
+    cold_config.jails.warm_jails = 0;
+    let jails = Jails::open(&cold_config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut cold = Vec::new();
+    for (_, program) in &programs {
+        cold.push(runtime.block_on(in_server(&jails, &cold_config, program, args.runs))?);
+    }
+    runtime.block_on(jails.shutdown(Duration::from_secs(5)))?;
+    drop(jails);
+    let wrapper_c = args.dir.join("cgwrap.c");
+    fs::write(&wrapper_c, CGROUP_WRAPPER_C)?;
+    let wrapper = args.dir.join("cgwrap");
+    check(Command::new("gcc").args(["-O2", "-o"]).arg(&wrapper).arg(&wrapper_c))?;
     let cli_runs = (args.runs / 2).max(20);
     let skyisland = std::env::current_exe()?.with_file_name("skyisland");
     let base = config.data_dir.join("base");
     let mut cli = Vec::new();
     let mut bwrap = Vec::new();
+    let mut bwrap_cgroups = Vec::new();
     let mut crun = Vec::new();
+    let bwrap_args = |cmd: &mut Command, program: &Path| {
+        cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind"])
+            .arg(&base)
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind"])
+            .arg(program)
+            .args(["/run/program", "/run/program"]);
+    };
     for (_, program) in &programs {
         cli.push(time_command(cli_runs, || {
             let mut cmd = Command::new(&skyisland);
@@ -120,11 +173,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?);
         bwrap.push(time_command(cli_runs, || {
             let mut cmd = Command::new("bwrap");
-            cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind"])
-                .arg(&base)
-                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind"])
-                .arg(program)
-                .args(["/run/program", "/run/program"]);
+            bwrap_args(&mut cmd, program);
+            cmd
+        })?);
+        bwrap_cgroups.push(time_command(cli_runs, || {
+            let mut cmd = Command::new(&wrapper);
+            cmd.arg("bwrap");
+            bwrap_args(&mut cmd, program);
             cmd
         })?);
         crun.push(crun_runs(&args.dir, &base, program, cli_runs)?);
@@ -134,15 +189,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     stats::header();
     for (i, (name, _)) in programs.iter().enumerate() {
         stats::row(&format!("{name}: fork+exec"), &plain[i]);
-        stats::row(&format!("{name}: jail inside the server"), &inside[i]);
+        stats::row(&format!("{name}: jail in the server, warm"), &inside[i]);
+        stats::row(&format!("{name}: jail in the server, cold"), &cold[i]);
         stats::row(&format!("{name}: skyisland jail run"), &cli[i]);
         stats::row(&format!("{name}: bubblewrap"), &bwrap[i]);
+        stats::row(&format!("{name}: bubblewrap in 3 cgroups"), &bwrap_cgroups[i]);
         stats::row(&format!("{name}: crun"), &crun[i]);
     }
     println!();
     for (i, (name, _)) in programs.iter().enumerate() {
-        stats::ratio(&format!("{name}: jail inside the server / fork+exec"), inside[i].median, plain[i].median);
+        stats::ratio(&format!("{name}: jail in the server (warm) / fork+exec"), inside[i].median, plain[i].median);
+        stats::ratio(&format!("{name}: jail in the server (cold) / fork+exec"), cold[i].median, plain[i].median);
         stats::ratio(&format!("{name}: skyisland jail run / bubblewrap"), cli[i].median, bwrap[i].median);
+        stats::ratio(
+            &format!("{name}: skyisland jail run / bubblewrap in 3 cgroups"),
+            cli[i].median,
+            bwrap_cgroups[i].median,
+        );
         stats::ratio(&format!("{name}: crun / skyisland jail run"), crun[i].median, cli[i].median);
         println!("{name}: jails per second inside the server at concurrency 16: {:.0}", throughput[i]);
     }

@@ -23,12 +23,12 @@ pub fn ms(d: Duration) -> String {
 
 /// Prints one row of a results table.
 pub fn row(name: &str, s: &Summary) {
-    println!("| {name:<44} | {:>5} | {:>10} | {:>10} | {:>10} |", s.n, ms(s.median), ms(s.p90), ms(s.p99));
+    println!("| {name:<50} | {:>5} | {:>10} | {:>10} | {:>10} |", s.n, ms(s.median), ms(s.p90), ms(s.p99));
 }
 
 pub fn header() {
-    println!("| {:<44} | {:>5} | {:>10} | {:>10} | {:>10} |", "what", "n", "median ms", "p90 ms", "p99 ms");
-    println!("|{:-<46}|{:->7}|{:->12}|{:->12}|{:->12}|", "", "", "", "", "");
+    println!("| {:<50} | {:>5} | {:>10} | {:>10} | {:>10} |", "what", "n", "median ms", "p90 ms", "p99 ms");
+    println!("|{:-<52}|{:->7}|{:->12}|{:->12}|{:->12}|", "", "", "", "", "");
 }
 
 pub fn ratio(name: &str, a: Duration, b: Duration) {

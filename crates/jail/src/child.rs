@@ -79,6 +79,9 @@ fn enter(
     // Everything else we hold (the spawner's socket and namespaces, the setup pipe, the
     // program) closes at exec.
     sys::cloexec_from(3).map_err(|e| io("mark descriptors close-on-exec", e))?;
+    // Rust ignores SIGPIPE; ignored signals stay ignored across exec, and jailed programs
+    // should start with the default.
+    sys::default_signal(libc::SIGPIPE);
 
     for step in plan {
         run_step(step, go.as_ref().map(|fd| fd.as_fd()), ctx).map_err(|e| format!("{step}: {e}"))?;

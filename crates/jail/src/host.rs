@@ -70,6 +70,9 @@ pub struct HostConfig {
     /// Keep the locks of used slots until shutdown (a server), rather than releasing each
     /// after its jail (a one-shot command).
     pub keep_slots: bool,
+    /// Clone jails from this process instead of a helper (a one-shot command, which must
+    /// stay single-threaded while it launches).
+    pub inline_spawner: bool,
 }
 
 /// What one jail should run, and within which limits.
@@ -98,6 +101,7 @@ struct Inner {
     exec: Arc<SlotPool>,
     build: Arc<SlotPool>,
     scratch_dir: PathBuf,
+    inline: bool,
 }
 
 /// The jail machinery of this host. Cheap to clone.
@@ -135,7 +139,7 @@ impl JailHost {
             SlotPool::open(&slot_dir, exec_defs, config.keep_slots).map_err(io_at("open slot locks in", &slot_dir))?;
         let build =
             SlotPool::open(&slot_dir, build_defs, config.keep_slots).map_err(io_at("open slot locks in", &slot_dir))?;
-        let spawner = Spawner::start()?;
+        let spawner = if config.inline_spawner { Spawner::inline()? } else { Spawner::start()? };
         let host = JailHost {
             inner: Arc::new(Inner {
                 spawner,
@@ -144,6 +148,7 @@ impl JailHost {
                 exec,
                 build,
                 scratch_dir,
+                inline: config.inline_spawner,
             }),
         };
         let mut first_error = None;
@@ -169,6 +174,12 @@ impl JailHost {
     /// Slots of `kind` this host may use.
     pub fn capacity(&self, kind: SlotKind) -> usize {
         self.inner.pool(kind).len()
+    }
+
+    /// Whether [`JailHost::launch`] clones in the calling thread (see
+    /// [`HostConfig::inline_spawner`]), rather than asking the helper.
+    pub fn launches_inline(&self) -> bool {
+        self.inner.inline
     }
 
     /// Slots of `kind` not leased by this process (some may be held by another).

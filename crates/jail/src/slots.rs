@@ -27,7 +27,9 @@ pub struct SlotDef {
 #[derive(Debug)]
 struct Slot {
     def: SlotDef,
-    lock: File,
+    /// `<run_dir>/slots/<name>.lock`, opened the first time it is needed.
+    lock_path: std::path::PathBuf,
+    lock: std::sync::OnceLock<File>,
     /// This process holds the slot's lock.
     held: AtomicBool,
     /// The slot's cgroup as this process last set it up; valid while `held`.
@@ -57,9 +59,14 @@ impl SlotPool {
         fs::create_dir_all(lock_dir)?;
         let mut slots = Vec::with_capacity(defs.len());
         for def in defs {
-            let path = lock_dir.join(format!("{}.lock", def.name));
-            let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-            slots.push(Slot { def, lock, held: AtomicBool::new(false), cgroup: Mutex::new(None) });
+            let lock_path = lock_dir.join(format!("{}.lock", def.name));
+            slots.push(Slot {
+                def,
+                lock_path,
+                lock: std::sync::OnceLock::new(),
+                held: AtomicBool::new(false),
+                cgroup: Mutex::new(None),
+            });
         }
         let free = (0..slots.len()).rev().collect();
         Ok(Arc::new(SlotPool { slots, free: Mutex::new(free), keep_locks }))
@@ -97,7 +104,8 @@ impl SlotPool {
         if slot.held.load(Ordering::Acquire) {
             return true;
         }
-        let locked = flock(&slot.lock, FlockOperation::NonBlockingLockExclusive).is_ok();
+        let Some(file) = slot.lock_file() else { return false };
+        let locked = flock(file, FlockOperation::NonBlockingLockExclusive).is_ok();
         slot.held.store(locked, Ordering::Release);
         locked
     }
@@ -144,12 +152,27 @@ impl Lease {
 }
 
 impl Slot {
+    fn lock_file(&self) -> Option<&File> {
+        if let Some(file) = self.lock.get() {
+            return Some(file);
+        }
+        match OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock_path) {
+            Ok(file) => Some(self.lock.get_or_init(|| file)),
+            Err(e) => {
+                tracing::error!(lock = %self.lock_path.display(), error = %e, "cannot open a slot lock");
+                None
+            }
+        }
+    }
+
     fn unlock(&self) {
         // Another process may change the slot once we let go: forget what we knew.
         *self.cgroup.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if self.held.swap(false, Ordering::AcqRel) {
             // Unlocking a lock we hold cannot fail in a way we could act on.
-            let _ = flock(&self.lock, FlockOperation::Unlock);
+            if let Some(file) = self.lock.get() {
+                let _ = flock(file, FlockOperation::Unlock);
+            }
         }
     }
 }

@@ -114,8 +114,16 @@ pub fn send_program(control: BorrowedFd<'_>, exec: BorrowedFd<'_>, argv: &[Strin
 /// The server's end of the spawner.
 #[derive(Debug)]
 pub struct Spawner {
-    conn: Mutex<Option<Connection>>,
-    pid: rustix::process::Pid,
+    mode: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// A helper process; jails are clones of it, children of this process.
+    Helper { conn: Mutex<Option<Connection>>, pid: rustix::process::Pid },
+    /// This process clones each jail itself: for a one-shot command that creates one
+    /// jail while it is single-threaded, without a helper to start and stop.
+    Inline(Cloner),
 }
 
 #[derive(Debug)]
@@ -157,7 +165,7 @@ impl Spawner {
                 drop(theirs);
                 let mut conn = Connection { socket: ours, buf: vec![0; MAX_REPLY] };
                 let (reply, _) = receive(conn.socket.as_fd(), &mut conn.buf).map_err(|e| start("handshake", e))?;
-                let spawner = Spawner { conn: Mutex::new(Some(conn)), pid };
+                let spawner = Spawner { mode: Kind::Helper { conn: Mutex::new(Some(conn)), pid } };
                 match reply {
                     Reply::Ready => Ok(spawner),
                     Reply::Failed { error } => Err(SpawnError::Start(error)),
@@ -167,11 +175,34 @@ impl Spawner {
         }
     }
 
+    /// Makes this process its own spawner (see [`Kind::Inline`]). It must stay
+    /// single-threaded whenever it spawns, and it gives up its capability bounding set
+    /// (it must not need to execute programs with file capabilities afterwards).
+    pub fn inline() -> Result<Spawner, SpawnError> {
+        let start = |what: &str, e: String| SpawnError::Start(format!("{what}: {e}"));
+        let host = rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty())
+            .map_err(|e| start("pidfd_open", e.to_string()))?;
+        let cloner = Cloner::new(host, false).map_err(|e| start("prepare", e))?;
+        Ok(Spawner { mode: Kind::Inline(cloner) })
+    }
+
     /// Creates a jail. Returns as soon as it is cloned; its setup runs concurrently.
     pub fn spawn(&self, spec: &JailSpec, io: JailIo) -> Result<Spawned, SpawnError> {
         spec.validate().map_err(SpawnError::Invalid)?;
         let (setup_read, setup_write) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| SpawnError::Gone(e.into()))?;
+        let conn = match &self.mode {
+            Kind::Helper { conn, .. } => conn,
+            Kind::Inline(cloner) => {
+                if sys::thread_count().map_err(SpawnError::Gone)? != 1 {
+                    return Err(SpawnError::Threads);
+                }
+                let JailIo { stdin, stdout, stderr, exec, go } = io;
+                let fds = Fds { stdin, stdout, stderr, setup: setup_write, exec, go };
+                let (pid, pidfd) = cloner.clone_jail(spec.clone(), fds).map_err(SpawnError::Clone)?;
+                return Ok(Spawned { pid, pidfd, setup: setup_read });
+            }
+        };
         let request = Request {
             spec: spec.clone(),
             has_stdin: io.stdin.is_some(),
@@ -185,7 +216,7 @@ impl Spawner {
         let mut fds: Vec<BorrowedFd<'_>> = vec![io.stdout.as_fd(), io.stderr.as_fd(), setup_write.as_fd()];
         fds.extend([&io.stdin, &io.exec, &io.go].into_iter().flatten().map(|fd| fd.as_fd()));
 
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         let conn = guard.as_mut().ok_or_else(|| SpawnError::Gone(io::ErrorKind::NotConnected.into()))?;
         send(conn.socket.as_fd(), &body, &fds).map_err(SpawnError::Gone)?;
         let (reply, mut fds) = receive(conn.socket.as_fd(), &mut conn.buf).map_err(SpawnError::Gone)?;
@@ -200,9 +231,11 @@ impl Spawner {
 
 impl Drop for Spawner {
     fn drop(&mut self) {
-        // Closing our end is the helper's signal to exit.
-        drop(self.conn.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+        if let Kind::Helper { conn, pid } = &self.mode {
+            // Closing our end is the helper's signal to exit.
+            drop(conn.lock().unwrap_or_else(|p| p.into_inner()).take());
+            let _ = rustix::process::waitpid(Some(*pid), rustix::process::WaitOptions::empty());
+        }
     }
 }
 
@@ -248,12 +281,21 @@ pub(crate) fn receive<T: for<'de> Deserialize<'de>>(
     Ok((value, fds))
 }
 
-/// Everything the helper keeps for its whole life.
+/// The helper process: its socket to the server, and what clones the jails.
 struct Helper {
     conn: OwnedFd,
+    cloner: Cloner,
+}
+
+/// What every jail is cloned with, kept for the spawner's whole life.
+#[derive(Debug)]
+struct Cloner {
+    /// pidfd of the process that owns the jails: readable once it has exited.
     host: OwnedFd,
     empty_netns: OwnedFd,
     policy: Policy,
+    /// Make the jails the children of the cloner's parent (the helper's server).
+    clone_parent: bool,
 }
 
 /// The helper's main loop: one jail per request until the server closes the socket.
@@ -302,23 +344,21 @@ fn prepare(conn: OwnedFd, parent: rustix::process::Pid) -> Result<Helper, (Owned
         Ok(fd) => fd,
         Err(e) => return fail(conn, format!("pidfd_open of the server: {e}")),
     };
-    // The helper never executes anything, so its capability bounding set is of no use to
-    // it; emptying it once here empties it for every jail, which inherits it.
-    if let Err(e) = sys::drop_bounding_set() {
-        return fail(conn, format!("drop the capability bounding set: {e}"));
+    match Cloner::new(host, true) {
+        Ok(cloner) => Ok(Helper { conn, cloner }),
+        Err(e) => fail(conn, e),
     }
-    // Rust ignores SIGPIPE; ignored signals stay ignored across exec, and jailed programs
-    // should start with the default.
-    sys::default_signal(libc::SIGPIPE);
-    let policy = match Policy::compile() {
-        Ok(policy) => policy,
-        Err(e) => return fail(conn, e),
-    };
-    let empty_netns = match empty_network_namespace() {
-        Ok(fd) => fd,
-        Err(e) => return fail(conn, format!("empty network namespace: {e}")),
-    };
-    Ok(Helper { conn, host, empty_netns, policy })
+}
+
+impl Cloner {
+    fn new(host: OwnedFd, clone_parent: bool) -> Result<Cloner, String> {
+        // The cloner never executes anything, so its capability bounding set is of no use
+        // to it; emptying it once here empties it for every jail, which inherits it.
+        sys::drop_bounding_set().map_err(|e| format!("drop the capability bounding set: {e}"))?;
+        let policy = Policy::compile()?;
+        let empty_netns = empty_network_namespace().map_err(|e| format!("empty network namespace: {e}"))?;
+        Ok(Cloner { host, empty_netns, policy, clone_parent })
+    }
 }
 
 /// A network namespace with nothing in it (not even loopback up), shared by every jail
@@ -333,6 +373,7 @@ fn empty_network_namespace() -> io::Result<OwnedFd> {
 }
 
 impl Helper {
+    /// Unpacks a request and its descriptors, and clones the jail.
     fn spawn(&self, request: Request, mut fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), String> {
         let expected = 3 + usize::from(request.has_stdin) + usize::from(request.has_exec) + usize::from(request.has_go);
         if fds.len() != expected {
@@ -348,16 +389,23 @@ impl Helper {
         let setup = fds.pop().expect("counted");
         let stderr = fds.pop().expect("counted");
         let stdout = fds.pop().expect("counted");
+        self.cloner.clone_jail(request.spec, Fds { stdin, stdout, stderr, setup, exec, go })
+    }
+}
 
-        let spec = request.spec;
+impl Cloner {
+    /// Clones one jail, which sets itself up and executes its program.
+    fn clone_jail(&self, spec: JailSpec, fds: Fds) -> Result<(i32, OwnedFd), String> {
         spec.validate()?;
+        let go = &fds.go;
         if (spec.program == Program::Later || spec.wait_for_go) && go.is_none() {
             return Err("this jail needs a go socket".into());
         }
         let steps = plan::plan(&spec);
-        let mut flags =
-            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_PARENT)
-                as u64;
+        let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
+        if self.clone_parent {
+            flags |= libc::CLONE_PARENT as u64;
+        }
         if spec.network == Network::Own {
             flags |= libc::CLONE_NEWNET as u64;
         }
@@ -368,12 +416,13 @@ impl Helper {
             ),
             CgroupJoin::Procs(_) => None,
         };
-        // SAFETY: the helper is single-threaded (module invariant).
+        // SAFETY: the helper is single-threaded (module invariant); inline spawning checks
+        // that the process is before it gets here.
         match unsafe { sys::clone3(flags, cgroup.as_ref().map(|fd| fd.as_fd())) } {
             Ok(Cloned::Child) => {
                 let ctx =
                     Context { empty_netns: self.empty_netns.as_fd(), host: self.host.as_fd(), policy: &self.policy };
-                child::run(&spec, &steps, Fds { stdin, stdout, stderr, setup, exec, go }, &ctx)
+                child::run(&spec, &steps, fds, &ctx)
             }
             Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
             Err(e) => Err(format!("clone3: {e}")),

@@ -112,7 +112,17 @@ impl Jails {
     /// the async runtime starts its threads, from the thread that lives as long as the
     /// jails (the spawner is forked from it; the jails' parent-death signal is tied to it).
     pub fn open(config: &Config) -> Result<Jails, OpenError> {
-        let host = JailHost::open(machine::host_config(config)?)?;
+        Self::open_with(config, false)
+    }
+
+    /// For a command that runs one jail and exits: the jail is cloned by this process
+    /// itself (no helper to start), which must stay single-threaded until it is launched.
+    pub fn open_one_shot(config: &Config) -> Result<Jails, OpenError> {
+        Self::open_with(config, true)
+    }
+
+    fn open_with(config: &Config, one_shot: bool) -> Result<Jails, OpenError> {
+        let host = JailHost::open(machine::host_config(config, one_shot)?)?;
         Ok(Jails {
             host,
             registry: Registry::default(),
@@ -224,11 +234,17 @@ impl Jails {
             let exec =
                 exec.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup the program", e))?;
             let io = JailIo { stdin: None, stdout: out_write, stderr: err_write, exec, go };
-            let host = self.host.clone();
-            let attempt = launch.clone();
-            let launched = match tokio::task::spawn_blocking(move || host.launch(&attempt, io)).await {
-                Ok(launched) => launched,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            let launched = if self.host.launches_inline() {
+                // In this thread, which must be the process's only one.
+                self.host.launch(&launch, io)
+            } else {
+                // The round trip to the spawner blocks: not on an async worker.
+                let host = self.host.clone();
+                let attempt = launch.clone();
+                match tokio::task::spawn_blocking(move || host.launch(&attempt, io)).await {
+                    Ok(launched) => launched,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
             };
             match launched {
                 Ok(running) => break (running, out_read, err_read, control),

@@ -46,8 +46,10 @@ pub fn cgroups(config: &Config) -> Result<Cgroups, MachineError> {
     Ok(Cgroups::new(&config.cgroup.root, version, &config.cgroup.parent)?)
 }
 
-/// Execution slot `n` runs as `uid_base + 1 + n`; the build jail as `uid_base`.
-pub fn host_config(config: &Config) -> Result<HostConfig, MachineError> {
+/// Execution slot `n` runs as `uid_base + 1 + n`; the build jail as `uid_base`. A server
+/// holds the slots it uses and spawns through a helper; a one-shot command (`one_shot`)
+/// lets go of its slot at once and clones its jail itself.
+pub fn host_config(config: &Config, one_shot: bool) -> Result<HostConfig, MachineError> {
     let jails = &config.jails;
     Ok(HostConfig {
         run_dir: config.run_dir.clone(),
@@ -56,6 +58,7 @@ pub fn host_config(config: &Config) -> Result<HostConfig, MachineError> {
         exec_uids: (0..jails.max_jails).map(|n| jails.uid_base + 1 + n).collect(),
         build_uid: jails.uid_base,
         build_slots: jails.max_builds,
-        keep_slots: true,
+        keep_slots: !one_shot,
+        inline_spawner: one_shot,
     })
 }

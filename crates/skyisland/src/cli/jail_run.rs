@@ -25,8 +25,9 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let (program_path, program) = open_program(&args.program[0])?;
     let dynamic = needs_loader(&program_path)?;
     skyisland_runner::machine::init(&config)?;
-    // Before any runtime thread: the jails' parent-death signal is tied to this thread.
-    let jails = Jails::open(&config)?;
+    // This thread clones the jail itself, so no other thread may exist until then: the
+    // runtime is a current-thread one, and nothing uses its blocking pool before.
+    let jails = Jails::open_one_shot(&config)?;
 
     let j = &config.jails;
     let memory = args.memory.unwrap_or(j.memory_limit).bytes();
