@@ -9,6 +9,7 @@ packages=(
     redis-server                           # the shared request cache
     gcc make pkg-config libcurl4-openssl-dev valgrind   # the C client and its tests
     bubblewrap crun hyperfine wrk          # benchmarks against other sandboxes
+    nftables                               # NAT for jail networks, when configured
 )
 
 missing=()

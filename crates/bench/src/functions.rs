@@ -83,12 +83,12 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &Path) -> anyhow::Result<Server> {
+fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
     let config = dir.join("skyisland.toml");
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = 4100000\n[cgroup]\nparent = \"skyisland-bench-functions\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{d}/git/example.test/\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = 4100000\n[cgroup]\nparent = \"skyisland-bench-functions\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{d}/git/example.test/\"\n{extra}",
             d = dir.display()
         ),
     )?;
@@ -150,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     fs::create_dir_all(&args.dir)?;
     repository(&args.dir, "geo")?;
     repository(&args.dir, "misc")?;
-    let server = start(&args.dir)?;
+    let server = start(&args.dir, "")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
     let url = server.url.clone();
@@ -219,5 +219,59 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (concurrency, rate) in throughput {
         println!("cached calls per second at concurrency {concurrency}: {rate:.0}");
     }
+    Ok(())
+}
+
+/// A network namespace for the benchmark's jail networks, removed when dropped.
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The latency a jail's own network adds to a cached call: the same call with and
+/// without `ip4`, sequentially. The jails' bridge lives in a namespace made for the run.
+pub fn run_network(args: Args) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(&args.dir);
+    fs::create_dir_all(&args.dir)?;
+    repository(&args.dir, "geo")?;
+    let netns = NetNs(format!("skyisland-bench-{}", std::process::id()));
+    sh(Command::new("ip").args(["netns", "add", &netns.0]))?;
+    let extra = format!(
+        "[network.ip4]\nbridge = \"skybench0\"\ncidr = \"10.213.9.0/24\"\ngateway = \"10.213.9.1\"\nstart_addr = \"10.213.9.20\"\nrange = 50\ndns = [\"10.213.9.1\"]\nnetns = \"/run/netns/{}\"\n",
+        netns.0
+    );
+    let server = start(&args.dir, &extra)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let url = server.url.clone();
+    let (mut plain, mut networked) = runtime.block_on(async {
+        call(&http, &url, json!({"url": REPO, "call": "Encode(1, 2)"})).await?;
+        let mut samples = (Vec::new(), Vec::new());
+        // Interleaved, so that both see the same machine.
+        for _ in 0..args.runs {
+            for ip4 in [false, true] {
+                let started = Instant::now();
+                call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "ip4": ip4})).await?;
+                if ip4 { samples.1.push(started.elapsed()) } else { samples.0.push(started.elapsed()) }
+            }
+        }
+        anyhow::Ok(samples)
+    })?;
+    drop(server);
+    let plain = summarize(&mut plain);
+    let networked = summarize(&mut networked);
+    println!("\n## A jail's own network ({} calls each, interleaved)\n", args.runs);
+    stats::header();
+    stats::row("cached call without ip4", &plain);
+    stats::row("cached call with ip4 (own netns, veth, address)", &networked);
+    println!();
+    stats::ratio("with ip4 / without", networked.median, plain.median);
+    println!(
+        "the network adds {:.3} ms at the median",
+        (networked.median.as_secs_f64() - plain.median.as_secs_f64()) * 1000.0
+    );
     Ok(())
 }

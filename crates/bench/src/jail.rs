@@ -226,7 +226,6 @@ fn launch(config: &Config, label: &str) -> Launch {
         binds: Vec::new(),
         network: Network::None,
         proc_subset_pid: true,
-        wait_for_go: false,
         max_open_files: 1024,
     }
 }
@@ -239,6 +238,7 @@ async fn one(jails: &Jails, config: &Config, program: &Path) -> anyhow::Result<(
         output_limit: 1 << 20,
         output: Output::Capture,
         exec: Some(fs::File::open(program)?.into()),
+        network: None,
     };
     let report = jails.run(request).await?;
     if report.end != End::Exited || !report.status.success() {

@@ -38,6 +38,13 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-functions")]
         dir: PathBuf,
     },
+    /// A cached call with and without a network of its own (ip4).
+    Net {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-net")]
+        dir: PathBuf,
+    },
     #[command(hide = true)]
     CrunInner { bundle: PathBuf, runs: usize },
 }
@@ -46,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Jail { runs, dir } => jail::run(jail::Args { runs, dir }),
         Bench::Functions { runs, dir } => functions::run(functions::Args { runs, dir }),
+        Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
         Bench::CrunInner { bundle, runs } => jail::crun_inner(&bundle, runs),
     }
 }

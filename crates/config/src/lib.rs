@@ -4,7 +4,7 @@
 mod units;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,7 @@ pub struct Config {
     pub git: Git,
     pub go: Go,
     pub limits: RequestLimits,
+    pub network: Network,
 }
 
 impl Default for Config {
@@ -55,6 +56,7 @@ impl Default for Config {
             git: Git::default(),
             go: Go::default(),
             limits: RequestLimits::default(),
+            network: Network::default(),
         }
     }
 }
@@ -206,6 +208,109 @@ impl Default for Go {
     }
 }
 
+/// Networks for jails. Without `[network.ip4]`, no jail has a network.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    pub ip4: Option<Ip4>,
+}
+
+/// The IPv4 pool and the bridge that jails asking for `ip4` are connected to.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ip4 {
+    /// The bridge; created if missing, its address the gateway.
+    pub bridge: String,
+    /// The pool's network.
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// The pool: `range` addresses from `start_addr`.
+    pub start_addr: Ipv4Addr,
+    pub range: u32,
+    /// Written to the jails' /etc/resolv.conf.
+    pub dns: Vec<Ipv4Addr>,
+    /// Masquerade the jails' traffic out of the host.
+    pub nat: bool,
+    /// Let jails on the bridge reach each other (off: the bridge isolates their ports).
+    pub jail_to_jail: bool,
+    /// A network namespace (a file such as `/run/netns/NAME`) to put the bridge and the
+    /// host ends of the jails' links in, instead of the server's own.
+    pub netns: Option<PathBuf>,
+    /// An address's network namespace (its link, address and route) is made the first time
+    /// the address is leased and kept for the jails that hold it after; unused this long,
+    /// it is taken down.
+    pub keep_idle: Span,
+}
+
+impl Default for Ip4 {
+    fn default() -> Self {
+        Ip4 {
+            bridge: "skyisland0".into(),
+            cidr: Ipv4Net { addr: Ipv4Addr::new(10, 213, 0, 0), prefix: 24 },
+            gateway: Ipv4Addr::new(10, 213, 0, 1),
+            start_addr: Ipv4Addr::new(10, 213, 0, 20),
+            range: 200,
+            dns: vec![Ipv4Addr::new(10, 213, 0, 1)],
+            nat: false,
+            jail_to_jail: false,
+            netns: None,
+            keep_idle: Span::secs(60),
+        }
+    }
+}
+
+/// An IPv4 network written as `"10.213.0.0/24"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = self.mask();
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("invalid network {s:?}: expected an address and a prefix length such as \"10.213.0.0/24\"");
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        Ok(Ipv4Net { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Ipv4Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Bounds on what requests may ask of the server.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -305,6 +410,9 @@ impl Config {
                 return bad("git.url_rewrite entries must not be empty".into());
             }
         }
+        if let Some(ip4) = &self.network.ip4 {
+            ip4.validate().map_err(ConfigError::Invalid)?;
+        }
         if self.limits.max_body < Size::kib(1) {
             return bad(format!("limits.max_body must be at least 1KiB, not {}", self.limits.max_body));
         }
@@ -314,6 +422,46 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Ip4 {
+    fn validate(&self) -> Result<(), String> {
+        let net = &self.cidr;
+        if !(8..=30).contains(&net.prefix) {
+            return Err(format!("network.ip4.cidr {net} must have a prefix length between 8 and 30"));
+        }
+        if !net.contains(self.gateway) {
+            return Err(format!("network.ip4.gateway {} is not in {net}", self.gateway));
+        }
+        if self.range == 0 {
+            return Err("network.ip4.range must be at least 1".into());
+        }
+        let first = u32::from(self.start_addr);
+        let last = first.checked_add(self.range - 1).ok_or("network.ip4.range runs past 255.255.255.255")?;
+        let broadcast = u32::from(net.addr) | !net.mask();
+        if !net.contains(self.start_addr) || last >= broadcast || first <= u32::from(net.addr) & net.mask() {
+            return Err(format!(
+                "network.ip4: {} addresses from {} do not fit in {net} (without its network and broadcast addresses)",
+                self.range, self.start_addr
+            ));
+        }
+        if (first..=last).contains(&u32::from(self.gateway)) {
+            return Err(format!("network.ip4.gateway {} is inside the pool", self.gateway));
+        }
+        let name_ok = !self.bridge.is_empty()
+            && self.bridge.len() <= 15
+            && self.bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(format!("network.ip4.bridge {:?} is not a valid interface name", self.bridge));
+        }
+        Ok(())
+    }
+
+    /// The addresses of the pool, in order.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let first = u32::from(self.start_addr);
+        (0..self.range).map(move |i| Ipv4Addr::from(first + i))
     }
 }
 
@@ -341,11 +489,15 @@ mod tests {
         assert_eq!(config.jails.memory_limit, Size::mib(256));
         assert_eq!(config.admin.token.as_deref(), Some("change-me"));
         assert_eq!(config.listen.port(), 3280);
+        let ip4 = config.network.ip4.expect("the example has a pool");
+        assert_eq!(ip4.addresses().count(), 200);
+        assert_eq!(ip4.addresses().next(), Some(Ipv4Addr::new(10, 213, 0, 20)));
     }
 
     #[test]
     fn every_key_is_optional() {
         let config = parse("").unwrap();
+        assert!(config.network.ip4.is_none(), "no network unless configured");
         assert_eq!(config.jails.output_limit, Size::mib(1));
         assert_eq!(config.admin.header, "X-Sky-Island-Token");
     }
@@ -363,6 +515,11 @@ mod tests {
             ("[admin]\nheader = \"X Bad\"", "not a valid HTTP header name"),
             ("[cgroup]\nparent = \"../escape\"", "must be a relative cgroup path"),
             ("data_dir = \"relative\"", "data_dir must be an absolute path"),
+            ("[network.ip4]\ncidr = \"10.0.0.0\"", "invalid network \"10.0.0.0\""),
+            ("[network.ip4]\ngateway = \"10.9.0.1\"", "gateway 10.9.0.1 is not in 10.213.0.0/24"),
+            ("[network.ip4]\nrange = 300", "300 addresses from 10.213.0.20 do not fit"),
+            ("[network.ip4]\nstart_addr = \"10.213.0.1\"\nrange = 5", "gateway 10.213.0.1 is inside the pool"),
+            ("[network.ip4]\nbridge = \"a-very-long-bridge-name\"", "not a valid interface name"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text:?}: {err}");

@@ -32,6 +32,7 @@ use crate::gate::Gate;
 use crate::import_path::ImportPath;
 use crate::repos::Repos;
 use crate::toolchain::{BUILD_MOUNT, NetworkNeed, Toolchain};
+use skyisland_net::{Ip4Network, PoolError};
 
 pub use gate::Overloaded;
 
@@ -76,6 +77,9 @@ pub enum FunctionError {
     Killed,
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    /// The IPv4 pool has no free address.
+    #[error("{0}")]
+    NoAddress(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -92,6 +96,8 @@ impl From<RunError> for FunctionError {
     fn from(e: RunError) -> Self {
         match e {
             RunError::Host(HostError::Busy(kind)) => Overloaded { what: format!("{kind} jails") }.into(),
+            RunError::ShuttingDown => FunctionError::Unavailable("the server is shutting down".into()),
+            RunError::Network(e) => FunctionError::Internal(format!("setting up the jail's network failed: {e}")),
             other => FunctionError::Internal(other.to_string()),
         }
     }
@@ -104,6 +110,8 @@ pub struct Request {
     pub call: String,
     pub version: Option<String>,
     pub cache_bust: bool,
+    /// Give the jail an address from the IPv4 pool.
+    pub ip4: bool,
 }
 
 /// Its result.
@@ -132,6 +140,7 @@ pub struct Functions {
 struct Inner {
     config: Arc<Config>,
     jails: Jails,
+    network: Option<Arc<Ip4Network>>,
     toolchain: Toolchain,
     repos: Repos,
     binaries: Arc<BinaryCache<FunctionError>>,
@@ -180,15 +189,28 @@ exec "$gen" -root "$src" -repo "$repopath" -subdir "$subdir" -goversion "$gover"
 "#;
 
 impl Functions {
-    pub fn new(config: Arc<Config>, jails: Jails) -> Result<Functions, FunctionError> {
+    pub fn new(
+        config: Arc<Config>,
+        jails: Jails,
+        network: Option<Arc<Ip4Network>>,
+    ) -> Result<Functions, FunctionError> {
         let toolchain = Toolchain::discover(&config).map_err(|e| FunctionError::Unavailable(e.to_string()))?;
         let repos = Repos::new(toolchain.clone(), &config.data_dir.join("repos"))?;
         let binaries =
             Arc::new(BinaryCache::open(&config.data_dir.join("binaries"), config.go.binary_cache_size.bytes())?);
         let exec_gate = Gate::new("execution jails", config.jails.max_jails as usize, config.limits.max_queue);
         let build_gate = Gate::new("builds", config.jails.max_builds as usize, config.limits.max_queue);
-        let inner =
-            Inner { config, jails, toolchain, repos, binaries, generator: OnceCell::new(), exec_gate, build_gate };
+        let inner = Inner {
+            config,
+            jails,
+            network,
+            toolchain,
+            repos,
+            binaries,
+            generator: OnceCell::new(),
+            exec_gate,
+            build_gate,
+        };
         Ok(Functions { inner: Arc::new(inner) })
     }
 
@@ -215,6 +237,11 @@ impl Functions {
     pub async fn call(&self, request: &Request) -> Result<Answer, FunctionError> {
         let inner = &self.inner;
         let path = ImportPath::parse(&request.url).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        if request.ip4 && inner.network.is_none() {
+            return Err(FunctionError::BadRequest(
+                "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])".into(),
+            ));
+        }
         let call = call::parse(&request.call).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
         if !call.is_exported() {
             return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
@@ -245,7 +272,14 @@ impl Functions {
                 (entry, vec!["fn".to_owned()], "build")
             }
         };
-        let (data, run_time) = inner.execute(&entry, argv, &request.call).await?;
+        let network = match &inner.network {
+            Some(network) if request.ip4 => Some(network.request(&request.call).map_err(|e| match e {
+                PoolError::Exhausted(_) => FunctionError::NoAddress(e.to_string()),
+                other => FunctionError::Internal(other.to_string()),
+            })?),
+            _ => None,
+        };
+        let (data, run_time) = inner.execute(&entry, argv, &request.call, network).await?;
         Ok(Answer { data, commit, path: how, built, run_time })
     }
 }
@@ -336,6 +370,7 @@ impl Inner {
         entry: &Entry,
         argv: Vec<String>,
         label: &str,
+        network: Option<Box<dyn skyisland_runner::JailNetwork>>,
     ) -> Result<(String, Duration), FunctionError> {
         let j = &self.config.jails;
         let program =
@@ -359,7 +394,6 @@ impl Inner {
                 binds: Vec::new(),
                 network: Network::None,
                 proc_subset_pid: true,
-                wait_for_go: false,
                 max_open_files: 1024,
             },
             label: format!("{} {label}", entry.index.import_path),
@@ -367,6 +401,7 @@ impl Inner {
             output_limit: j.output_limit.bytes(),
             output: Output::Capture,
             exec: Some(program.into()),
+            network,
         };
         let started = Instant::now();
         let report = self.jails.run(request).await?;

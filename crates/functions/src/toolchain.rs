@@ -166,7 +166,6 @@ impl Toolchain {
                 binds,
                 network,
                 proc_subset_pid: false,
-                wait_for_go: false,
                 max_open_files: 4096,
             },
             label,
@@ -174,6 +173,7 @@ impl Toolchain {
             output_limit: self.output_limit,
             output: Output::Capture,
             exec: None,
+            network: None,
         };
         jails.run(request).await
     }

@@ -38,14 +38,16 @@ pub(crate) struct Fds {
     pub setup: OwnedFd,
     pub exec: Option<OwnedFd>,
     pub go: Option<OwnedFd>,
+    pub netns: Option<OwnedFd>,
 }
 
 /// Exit status of a child whose setup failed (the setup pipe says why).
 pub const SETUP_FAILED: i32 = 127;
 
 pub(crate) fn run(spec: &JailSpec, plan: &[Step], fds: Fds, ctx: &Context<'_>) -> ! {
-    let mut setup = std::fs::File::from(fds.setup);
-    let err = match enter(spec, plan, fds.stdin, fds.stdout, fds.stderr, fds.exec, fds.go, &mut setup, ctx) {
+    let Fds { stdin, stdout, stderr, setup, exec, go, netns } = fds;
+    let mut setup = std::fs::File::from(setup);
+    let err = match enter(spec, plan, (stdin, stdout, stderr), exec, go, netns, &mut setup, ctx) {
         Ok(never) => match never {},
         Err(message) => message,
     };
@@ -59,11 +61,10 @@ pub(crate) fn run(spec: &JailSpec, plan: &[Step], fds: Fds, ctx: &Context<'_>) -
 fn enter(
     spec: &JailSpec,
     plan: &[Step],
-    stdin: Option<OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    (stdin, stdout, stderr): (Option<OwnedFd>, OwnedFd, OwnedFd),
     exec_fd: Option<OwnedFd>,
     go: Option<OwnedFd>,
+    netns: Option<OwnedFd>,
     setup: &mut std::fs::File,
     ctx: &Context<'_>,
 ) -> Result<std::convert::Infallible, String> {
@@ -84,7 +85,7 @@ fn enter(
     sys::default_signal(libc::SIGPIPE);
 
     for step in plan {
-        run_step(step, go.as_ref().map(|fd| fd.as_fd()), ctx).map_err(|e| format!("{step}: {e}"))?;
+        run_step(step, netns.as_ref().map(|fd| fd.as_fd()), ctx).map_err(|e| format!("{step}: {e}"))?;
     }
 
     let (argv, env, err) = match &spec.program {
@@ -133,7 +134,7 @@ fn cstrings(strings: &[String]) -> Result<Vec<CString>, String> {
     strings.iter().map(|s| CString::new(s.as_bytes()).map_err(|e| e.to_string())).collect()
 }
 
-fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::io::Result<()> {
+fn run_step(step: &Step, netns: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::io::Result<()> {
     match step {
         Step::JoinCgroup { procs } => std::fs::write(procs, b"0"),
         Step::NewCgroupNamespace => sys::unshare_cgroup_namespace(),
@@ -161,13 +162,9 @@ fn run_step(step: &Step, go: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> std::
         Step::JoinEmptyNetwork => {
             Ok(rustix::thread::move_into_link_name_space(ctx.empty_netns, Some(LinkNameSpaceType::Network))?)
         }
-        Step::WaitForGo => {
-            let go = go.ok_or_else(|| std::io::Error::other("no go pipe was passed"))?;
-            let mut byte = [0u8; 1];
-            match rustix::io::read(go, &mut byte)? {
-                1 => Ok(()),
-                _ => Err(std::io::Error::other("the host cancelled the jail")),
-            }
+        Step::JoinGivenNetwork => {
+            let netns = netns.ok_or_else(|| std::io::Error::other("no network namespace was passed"))?;
+            Ok(rustix::thread::move_into_link_name_space(netns, Some(LinkNameSpaceType::Network))?)
         }
         Step::PivotRoot { new_root } => {
             // pivot_root(".", ".") stacks the old root on top of the new one; detaching

@@ -90,7 +90,6 @@ pub struct Launch {
     pub binds: Vec<Bind>,
     pub network: Network,
     pub proc_subset_pid: bool,
-    pub wait_for_go: bool,
     pub max_open_files: u64,
 }
 
@@ -230,7 +229,6 @@ impl JailHost {
             cgroup: inner.cgroups.join(&slot.name),
             rlimits: rlimits(launch),
             proc_subset_pid: launch.proc_subset_pid,
-            wait_for_go: launch.wait_for_go,
         };
         let root_path = crate::plan::new_root(&spec);
         match inner.spawner.spawn(&spec, io) {

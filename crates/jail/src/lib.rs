@@ -29,5 +29,5 @@ pub use child::{READY, SETUP_FAILED};
 pub use host::{HostConfig, HostError, JailHost, Launch, Outcome, Running, SlotKind};
 pub use process::ExitStatus;
 pub use rootfs::{AnyBackend, Btrfs, CloneBackend, Overlay};
-pub use spawner::{JailIo, SpawnError, Spawned, Spawner, send_program};
+pub use spawner::{JailIo, SpawnError, Spawned, Spawner, empty_network_namespace, send_program};
 pub use spec::{Bind, Network, Program};

@@ -53,7 +53,8 @@ pub enum Step {
     },
     /// Enter the spawner's shared, empty network namespace.
     JoinEmptyNetwork,
-    WaitForGo,
+    /// Enter the network namespace the host passed for this jail.
+    JoinGivenNetwork,
     PivotRoot {
         new_root: PathBuf,
     },
@@ -93,7 +94,7 @@ impl fmt::Display for Step {
             Step::MountProc { target, .. } => write!(f, "mount proc on {}", target.display()),
             Step::SetHostname { name } => write!(f, "set hostname {name}"),
             Step::JoinEmptyNetwork => f.write_str("join the empty network namespace"),
-            Step::WaitForGo => f.write_str("wait for the host"),
+            Step::JoinGivenNetwork => f.write_str("join the jail's network namespace"),
             Step::PivotRoot { new_root } => write!(f, "pivot_root into {}", new_root.display()),
             Step::SetRlimits { .. } => f.write_str("set rlimits"),
             Step::SwitchUser { uid, gid } => write!(f, "switch to uid {uid} gid {gid}"),
@@ -147,11 +148,10 @@ pub fn plan(spec: &JailSpec) -> Vec<Step> {
     }));
     steps.push(Step::MountProc { target: root.join("proc"), subset_pid: spec.proc_subset_pid });
     steps.push(Step::SetHostname { name: spec.name.clone() });
-    if spec.network == Network::None {
-        steps.push(Step::JoinEmptyNetwork);
-    }
-    if spec.wait_for_go {
-        steps.push(Step::WaitForGo);
+    match spec.network {
+        Network::None => steps.push(Step::JoinEmptyNetwork),
+        Network::Given => steps.push(Step::JoinGivenNetwork),
+        Network::Host => {}
     }
     steps.push(Step::PivotRoot { new_root: root });
     steps.push(Step::SetRlimits { limits: spec.rlimits.clone() });
@@ -188,7 +188,6 @@ mod tests {
             cgroup: CgroupJoin::Procs(vec!["/cg/memory/x/cgroup.procs".into()]),
             rlimits: vec![Rlimit { resource: Resource::Core, limit: 0 }],
             proc_subset_pid: true,
-            wait_for_go: false,
         }
     }
 
@@ -221,9 +220,8 @@ mod tests {
 
     #[test]
     fn security_order_holds() {
-        for network in [Network::None, Network::Own, Network::Host] {
-            let mut s = spec(RootSpec::Dir { path: "/btrfs/jails/1".into() }, network);
-            s.wait_for_go = true;
+        for network in [Network::None, Network::Given, Network::Host] {
+            let s = spec(RootSpec::Dir { path: "/btrfs/jails/1".into() }, network);
             let steps = plan(&s);
             let pivot = position(&steps, |s| matches!(s, Step::PivotRoot { .. }));
             let last_mount = steps
@@ -233,14 +231,17 @@ mod tests {
             let user = position(&steps, |s| matches!(s, Step::SwitchUser { .. }));
             let death = position(&steps, |s| *s == Step::DieWithHost);
             let nnp = position(&steps, |s| *s == Step::NoNewPrivs);
-            let go = position(&steps, |s| *s == Step::WaitForGo);
             assert!(last_mount < pivot, "every mount happens before pivot_root");
-            assert!(go < user, "the host configures the jail while it is still root");
+            if network != Network::Host {
+                let join = position(&steps, |s| matches!(s, Step::JoinEmptyNetwork | Step::JoinGivenNetwork));
+                assert!(join < user, "setns needs CAP_SYS_ADMIN");
+            }
             assert!(pivot < user, "root until the new root is in place");
             assert!(user < death, "a uid change clears the parent-death signal");
             assert!(user < nnp);
             assert_eq!(steps.last(), Some(&Step::Seccomp), "seccomp is the last step before exec");
             assert_eq!(steps.contains(&Step::JoinEmptyNetwork), network == Network::None);
+            assert_eq!(steps.contains(&Step::JoinGivenNetwork), network == Network::Given);
         }
     }
 }

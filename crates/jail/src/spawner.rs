@@ -55,10 +55,11 @@ pub struct JailIo {
     pub stderr: OwnedFd,
     /// The program, for [`crate::spec::Program::Fd`].
     pub exec: Option<OwnedFd>,
-    /// The jail's end of the host's control channel (a `SOCK_SEQPACKET` socket): a byte
-    /// on it lets a jail that waits for the host go on ([`JailSpec::wait_for_go`]); a
-    /// warm jail ([`crate::spec::Program::Later`]) receives its program on it.
+    /// The jail's end of the host's control channel (a `SOCK_SEQPACKET` socket) on which
+    /// a warm jail ([`crate::spec::Program::Later`]) receives its program.
     pub go: Option<OwnedFd>,
+    /// The network namespace to join, for [`crate::spec::Network::Given`].
+    pub netns: Option<OwnedFd>,
 }
 
 /// A jail that has been cloned; it is setting itself up or already running.
@@ -78,6 +79,7 @@ struct Request {
     has_stdin: bool,
     has_exec: bool,
     has_go: bool,
+    has_netns: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,8 +199,8 @@ impl Spawner {
                 if sys::thread_count().map_err(SpawnError::Gone)? != 1 {
                     return Err(SpawnError::Threads);
                 }
-                let JailIo { stdin, stdout, stderr, exec, go } = io;
-                let fds = Fds { stdin, stdout, stderr, setup: setup_write, exec, go };
+                let JailIo { stdin, stdout, stderr, exec, go, netns } = io;
+                let fds = Fds { stdin, stdout, stderr, setup: setup_write, exec, go, netns };
                 let (pid, pidfd) = cloner.clone_jail(spec.clone(), fds).map_err(SpawnError::Clone)?;
                 return Ok(Spawned { pid, pidfd, setup: setup_read });
             }
@@ -208,13 +210,14 @@ impl Spawner {
             has_stdin: io.stdin.is_some(),
             has_exec: io.exec.is_some(),
             has_go: io.go.is_some(),
+            has_netns: io.netns.is_some(),
         };
         let body = serde_json::to_vec(&request).map_err(|e| SpawnError::Invalid(e.to_string()))?;
         if body.len() > MAX_MESSAGE {
             return Err(SpawnError::Invalid(format!("jail request of {} bytes is too large", body.len())));
         }
         let mut fds: Vec<BorrowedFd<'_>> = vec![io.stdout.as_fd(), io.stderr.as_fd(), setup_write.as_fd()];
-        fds.extend([&io.stdin, &io.exec, &io.go].into_iter().flatten().map(|fd| fd.as_fd()));
+        fds.extend([&io.stdin, &io.exec, &io.go, &io.netns].into_iter().flatten().map(|fd| fd.as_fd()));
 
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         let conn = guard.as_mut().ok_or_else(|| SpawnError::Gone(io::ErrorKind::NotConnected.into()))?;
@@ -361,9 +364,10 @@ impl Cloner {
     }
 }
 
-/// A network namespace with nothing in it (not even loopback up), shared by every jail
-/// that has no network: joining one costs nothing, creating one per jail ~0.4 ms.
-fn empty_network_namespace() -> io::Result<OwnedFd> {
+/// A new network namespace with nothing in it (not even loopback up). The calling
+/// thread enters it for a moment and comes back. (The spawner's one is shared by every
+/// jail without a network: joining one costs nothing, creating one per jail ~0.6 ms.)
+pub fn empty_network_namespace() -> io::Result<OwnedFd> {
     let open = || rustix::fs::open("/proc/thread-self/ns/net", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
     let host = open()?;
     sys::unshare_network_namespace()?;
@@ -375,21 +379,26 @@ fn empty_network_namespace() -> io::Result<OwnedFd> {
 impl Helper {
     /// Unpacks a request and its descriptors, and clones the jail.
     fn spawn(&self, request: Request, mut fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), String> {
-        let expected = 3 + usize::from(request.has_stdin) + usize::from(request.has_exec) + usize::from(request.has_go);
+        let expected = 3
+            + usize::from(request.has_stdin)
+            + usize::from(request.has_exec)
+            + usize::from(request.has_go)
+            + usize::from(request.has_netns);
         if fds.len() != expected {
             return Err(format!("expected {expected} descriptors, got {}", fds.len()));
         }
         let mut optional = |present: bool| {
             if present { Some(fds.pop().expect("counted")) } else { None }
         };
-        // Attached in the order stdout, stderr, setup, [stdin], [exec], [go].
+        // Attached in the order stdout, stderr, setup, [stdin], [exec], [go], [netns].
+        let netns = optional(request.has_netns);
         let go = optional(request.has_go);
         let exec = optional(request.has_exec);
         let stdin = optional(request.has_stdin);
         let setup = fds.pop().expect("counted");
         let stderr = fds.pop().expect("counted");
         let stdout = fds.pop().expect("counted");
-        self.cloner.clone_jail(request.spec, Fds { stdin, stdout, stderr, setup, exec, go })
+        self.cloner.clone_jail(request.spec, Fds { stdin, stdout, stderr, setup, exec, go, netns })
     }
 }
 
@@ -397,17 +406,16 @@ impl Cloner {
     /// Clones one jail, which sets itself up and executes its program.
     fn clone_jail(&self, spec: JailSpec, fds: Fds) -> Result<(i32, OwnedFd), String> {
         spec.validate()?;
-        let go = &fds.go;
-        if (spec.program == Program::Later || spec.wait_for_go) && go.is_none() {
-            return Err("this jail needs a go socket".into());
+        if spec.program == Program::Later && fds.go.is_none() {
+            return Err("a warm jail needs a go socket".into());
+        }
+        if spec.network == Network::Given && fds.netns.is_none() {
+            return Err("no network namespace was passed to join".into());
         }
         let steps = plan::plan(&spec);
         let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
         if self.clone_parent {
             flags |= libc::CLONE_PARENT as u64;
-        }
-        if spec.network == Network::Own {
-            flags |= libc::CLONE_NEWNET as u64;
         }
         let cgroup = match &spec.cgroup {
             CgroupJoin::Into(dir) => Some(

@@ -27,9 +27,6 @@ pub struct JailSpec {
     pub rlimits: Vec<Rlimit>,
     /// Mount /proc with `subset=pid` (only processes, no /proc/sys, /proc/kcore, …).
     pub proc_subset_pid: bool,
-    /// Block before dropping privileges until the host writes to the `go` pipe, so it
-    /// can configure the jail (e.g. its network) from outside first.
-    pub wait_for_go: bool,
 }
 
 /// How the jail's root filesystem is built inside its mount namespace.
@@ -68,8 +65,9 @@ pub enum Program {
 pub enum Network {
     /// Join the spawner's one shared network namespace, which has no interfaces up.
     None,
-    /// A fresh network namespace the host configures (veth, address) before `go`.
-    Own,
+    /// Join the network namespace passed as [`JailIo::netns`](crate::JailIo): one the
+    /// host has set up for this jail alone (a link to the bridge, an address).
+    Given,
     /// The host's network namespace (the build jail's clones of remote repositories).
     Host,
 }
@@ -114,11 +112,6 @@ impl JailSpec {
         }
         if let Some(s) = self.argv.iter().chain(&self.env).find(|s| s.contains('\0')) {
             return Err(format!("argument or environment entry {s:?} contains a NUL byte"));
-        }
-        if self.program == Program::Later && self.wait_for_go {
-            return Err(
-                "a warm jail (Program::Later) receives its program on the go socket: it cannot also wait for go".into(),
-            );
         }
         if self.uid == 0 || self.gid == 0 {
             return Err("jails never run as root".into());

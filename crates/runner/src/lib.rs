@@ -7,6 +7,7 @@ pub mod machine;
 mod registry;
 mod warm;
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -61,7 +62,23 @@ pub struct RunRequest {
     pub output: Output,
     /// The program, for [`skyisland_jail::Program::Fd`].
     pub exec: Option<OwnedFd>,
+    /// A network of its own: the jail joins the network namespace `network` prepares.
+    pub network: Option<Box<dyn JailNetwork>>,
 }
+
+/// Gives a jail a network of its own (the pool's address, a link to the bridge).
+pub trait JailNetwork: Send + std::fmt::Debug {
+    /// Host files to mount into the jail (its /etc/resolv.conf).
+    fn binds(&self) -> Vec<skyisland_jail::Bind>;
+    /// A network namespace for this jail alone while it runs (a link to the bridge, its
+    /// address, a default route), and the address.
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(OwnedFd, String), String>>;
+    /// Takes back what `prepare` gave (also after a failed or a never-called `prepare`),
+    /// once the jail has ended.
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a jail did.
 #[derive(Debug)]
@@ -78,6 +95,9 @@ pub struct RunReport {
 pub enum RunError {
     #[error(transparent)]
     Host(#[from] HostError),
+    /// The jail's network could not be set up.
+    #[error("setting up the jail's network failed: {0}")]
+    Network(String),
     /// The jail was created but could not execute its program.
     #[error("jail setup failed: {0}")]
     Setup(String),
@@ -185,7 +205,25 @@ impl Jails {
         if self.closing.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
-        let RunRequest { launch, label, timeout, output_limit, output, exec } = request;
+        let RunRequest { mut launch, label, timeout, output_limit, output, exec, network } = request;
+        let mut netns = None;
+        let network = match network {
+            Some(mut network) => {
+                launch.network = skyisland_jail::Network::Given;
+                launch.binds.extend(network.binds());
+                match network.prepare().await {
+                    Ok((ns, address)) => {
+                        netns = Some(ns);
+                        Some((network, address))
+                    }
+                    Err(e) => {
+                        network.release().await;
+                        return Err(RunError::Network(e));
+                    }
+                }
+            }
+            None => None,
+        };
         let profile = warm::Profile::of(&launch);
         let warm = profile.as_ref().and_then(|p| self.warm.take(p));
         let (started, since) = match (warm, exec) {
@@ -198,7 +236,17 @@ impl Jails {
             }
             (_, exec) => {
                 let since = Instant::now();
-                (self.start(launch.clone(), exec, false).await?, since)
+                let mut started = match self.start(launch.clone(), exec, netns, false).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        if let Some((network, _)) = network {
+                            network.release().await;
+                        }
+                        return Err(e);
+                    }
+                };
+                started.network = network;
+                (started, since)
             }
         };
         if let Some(profile) = profile {
@@ -208,7 +256,13 @@ impl Jails {
     }
 
     /// Launches a jail; a warm one (`warm`) waits, set up, for its program.
-    async fn start(&self, mut launch: Launch, exec: Option<OwnedFd>, warm: bool) -> Result<Started, RunError> {
+    async fn start(
+        &self,
+        mut launch: Launch,
+        exec: Option<OwnedFd>,
+        netns: Option<OwnedFd>,
+        warm: bool,
+    ) -> Result<Started, RunError> {
         let id = new_id();
         launch.name = format!("sky-{id}");
         if warm {
@@ -233,7 +287,8 @@ impl Jails {
             };
             let exec =
                 exec.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup the program", e))?;
-            let io = JailIo { stdin: None, stdout: out_write, stderr: err_write, exec, go };
+            let netns = netns.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup netns", e))?;
+            let io = JailIo { stdin: None, stdout: out_write, stderr: err_write, exec, go, netns };
             let launched = if self.host.launches_inline() {
                 // In this thread, which must be the process's only one.
                 self.host.launch(&launch, io)
@@ -273,14 +328,14 @@ impl Jails {
                 return Err(RunError::Setup(String::from_utf8_lossy(&reason).into_owned()));
             }
         }
-        Ok(Started { id, running, stdout: out_read, stderr: err_read, setup, control })
+        Ok(Started { id, running, stdout: out_read, stderr: err_read, setup, control, network: None })
     }
 
-    /// Watches a started jail to its end: setup, output, timeout, kill requests.
+    /// Watches a started jail to its end, then releases its network.
     #[allow(clippy::too_many_arguments)]
     async fn supervise(
         &self,
-        started: Started,
+        mut started: Started,
         launch: &Launch,
         label: String,
         deadline: Instant,
@@ -288,7 +343,31 @@ impl Jails {
         output_limit: u64,
         output: Output,
     ) -> Result<RunReport, RunError> {
-        let Started { id, running, stdout, stderr, mut setup, control } = started;
+        let network = started.network.take();
+        let ip4 = network.as_ref().map(|(_, address)| address.clone());
+        let result = self.watch(started, ip4, launch, label, deadline, timeout, output_limit, output).await;
+        // (Were this future dropped instead, the jail's network namespace would die with
+        // it, and the kernel remove its link with it.)
+        if let Some((network, _)) = network {
+            network.release().await;
+        }
+        result
+    }
+
+    /// Watches a started jail to its end: setup, output, timeout, kill requests.
+    #[allow(clippy::too_many_arguments)]
+    async fn watch(
+        &self,
+        started: Started,
+        ip4: Option<String>,
+        launch: &Launch,
+        label: String,
+        deadline: Instant,
+        timeout: Duration,
+        output_limit: u64,
+        output: Output,
+    ) -> Result<RunReport, RunError> {
+        let Started { id, running, stdout, stderr, mut setup, control, network: _ } = started;
         let since = Instant::now();
         let kill = Arc::new(Notify::new());
         let _listed = self.registry.insert(
@@ -315,7 +394,7 @@ impl Jails {
                     timeout_ms: timeout.as_millis() as u64,
                     output_bytes: output_limit,
                 },
-                ip4: None,
+                ip4,
             },
             Arc::clone(&kill),
         );
@@ -413,6 +492,8 @@ struct Started {
     setup: pipe::Receiver,
     /// The host's end of a warm jail's control socket.
     control: Option<OwnedFd>,
+    /// The jail's own network, released after it ends, and its address.
+    network: Option<(Box<dyn JailNetwork>, String)>,
 }
 
 /// The jail machinery at a glance.

@@ -21,12 +21,10 @@ pub(crate) struct Profile(String);
 impl Profile {
     /// The profile of `launch`, if it can be served by a warm jail: an execution jail
     /// whose program comes as a descriptor, without a network of its own (its network
-    /// would need the request's address) and without waiting for the host.
+    /// would need the request's address).
     pub(crate) fn of(launch: &Launch) -> Option<Profile> {
-        let eligible = launch.kind == SlotKind::Exec
-            && launch.program == Program::Fd
-            && launch.network == Network::None
-            && !launch.wait_for_go;
+        let eligible =
+            launch.kind == SlotKind::Exec && launch.program == Program::Fd && launch.network == Network::None;
         eligible.then(|| {
             Profile(format!(
                 "{:?}|{:?}|{}|{:?}|{:?}|{}|{}",
@@ -115,7 +113,8 @@ impl WarmPool {
             let active = Active(Arc::clone(&jails.active));
             tokio::spawn(async move {
                 let _active = active;
-                let started = match tokio::time::timeout(WARMING_TIMEOUT, jails.start(template, None, true)).await {
+                let started = match tokio::time::timeout(WARMING_TIMEOUT, jails.start(template, None, None, true)).await
+                {
                     Ok(started) => started,
                     Err(_) => Err(crate::RunError::Setup(format!("warming took longer than {WARMING_TIMEOUT:?}"))),
                 };

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use skyisland_config::Config;
 use skyisland_functions::Functions;
+use skyisland_net::Ip4Network;
 use skyisland_runner::Jails;
 use tokio::net::TcpListener;
 
@@ -23,6 +24,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub jails: Jails,
     pub functions: Functions,
+    /// The jails' IPv4 network, when configured.
+    pub network: Option<Arc<Ip4Network>>,
     pub stats: stats::Stats,
     pub admin_token: String,
 }
@@ -35,13 +38,13 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// `admin_token` is the configured one, or one made up for this run.
-    pub fn new(config: Arc<Config>, jails: Jails, functions: Functions) -> App {
+    pub fn new(config: Arc<Config>, jails: Jails, functions: Functions, network: Option<Arc<Ip4Network>>) -> App {
         let admin_token = config.admin.token.clone().unwrap_or_else(|| {
             let token = format!("{:032x}", rand::random::<u128>());
             tracing::warn!(%token, "admin.token is not configured; made one up for this run");
             token
         });
-        App { config, jails, functions, stats: stats::Stats::default(), admin_token }
+        App { config, jails, functions, network, stats: stats::Stats::default(), admin_token }
     }
 }
 
@@ -73,6 +76,9 @@ pub async fn serve(
     }
     if let Err(e) = app.jails.shutdown(Duration::from_secs(10)).await {
         tracing::error!(error = %e, "cleaning up the jails at shutdown");
+    }
+    if let Some(network) = &app.network {
+        network.shutdown().await;
     }
     Ok(())
 }

@@ -52,11 +52,6 @@ pub async fn call(
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let request: FunctionRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    if request.ip4 {
-        return Err(ApiError::bad_request(
-            "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])",
-        ));
-    }
     let answer = app
         .functions
         .call(&Request {
@@ -64,6 +59,7 @@ pub async fn call(
             call: request.call,
             version: request.version,
             cache_bust: request.cache_bust,
+            ip4: request.ip4,
         })
         .await
         .map_err(to_api_error)?;
@@ -98,7 +94,9 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message).with("stderr", stderr)
         }
         FunctionError::Killed | FunctionError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
-        FunctionError::Overloaded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1),
+        FunctionError::Overloaded(_) | FunctionError::NoAddress(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
+        }
         FunctionError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(30),
     }
 }

@@ -5,6 +5,7 @@ mod admin;
 pub mod error;
 pub mod function;
 mod health;
+mod ips;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
@@ -27,6 +28,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/admin/api-stats", get(admin::api_stats))
         .route("/api/v1/admin/jails", get(admin::list_jails).delete(admin::kill_jails))
         .route("/api/v1/admin/jail/{id}", get(admin::get_jail).delete(admin::kill_jail))
+        .route("/api/v1/admin/ips", get(ips::list).put(ips::set))
+        // The original's paths for the same.
+        .route("/api/v1/admin/network/ips", get(ips::list))
+        .route("/api/v1/admin/network/ip", put(ips::set))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_admin));
     Router::new()
         .route("/healthcheck", get(health::healthcheck))

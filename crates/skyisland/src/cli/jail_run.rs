@@ -19,15 +19,16 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
     skyisland_runner::machine::require_root("jail run")?;
     // One jail and done: nothing to warm.
     config.jails.warm_jails = 0;
-    if args.net {
-        bail!("--net: jail networking is not configured on this build");
+    if args.net && config.network.ip4.is_none() {
+        bail!("--net needs an IPv4 pool: configure [network.ip4]");
     }
     let (program_path, program) = open_program(&args.program[0])?;
     let dynamic = needs_loader(&program_path)?;
     skyisland_runner::machine::init(&config)?;
-    // This thread clones the jail itself, so no other thread may exist until then: the
-    // runtime is a current-thread one, and nothing uses its blocking pool before.
-    let jails = Jails::open_one_shot(&config)?;
+    // Without a network, this thread clones the jail itself, so no other thread may exist
+    // until then: the runtime is a current-thread one, and nothing uses its blocking pool
+    // before. Setting up a network needs threads: then a spawner process clones it.
+    let jails = if args.net { Jails::open(&config)? } else { Jails::open_one_shot(&config)? };
 
     let j = &config.jails;
     let memory = args.memory.unwrap_or(j.memory_limit).bytes();
@@ -50,7 +51,6 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
         },
         network: Network::None,
         proc_subset_pid: false,
-        wait_for_go: false,
         max_open_files: 1024,
     };
     let request = RunRequest {
@@ -60,11 +60,20 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
         output_limit: j.output_limit.bytes(),
         output: Output::PassThrough,
         exec: Some(program),
+        network: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {
+        let mut request = request;
+        let network = if args.net { skyisland_net::Ip4Network::open(&config).await? } else { None };
+        if let Some(network) = &network {
+            request.network = Some(network.request("skyisland jail run")?);
+        }
         let report = jails.run(request).await;
         jails.shutdown(std::time::Duration::from_secs(5)).await?;
+        if let Some(network) = network {
+            network.shutdown().await;
+        }
         anyhow::Ok(report)
     })?;
     let report = match result {

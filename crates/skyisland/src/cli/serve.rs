@@ -28,6 +28,16 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let jails = Jails::open(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        // Everything is ready before the address is announced.
+        let network = skyisland_net::Ip4Network::open(&config).await?;
+        let functions = Functions::new(Arc::clone(&config), jails.clone(), network.clone())?;
+        let warm = functions.clone();
+        tokio::spawn(async move {
+            if let Err(e) = warm.warm_up().await {
+                tracing::error!(error = %e, "preparing the Go generator failed; function calls will retry");
+            }
+        });
+        let app = Arc::new(App::new(Arc::clone(&config), jails, functions, network));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -37,14 +47,6 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "skyisland listening on http://{addr}")?;
         stdout.flush()?;
-        let functions = Functions::new(Arc::clone(&config), jails.clone())?;
-        let warm = functions.clone();
-        tokio::spawn(async move {
-            if let Err(e) = warm.warm_up().await {
-                tracing::error!(error = %e, "preparing the Go generator failed; function calls will retry");
-            }
-        });
-        let app = Arc::new(App::new(Arc::clone(&config), jails, functions));
         skyisland_server::serve(listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)

@@ -479,3 +479,76 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A network namespace made by a test (`ip netns add`), removed when dropped: the jails'
+/// networks of the network tests live in it, so their traffic never leaves it.
+pub struct NetNs {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        let name = format!("skyisland-t{}-{}", std::process::id(), SANDBOXES.fetch_add(1, Ordering::SeqCst));
+        run(Command::new("ip").args(["netns", "add", &name]));
+        NetNs { path: PathBuf::from("/run/netns").join(&name), name }
+    }
+
+    /// The names of the links in the namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = run(Command::new("ip").args(["-n", &self.name, "-o", "link", "show"]));
+        out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n).to_owned()).collect()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A TCP listener inside a test's network namespace, recording who connects.
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub peers: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Listens on `ip` (port chosen by the kernel) inside `netns`.
+    pub fn start(netns: &NetNs, ip: std::net::Ipv4Addr) -> Listener {
+        let ns = fs::File::open(&netns.path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (thread_peers, thread_stop) = (peers.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // This thread alone enters the namespace: its sockets are made there.
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            while !thread_stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((_, peer)) => thread_peers.lock().unwrap().push(peer),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Listener { addr: rx.recv().unwrap(), peers, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

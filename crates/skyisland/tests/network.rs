@@ -1,0 +1,232 @@
+//! Networks for jails: the IPv4 pool, a veth per `ip4` jail, the admin endpoints. The
+//! bridge and every jail's link live in a network namespace each test creates and
+//! removes, and the only peer is a listener on the gateway inside it: no traffic leaves.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Listener, NetNs, Repo, Sandbox, Server, root_or_skip};
+
+const GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 213, 7, 1);
+
+fn sandbox(netns: &NetNs, range: u32, jails: &str) -> Sandbox {
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = jails.to_owned();
+    sandbox.extra_config = format!(
+        "[network.ip4]\nbridge = \"skyt0\"\ncidr = \"10.213.7.0/24\"\ngateway = \"10.213.7.1\"\nstart_addr = \"10.213.7.20\"\nrange = {range}\ndns = [\"10.213.7.1\"]\nkeep_idle = \"300ms\"\nnetns = \"{}\"\n",
+        netns.path.display()
+    );
+    sandbox
+}
+
+/// The links a jail left in the namespace (host ends are named `sk` and the address in hex).
+fn jail_links(netns: &NetNs) -> Vec<String> {
+    netns.links().into_iter().filter(|l| l.starts_with("sk") && l != "skyt0").collect()
+}
+
+async fn call(server: &Server, call: &str, ip4: bool, repo: &Repo) -> (u16, Value) {
+    server.call(json!({"url": repo.import_path, "call": call, "ip4": ip4})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip4_jails_reach_the_gateway_and_nothing_else() {
+    if !root_or_skip("ip4_jails_reach_the_gateway_and_nothing_else") {
+        return;
+    }
+    let netns = NetNs::new();
+    let sandbox = sandbox(&netns, 4, "exec_timeout = \"10s\"");
+    let repo = Repo::from_fixture(&sandbox, "acme", "netcheck", "netcheck");
+    let mut server = Server::start(&sandbox);
+    assert!(netns.links().contains(&"skyt0".to_owned()), "the server made its bridge: {:?}", netns.links());
+    let listener = Listener::start(&netns, GATEWAY);
+    let target = listener.addr.to_string();
+
+    let (status, body) = call(&server, &format!("Dial({target:?})"), true, &repo).await;
+    assert_eq!(status, 200, "{body}");
+    let data = body["data"].as_str().unwrap();
+    assert!(data.starts_with("ok 10.213.7.2"), "{data}");
+    let from = data.trim_start_matches("ok ");
+    let seen = || listener.peers.lock().unwrap().iter().any(|p| p.ip().to_string() == from);
+    support::eventually("the listener to see the jail's address", Duration::from_secs(5), seen).await;
+
+    let (_, body) = call(&server, &format!("Dial({target:?})"), false, &repo).await;
+    assert!(body["data"].as_str().unwrap().contains("network is unreachable"), "no network without ip4: {body}");
+    let (_, body) = call(&server, "Addr(0)", false, &repo).await;
+    assert_eq!(body["data"], "none");
+    let (_, body) = call(&server, "Resolv()", true, &repo).await;
+    assert_eq!(body["data"], "nameserver 10.213.7.1");
+
+    // Jails on the bridge cannot reach each other.
+    let http = server.http.clone();
+    let endpoint = format!("{}/api/v1/function", server.url);
+    let serving = tokio::spawn({
+        let body = json!({"url": repo.import_path, "call": "Serve(7000, 4000)", "ip4": true});
+        async move { http.post(endpoint).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    let mut serving_ip = None;
+    for _ in 0..500 {
+        let (_, jails) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        serving_ip = jails["jails"].as_array().unwrap().iter().find_map(|j| j["ip4"].as_str().map(str::to_owned));
+        if serving_ip.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let serving_ip = serving_ip.expect("the jail's details show its address");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, body) = call(&server, &format!("Dial(\"{serving_ip}:7000\")"), true, &repo).await;
+    assert!(body["data"].as_str().unwrap().starts_with("error"), "jail to jail must fail: {body}");
+    assert_eq!(serving.await.unwrap()["data"], "nobody came");
+
+    server.stop();
+    assert!(jail_links(&netns).is_empty(), "no link is left: {:?}", netns.links());
+    assert!(!netns.links().contains(&"skyt0".to_owned()), "the bridge the server made is gone");
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_is_whole_again_after_calls_timeouts_and_kills() {
+    if !root_or_skip("the_pool_is_whole_again_after_calls_timeouts_and_kills") {
+        return;
+    }
+    let netns = NetNs::new();
+    let sandbox = sandbox(&netns, 3, "exec_timeout = \"2s\"");
+    let repo = Repo::from_fixture(&sandbox, "acme", "netcheck", "netcheck");
+    let mut server = Server::start(&sandbox);
+    for _ in 0..8 {
+        let (status, body) = call(&server, "Addr(0)", true, &repo).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"].as_str().unwrap().starts_with("10.213.7.2"), "{body}");
+    }
+    // Two at once get two addresses.
+    let (a, b) = tokio::join!(call(&server, "Addr(700)", true, &repo), call(&server, "Addr(700)", true, &repo));
+    assert_ne!(a.1["data"], b.1["data"], "{a:?} {b:?}");
+    // A timed-out jail and a killed one give theirs back too.
+    let (status, _) = call(&server, "Spin()", true, &repo).await;
+    assert_eq!(status, 504);
+    let http = server.http.clone();
+    let endpoint = format!("{}/api/v1/function", server.url);
+    let long = tokio::spawn({
+        let body = json!({"url": repo.import_path, "call": "Addr(60000)", "ip4": true});
+        async move { http.post(endpoint).json(&body).send().await.unwrap().status().as_u16() }
+    });
+    let mut id = None;
+    for _ in 0..500 {
+        let (_, jails) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        id = jails["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["state"] == "running")
+            .and_then(|j| j["id"].as_str())
+            .map(str::to_owned);
+        if id.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _) = server.admin(Method::DELETE, &format!("/api/v1/admin/jail/{}", id.unwrap())).await;
+    assert_eq!(status, 200);
+    assert_eq!(long.await.unwrap(), 500);
+
+    let (_, ips) = server.admin(Method::GET, "/api/v1/admin/ips").await;
+    let ips = ips["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 3);
+    assert!(ips.iter().all(|ip| ip["in_use_by"].is_null() && ip["state"] == "available"), "{ips:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !jail_links(&netns).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(jail_links(&netns).is_empty(), "no link is left: {:?}", netns.links());
+    server.stop();
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion_and_the_admin_endpoints_with_states_that_survive_a_restart() {
+    if !root_or_skip("exhaustion_and_the_admin_endpoints_with_states_that_survive_a_restart") {
+        return;
+    }
+    let netns = NetNs::new();
+    let sandbox = sandbox(&netns, 2, "exec_timeout = \"10s\"");
+    let repo = Repo::from_fixture(&sandbox, "acme", "netcheck", "netcheck");
+    let mut server = Server::start(&sandbox);
+    let (status, all) = server.admin(Method::GET, "/api/v1/admin/ips").await;
+    assert_eq!((status, &all["count"], &all["gateway"]), (200, &json!(2), &json!("10.213.7.1")), "{all}");
+
+    let put = |path: &'static str, body: Value| {
+        let http = server.http.clone();
+        let url = format!("{}{path}", server.url);
+        async move {
+            let r = http.put(url).header("X-Sky-Island-Token", support::ADMIN_TOKEN).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = put("/api/v1/admin/ips", json!({"ip": "10.213.7.20", "state": "unavailable"})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("unavailable")), "{body}");
+    for (ip, state, expect, message) in [
+        ("nope", "available", 400, "not an IPv4 address"),
+        ("10.9.9.9", "available", 422, "not an address of the pool"),
+        ("10.213.7.21", "maybe", 422, "unknown state"),
+    ] {
+        let (status, body) = put("/api/v1/admin/ips", json!({"ip": ip, "state": state})).await;
+        assert_eq!(status, expect, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(message), "{body}");
+    }
+    let (_, body) = put("/api/v1/admin/ips", json!({"address": "10.213.7.21"})).await;
+    assert!(body["error"].as_str().unwrap().contains("unknown field"), "{body}");
+    let (_, unavailable) = server.admin(Method::GET, "/api/v1/admin/ips?state=unavailable").await;
+    assert_eq!(unavailable["ips"][0]["ip"], "10.213.7.20");
+    assert_eq!(unavailable["count"], 1);
+    let (_, available) = server.admin(Method::GET, "/api/v1/admin/network/ips?state=available").await;
+    assert_eq!((&available["count"], &available["ips"][0]["ip"]), (&json!(1), &json!("10.213.7.21")));
+    let (status, _) = server.admin(Method::GET, "/api/v1/admin/ips?state=broken").await;
+    assert_eq!(status, 400);
+
+    // One address left: a second jail at the same time is refused at once.
+    let http = server.http.clone();
+    let endpoint = format!("{}/api/v1/function", server.url);
+    let holding = tokio::spawn({
+        let body = json!({"url": repo.import_path, "call": "Addr(3000)", "ip4": true});
+        async move { http.post(endpoint).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    let mut held = false;
+    for _ in 0..500 {
+        let (_, ips) = server.admin(Method::GET, "/api/v1/admin/ips?state=available").await;
+        held = !ips["ips"][0]["in_use_by"].is_null();
+        if held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held, "the address shows its holder");
+    let started = Instant::now();
+    let response = server
+        .http
+        .post(format!("{}/api/v1/function", server.url))
+        .json(&json!({"url": repo.import_path, "call": "Addr(0)", "ip4": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("addresses of the IPv4 pool are in use"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not queued");
+    assert_eq!(holding.await.unwrap()["data"], "10.213.7.21");
+
+    // The original's PUT path, and the state across a restart.
+    let (status, _) = put("/api/v1/admin/network/ip", json!({"ip": "10.213.7.21", "state": "unavailable"})).await;
+    assert_eq!(status, 200);
+    server.stop();
+    let mut server = Server::start(&sandbox);
+    let (_, unavailable) = server.admin(Method::GET, "/api/v1/admin/ips?state=unavailable").await;
+    assert_eq!(unavailable["count"], 2, "{unavailable}");
+    let (status, _) = call(&server, "Addr(0)", true, &repo).await;
+    assert_eq!(status, 503, "no address is available");
+    server.stop();
+    sandbox.assert_clean();
+}
