@@ -1,7 +1,8 @@
 //! Function calls through a real `skyisland serve`: the first call of a new package (clone
 //! and build), a repeated call (binary cache, fresh jail), calls with new arguments, and a
 //! hand-run `go build` of the same package as the reference; then throughput of cached
-//! calls at concurrency 1 and 16.
+//! calls at concurrency 1 and 16. These calls opt out of the request cache (`"cache":
+//! false`): each runs in a fresh jail. [`run_cache`] measures the request cache itself.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -172,7 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut repeat = Vec::new();
         for _ in 0..args.runs {
             let started = Instant::now();
-            call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"})).await?;
+            call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false})).await?;
             repeat.push(started.elapsed());
         }
         let mut fresh_args = Vec::new();
@@ -191,7 +192,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 async move {
                     let mut done = 0u64;
                     while started.elapsed() < period {
-                        call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"})).await?;
+                        let body = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false});
+                        call(&http, &url, body).await?;
                         done += 1;
                     }
                     anyhow::Ok(done)
@@ -254,7 +256,7 @@ pub fn run_network(args: Args) -> anyhow::Result<()> {
         for _ in 0..args.runs {
             for ip4 in [false, true] {
                 let started = Instant::now();
-                call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "ip4": ip4})).await?;
+                call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "ip4": ip4, "cache": false})).await?;
                 if ip4 { samples.1.push(started.elapsed()) } else { samples.0.push(started.elapsed()) }
             }
         }
@@ -272,6 +274,107 @@ pub fn run_network(args: Args) -> anyhow::Result<()> {
     println!(
         "the network adds {:.3} ms at the median",
         (networked.median.as_secs_f64() - plain.median.as_secs_f64()) * 1000.0
+    );
+    Ok(())
+}
+
+/// What wrk reports: requests per second and latency percentiles.
+struct Wrk {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    non_2xx: u64,
+}
+
+/// Drives `POST /api/v1/function` with `body` for `seconds` at `connections` (wrk, two
+/// threads, on loopback).
+fn wrk(dir: &Path, url: &str, body: &Value, connections: usize, seconds: u64) -> anyhow::Result<Wrk> {
+    let script = dir.join("post.lua");
+    let body = body.to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    fs::write(
+        &script,
+        format!("wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"),
+    )?;
+    let out = sh(Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("{url}/api/v1/function")))
+    .context("wrk (scripts/setup.sh installs it)")?;
+    let field = |prefix: &str| {
+        out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_owned()))
+    };
+    let duration = |text: String| -> anyhow::Result<Duration> {
+        let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).context("a unit")?);
+        let number: f64 = number.parse()?;
+        Ok(Duration::from_secs_f64(match unit {
+            "us" => number / 1e6,
+            "ms" => number / 1e3,
+            "s" => number,
+            "m" => number * 60.0,
+            other => bail!("unknown wrk unit {other:?}"),
+        }))
+    };
+    let rate: f64 = field("Requests/sec:").context("wrk's Requests/sec")?.parse()?;
+    let p50 = duration(field("50%").context("wrk's median")?)?;
+    let p99 = duration(field("99%").context("wrk's 99th percentile")?)?;
+    let non_2xx = field("Non-2xx or 3xx responses:").map_or(Ok(0), |n| n.parse())?;
+    Ok(Wrk { rate, p50, p99, non_2xx })
+}
+
+/// Request-cache hits against calls of a cached binary in a fresh jail, for the same
+/// function: sequential medians, then wrk's throughput and latency.
+pub fn run_cache(args: Args) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(&args.dir);
+    fs::create_dir_all(&args.dir)?;
+    repository(&args.dir, "geo")?;
+    let server = start(&args.dir, "")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let url = server.url.clone();
+    let hit = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"});
+    let jail = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false});
+    let (mut hits, mut jails) = runtime.block_on(async {
+        let first = call(&http, &url, hit.clone()).await?;
+        assert_eq!(first["cache"], "miss", "{first}");
+        let (mut hits, mut jails) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let started = Instant::now();
+            let body = call(&http, &url, hit.clone()).await?;
+            hits.push(started.elapsed());
+            assert_eq!(body["cache"], "hit", "{body}");
+            let started = Instant::now();
+            let body = call(&http, &url, jail.clone()).await?;
+            jails.push(started.elapsed());
+            assert_eq!(body["cache"], "miss", "{body}");
+        }
+        anyhow::Ok((hits, jails))
+    })?;
+    let (hits, jails) = (summarize(&mut hits), summarize(&mut jails));
+        let loaded_hits = wrk(&args.dir, &url, &hit, 8, 10)?;
+    let crowded_hits = wrk(&args.dir, &url, &hit, 32, 10)?;
+    let loaded_jails = wrk(&args.dir, &url, &jail, 16, 10)?;
+        println!("\n## The request cache ({} sequential calls each, then wrk for 10 s each)\n", args.runs);
+    stats::header();
+    stats::row("request-cache hit (no jail)", &hits);
+    stats::row("cached binary, fresh jail (\"cache\": false)", &jails);
+    println!();
+    stats::ratio("fresh jail / cache hit, sequential median", jails.median, hits.median);
+        for (what, w, c) in [
+        ("request-cache hits", &loaded_hits, 8),
+        ("request-cache hits", &crowded_hits, 32),
+        ("fresh-jail calls", &loaded_jails, 16),
+    ] {
+        println!(
+            "{what} under wrk (2 threads, {c} connections): {:.0}/s, median {:.3} ms, p99 {:.3} ms, non-2xx {}",
+            w.rate,
+            w.p50.as_secs_f64() * 1e3,
+            w.p99.as_secs_f64() * 1e3,
+            w.non_2xx
+        );
+    }
+    println!(
+        "hits per second / fresh-jail calls per second: {:.1}x (target: >= 20000 hits/s, median < 0.5 ms)",
+        loaded_hits.rate / loaded_jails.rate
     );
     Ok(())
 }

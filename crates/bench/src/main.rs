@@ -5,6 +5,7 @@
 //! cargo build --release -p skyisland -p skyisland-bench
 //! target/release/skyisland-bench jail
 //! target/release/skyisland-bench functions
+//! target/release/skyisland-bench cache
 //! ```
 
 mod functions;
@@ -38,6 +39,13 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-functions")]
         dir: PathBuf,
     },
+        /// Request-cache hits against fresh-jail calls of the same function (wrk).
+    Cache {
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-cache")]
+        dir: PathBuf,
+    },
     /// A cached call with and without a network of its own (ip4).
     Net {
         #[arg(long, default_value_t = 200)]
@@ -53,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Jail { runs, dir } => jail::run(jail::Args { runs, dir }),
         Bench::Functions { runs, dir } => functions::run(functions::Args { runs, dir }),
+                Bench::Cache { runs, dir } => functions::run_cache(functions::Args { runs, dir }),
         Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
         Bench::CrunInner { bundle, runs } => jail::crun_inner(&bundle, runs),
     }

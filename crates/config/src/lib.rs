@@ -41,6 +41,14 @@ pub struct Config {
     pub go: Go,
     pub limits: RequestLimits,
     pub network: Network,
+    /// Where to send StatsD metrics (UDP), as the original did; unset, none are sent.
+    pub statsd_addr: Option<SocketAddr>,
+    /// Prefix (joined with a dot) of the StatsD metric names; empty for none.
+    pub statsd_prefix: String,
+    pub cache: Cache,
+    pub rate_limit: RateLimit,
+    pub auth: Auth,
+    pub circuit_breaker: CircuitBreaker,
 }
 
 impl Default for Config {
@@ -57,6 +65,12 @@ impl Default for Config {
             go: Go::default(),
             limits: RequestLimits::default(),
             network: Network::default(),
+            statsd_addr: None,
+            statsd_prefix: String::new(),
+            cache: Cache::default(),
+            rate_limit: RateLimit::default(),
+            auth: Auth::default(),
+            circuit_breaker: CircuitBreaker::default(),
         }
     }
 }
@@ -317,13 +331,109 @@ impl Serialize for Ipv4Net {
 pub struct RequestLimits {
     /// Largest request body accepted.
     pub max_body: Size,
-    /// Work (builds, executions) that may wait for a free slot; more is refused with 503.
+    /// Longest `call` accepted.
+    pub max_call: Size,
+    /// Function requests this server works on at once (cache hits included).
+    pub max_in_flight: usize,
+    /// Requests that may wait for one of those places, and builds or runs that may wait
+    /// for a slot; more are refused with 503.
     pub max_queue: usize,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_body: Size::kib(64), max_queue: 256 }
+        RequestLimits { max_body: Size::kib(64), max_call: Size::kib(4), max_in_flight: 64, max_queue: 256 }
+    }
+}
+
+/// The request cache (results of identical calls) and the Redis tier shared by servers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Whether a request that does not say (`"cache": true|false`) is served from and
+    /// stored in the request cache. Functions are not always pure: turn it off if yours
+    /// are not.
+    pub request_cache: bool,
+    /// How long a result is served from the cache.
+    pub default_expiration: Span,
+    /// How often expired results are dropped from memory.
+    pub purge_after: Span,
+    /// Memory the request cache may use on this server; least recently used results go first.
+    pub max_memory: Size,
+    /// A Redis server (`redis://host:port/db`) through which several servers share their
+    /// results and built binaries. Unset, every server keeps its own.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key this server uses.
+    pub redis_prefix: String,
+    /// How long a built binary stays in Redis.
+    pub binary_expiration: Span,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            request_cache: true,
+            default_expiration: Span::secs(8 * 3600),
+            purge_after: Span::secs(24 * 3600),
+            max_memory: Size::mib(64),
+            redis_url: None,
+            redis_prefix: "skyisland".into(),
+            binary_expiration: Span::secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Token buckets for the function endpoint, one per client address and one per API key.
+/// Off unless `per_second` is set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// Requests per second each client address (and each API key) may make, on average.
+    pub per_second: Option<f64>,
+    /// Requests that may come at once after a quiet period; defaults to `per_second`
+    /// rounded up.
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The bucket size: `burst`, or `per_second` rounded up.
+    pub fn burst_or_default(&self, per_second: f64) -> u32 {
+        self.burst.unwrap_or_else(|| per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+    }
+}
+
+/// API keys for the function endpoint (the admin endpoints have the admin token).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Require an API key on `POST /api/v1/function`.
+    pub api_keys_required: bool,
+    /// Keys given here, in addition to the hashed ones kept in the data directory
+    /// (`skyisland api-key new`).
+    pub api_keys: Vec<String>,
+    /// The header that carries a key, besides `Authorization: Bearer KEY`.
+    pub key_header: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { api_keys_required: false, api_keys: Vec::new(), key_header: "X-Sky-Island-Key".into() }
+    }
+}
+
+/// Per repository: after `failures` clone or build failures in a row, requests for it
+/// fail at once for `cool_down`, then one trial request is let through.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// 0 turns the breaker off.
+    pub failures: u32,
+    pub cool_down: Span,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker { failures: 5, cool_down: Span::secs(30) }
     }
 }
 
@@ -415,6 +525,54 @@ impl Config {
         }
         if self.limits.max_body < Size::kib(1) {
             return bad(format!("limits.max_body must be at least 1KiB, not {}", self.limits.max_body));
+        }
+        if self.limits.max_call < Size(16) || self.limits.max_call > self.limits.max_body {
+            return bad(format!(
+                "limits.max_call must be at least 16B and at most limits.max_body ({}), not {}",
+                self.limits.max_body, self.limits.max_call
+            ));
+        }
+        if self.limits.max_in_flight == 0 {
+            return bad("limits.max_in_flight must be at least 1".into());
+        }
+        let cache = &self.cache;
+        if cache.default_expiration.get().is_zero() || cache.purge_after.get().is_zero() {
+            return bad("cache.default_expiration and cache.purge_after must be longer than zero".into());
+        }
+        if let Some(url) = &cache.redis_url {
+            let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| url.starts_with(s));
+            if !scheme_ok {
+                return bad(format!("cache.redis_url {url:?} must start with redis://, rediss:// or unix://"));
+            }
+        }
+        if cache.redis_prefix.is_empty() || cache.redis_prefix.contains(char::is_whitespace) {
+            return bad(format!("cache.redis_prefix {:?} must be a non-empty word", cache.redis_prefix));
+        }
+        if let Some(rate) = self.rate_limit.per_second {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+                return bad(format!("rate_limit.per_second must be above 0 and at most 1000000, not {rate}"));
+            }
+            if self.rate_limit.burst == Some(0) {
+                return bad("rate_limit.burst must be at least 1".into());
+            }
+        }
+        let key_header = &self.auth.key_header;
+        if key_header.is_empty() || !key_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return bad(format!("auth.key_header {key_header:?} is not a valid HTTP header name"));
+        }
+        if let Some(short) =
+            self.auth.api_keys.iter().find(|k| k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            let shown: String = short.chars().take(4).collect();
+            return bad(format!(
+                "auth.api_keys: the key starting {shown:?} must be at least 16 printable characters without spaces"
+            ));
+        }
+        if self.circuit_breaker.cool_down.get().is_zero() {
+            return bad("circuit_breaker.cool_down must be longer than zero".into());
+        }
+        if self.statsd_prefix.contains(|c: char| c.is_whitespace() || c == ':' || c == '|') {
+            return bad(format!("statsd_prefix {:?} must not contain spaces, ':' or '|'", self.statsd_prefix));
         }
         for (key, path) in [("data_dir", &self.data_dir), ("run_dir", &self.run_dir)] {
             if !path.is_absolute() {
@@ -520,6 +678,12 @@ mod tests {
             ("[network.ip4]\nrange = 300", "300 addresses from 10.213.0.20 do not fit"),
             ("[network.ip4]\nstart_addr = \"10.213.0.1\"\nrange = 5", "gateway 10.213.0.1 is inside the pool"),
             ("[network.ip4]\nbridge = \"a-very-long-bridge-name\"", "not a valid interface name"),
+            ("[cache]\nredis_url = \"http://x\"", "must start with redis://"),
+            ("[cache]\ndefault_expiration = \"0s\"", "must be longer than zero"),
+            ("[rate_limit]\nper_second = 0", "rate_limit.per_second must be above 0"),
+            ("[auth]\napi_keys = [\"short\"]", "at least 16 printable characters"),
+            ("[limits]\nmax_call = \"1MiB\"", "limits.max_call must be at least 16B"),
+            ("statsd_addr = \"nowhere\"", "invalid socket address"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text:?}: {err}");

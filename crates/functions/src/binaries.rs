@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 /// What the generator says about a package (see `go/gen/main.go`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,9 +79,12 @@ pub struct Built {
     pub binary: PathBuf,
     pub index: Index,
     pub meta: Meta,
+    /// Fetched from another server (through Redis) rather than compiled here.
+    pub fetched: bool,
 }
 
-pub type Flight<E> = Shared<BoxFuture<'static, Result<Arc<Entry>, Arc<E>>>>;
+/// A build in progress: the entry, and whether it was fetched rather than compiled.
+pub type Flight<E> = Shared<BoxFuture<'static, Result<(Arc<Entry>, bool), Arc<E>>>>;
 
 #[derive(Debug)]
 pub struct BinaryCache<E> {
@@ -165,6 +169,7 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
     }
 
     /// The entry for `key`, built by `build` if missing; concurrent callers share one build.
+    /// True when this call compiled it (it led the build, and the build did not fetch it).
     pub async fn get_or_build<F>(
         self: &Arc<Self>,
         key: &str,
@@ -188,17 +193,24 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
                 let cache = Arc::clone(self);
                 let owned_key = key.to_owned();
                 let job = build();
-                let task = tokio::spawn(async move {
-                    let result = match job.await {
-                        Ok(built) => cache.write(&owned_key, built).map_err(|e| {
-                            tracing::error!(key = %owned_key, error = %e, "storing a built binary failed");
-                            Arc::new(E::from(e))
-                        }),
-                        Err(e) => Err(Arc::new(e)),
-                    };
-                    cache.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&owned_key);
-                    result
-                });
+                let task = tokio::spawn(
+                    async move {
+                        let result = match job.await {
+                            Ok(built) => {
+                                let fetched = built.fetched;
+                                cache.write(&owned_key, built).map(|entry| (entry, fetched)).map_err(|e| {
+                                    tracing::error!(key = %owned_key, error = %e, "storing a built binary failed");
+                                    Arc::new(E::from(e))
+                                })
+                            }
+                            Err(e) => Err(Arc::new(e)),
+                        };
+                        cache.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&owned_key);
+                        result
+                    }
+                    // Its log lines carry the id of the request that started it.
+                    .instrument(tracing::Span::current()),
+                );
                 let flight: Flight<E> =
                     async move { task.await.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic())) }
                         .boxed()
@@ -207,7 +219,7 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
                 (flight, true)
             }
         };
-        flight.await.map(|entry| (entry, leader))
+        flight.await.map(|(entry, fetched)| (entry, leader && !fetched))
     }
 
     /// Moves a built binary into the cache under `key`.
@@ -351,6 +363,7 @@ mod tests {
                 subdir: String::new(),
                 call: None,
             },
+            fetched: false,
         }
     }
 

@@ -9,16 +9,19 @@
 //! fail does so with a typed [`FunctionError`]; the HTTP layer picks the status.
 
 pub mod binaries;
+pub mod breaker;
 pub mod call;
 mod gate;
 pub mod import_path;
 pub mod repos;
+pub mod results;
+pub mod shared;
 pub mod toolchain;
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use skyisland_config::Config;
@@ -27,14 +30,16 @@ use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 use tokio::sync::OnceCell;
 
 use crate::binaries::{BinaryCache, Built, Entry, Index, Meta};
+use crate::breaker::Breakers;
 use crate::call::Call;
-use crate::gate::Gate;
 use crate::import_path::ImportPath;
 use crate::repos::Repos;
+use crate::results::{Results, Stored};
+use crate::shared::Shared;
 use crate::toolchain::{BUILD_MOUNT, NetworkNeed, Toolchain};
 use skyisland_net::{Ip4Network, PoolError};
 
-pub use gate::Overloaded;
+pub use gate::{Gate, Overloaded};
 
 /// The exit status by which the dispatcher reports an argument the compiler would reject.
 const DISPATCH_ARGUMENT_ERROR: i32 = 86;
@@ -82,6 +87,9 @@ pub enum FunctionError {
     NoAddress(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The repository's circuit breaker is open.
+    #[error(transparent)]
+    CircuitOpen(#[from] breaker::Open),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -112,6 +120,18 @@ pub struct Request {
     pub cache_bust: bool,
     /// Give the jail an address from the IPv4 pool.
     pub ip4: bool,
+    /// Serve from and store in the request cache; `None`: as configured.
+    pub cache: Option<bool>,
+}
+
+/// Whether the request cache answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// From this server's memory or from Redis (computed by this server or another).
+    Hit {
+        tier: &'static str,
+    },
+    Miss,
 }
 
 /// Its result.
@@ -126,8 +146,11 @@ pub struct Answer {
     /// Whether this request started a build (requests that waited for another's build
     /// did not).
     pub built: bool,
-    /// Time in the execution jail.
+    /// Time in the execution jail (zero for a cache hit).
     pub run_time: Duration,
+    pub cache: CacheUse,
+    /// When a cached result was computed (Unix time, ms).
+    pub cached_at_ms: Option<u64>,
 }
 
 /// The function service. Cheap to clone.
@@ -147,6 +170,9 @@ struct Inner {
     generator: OnceCell<Generator>,
     exec_gate: Gate,
     build_gate: Gate,
+    results: Arc<Results>,
+    shared: Option<Arc<Shared>>,
+    breakers: Breakers,
 }
 
 /// The generator program, built once per toolchain and generator source.
@@ -188,7 +214,21 @@ fi
 exec "$gen" -root "$src" -repo "$repopath" -subdir "$subdir" -goversion "$gover" -main "$main" -out "$out" -call "$call"
 "#;
 
+/// What the health endpoint says about the caches.
+#[derive(Debug, serde::Serialize)]
+pub struct CacheStatus {
+    pub request_cache_entries: usize,
+    pub request_cache_bytes: usize,
+    pub binary_cache_entries: usize,
+    pub binary_cache_bytes: u64,
+    /// Absent when no Redis is configured.
+    pub redis: Option<shared::Status>,
+    /// Repositories whose circuit breaker is open.
+    pub open_circuits: usize,
+}
+
 impl Functions {
+    /// Must be called within a Tokio runtime: it starts the cache maintenance tasks.
     pub fn new(
         config: Arc<Config>,
         jails: Jails,
@@ -200,6 +240,16 @@ impl Functions {
             Arc::new(BinaryCache::open(&config.data_dir.join("binaries"), config.go.binary_cache_size.bytes())?);
         let exec_gate = Gate::new("execution jails", config.jails.max_jails as usize, config.limits.max_queue);
         let build_gate = Gate::new("builds", config.jails.max_builds as usize, config.limits.max_queue);
+        let results = Arc::new(Results::new(config.cache.default_expiration.get(), config.cache.max_memory.bytes()));
+        let shared = match &config.cache.redis_url {
+            Some(url) => Some(Shared::new(url, &config.cache.redis_prefix).map_err(FunctionError::Unavailable)?),
+            None => None,
+        };
+        if let Some(shared) = &shared {
+            tokio::spawn(Arc::clone(shared).maintain(Arc::clone(&results)));
+        }
+        tokio::spawn(purge_expired(Arc::downgrade(&results), config.cache.purge_after.get()));
+        let breakers = Breakers::new(config.circuit_breaker.failures, config.circuit_breaker.cool_down.get());
         let inner = Inner {
             config,
             jails,
@@ -210,6 +260,9 @@ impl Functions {
             generator: OnceCell::new(),
             exec_gate,
             build_gate,
+            results,
+            shared,
+            breakers,
         };
         Ok(Functions { inner: Arc::new(inner) })
     }
@@ -233,9 +286,29 @@ impl Functions {
         self.inner.binaries.usage()
     }
 
+    pub fn cache_status(&self) -> CacheStatus {
+        let (request_cache_entries, request_cache_bytes) = self.inner.results.usage();
+        let (binary_cache_bytes, binary_cache_entries) = self.inner.binaries.usage();
+        CacheStatus {
+            request_cache_entries,
+            request_cache_bytes,
+            binary_cache_entries,
+            binary_cache_bytes,
+            redis: self.inner.shared.as_ref().map(|s| s.status()),
+            open_circuits: self.inner.breakers.open_count(),
+        }
+    }
+
     /// Runs a function call.
     pub async fn call(&self, request: &Request) -> Result<Answer, FunctionError> {
         let inner = &self.inner;
+        let max_call = inner.config.limits.max_call;
+        if request.call.len() as u64 > max_call.bytes() {
+            return Err(FunctionError::BadRequest(format!(
+                "the call is {} bytes long; the limit is {max_call}",
+                request.call.len()
+            )));
+        }
         let path = ImportPath::parse(&request.url).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
         if request.ip4 && inner.network.is_none() {
             return Err(FunctionError::BadRequest(
@@ -246,16 +319,64 @@ impl Functions {
         if !call.is_exported() {
             return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
         }
+        let admission = inner.breakers.admit(&path.repo)?;
         let url = path.clone_url(&inner.config.git.url_rewrite);
         let repo = inner.repos.repo(&path.repo);
         if request.cache_bust {
             inner.repos.bust(&repo).await?;
             inner.binaries.remove_repo(&path.repo);
+            inner.results.bust_repo(&path.repo);
+            if let Some(shared) = &inner.shared {
+                shared.bust_repo(&path.repo, &repo.key).await;
+            }
         }
-        let commit = inner.repos.resolve(&inner.jails, &repo, &url, request.version.as_deref()).await?;
+        let commit = match inner.repos.resolve(&inner.jails, &repo, &url, request.version.as_deref()).await {
+            Ok(commit) => commit,
+            Err(e) => {
+                if matches!(e, FunctionError::RepoNotFound { .. } | FunctionError::CloneFailed { .. }) {
+                    admission.failed();
+                }
+                return Err(e);
+            }
+        };
+        let result_key = request.cache.unwrap_or(inner.config.cache.request_cache).then(|| {
+            binaries::key(&[
+                "result",
+                &path.repo,
+                &commit,
+                &path.subdir,
+                &inner.toolchain.go_version,
+                if request.ip4 { "ip4" } else { "-" },
+                &call.normalized,
+            ])
+        });
+        if let Some(key) = &result_key
+            && let Some((stored, tier)) = inner.cached_result(key).await
+        {
+            return Ok(Answer {
+                data: stored.data,
+                commit: stored.commit,
+                path: if stored.path == "build" { "build" } else { "dispatch" },
+                built: false,
+                run_time: Duration::ZERO,
+                cache: CacheUse::Hit { tier },
+                cached_at_ms: Some(stored.stored_at_ms),
+            });
+        }
         let generator = inner.generator().await?;
 
-        let (dispatcher, mut built) = inner.binary(&repo, &path, &commit, generator, None).await?;
+        let (dispatcher, mut built) = match inner.binary(&repo, &path, &commit, generator, None).await {
+            Ok(found) => {
+                admission.succeeded();
+                found
+            }
+            Err(e) => {
+                if matches!(e, FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_)) {
+                    admission.failed();
+                }
+                return Err(e);
+            }
+        };
         let index = &dispatcher.index;
         if !index.exports(&call.name) {
             return Err(FunctionError::NotExported { package: index.import_path.clone(), name: call.name.clone() });
@@ -280,11 +401,59 @@ impl Functions {
             _ => None,
         };
         let (data, run_time) = inner.execute(&entry, argv, &request.call, network).await?;
-        Ok(Answer { data, commit, path: how, built, run_time })
+        if let Some(key) = &result_key {
+            let now = results::now_ms();
+            let stored = Stored {
+                data: data.clone(),
+                commit: commit.clone(),
+                path: how.to_owned(),
+                repo: path.repo.clone(),
+                stored_at_ms: now,
+                expires_at_ms: now.saturating_add(inner.results.ttl().as_millis() as u64),
+            };
+            if let Some(shared) = &inner.shared {
+                shared.put_result(key, &stored, &repo.key).await;
+            }
+            inner.results.put(key, stored);
+        }
+        Ok(Answer { data, commit, path: how, built, run_time, cache: CacheUse::Miss, cached_at_ms: None })
+    }
+}
+
+/// Drops expired results every `every`, for as long as the cache exists.
+async fn purge_expired(results: Weak<Results>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(results) = results.upgrade() else { return };
+        let purged = results.purge_expired();
+        if purged > 0 {
+            tracing::debug!(purged, "dropped expired results from the request cache");
+        }
     }
 }
 
 impl Inner {
+    /// A stored result from memory, or from Redis (then kept in memory too).
+    async fn cached_result(&self, key: &str) -> Option<(Stored, &'static str)> {
+        if let Some(stored) = self.results.get(key) {
+            metrics::counter!("skyisland_cache_hits_total", "tier" => "memory").increment(1);
+            return Some((stored, "memory"));
+        }
+        metrics::counter!("skyisland_cache_misses_total", "tier" => "memory").increment(1);
+        let shared = self.shared.as_ref()?;
+        match shared.get_result(key).await.filter(|s| !s.expired(results::now_ms())) {
+            Some(stored) => {
+                metrics::counter!("skyisland_cache_hits_total", "tier" => "redis").increment(1);
+                self.results.put(key, stored.clone());
+                Some((stored, "redis"))
+            }
+            None => {
+                metrics::counter!("skyisland_cache_misses_total", "tier" => "redis").increment(1);
+                None
+            }
+        }
+    }
+
     async fn generator(&self) -> Result<&Generator, FunctionError> {
         self.generator
             .get_or_try_init(|| async {
@@ -357,9 +526,16 @@ impl Inner {
             key: key.clone(),
             call: call_text,
             gate: self.build_gate.clone(),
+            shared: self.shared.clone(),
+            binary_expiration: self.config.cache.binary_expiration.get(),
         };
         match self.binaries.get_or_build(&key, move || job.run()).await {
-            Ok((entry, built)) => Ok((entry, built)),
+            Ok((entry, built)) => {
+                if !built {
+                    metrics::counter!("skyisland_cache_hits_total", "tier" => "binary").increment(1);
+                }
+                Ok((entry, built))
+            }
             Err(shared) => Err(shared_error(&shared)),
         }
     }
@@ -406,6 +582,7 @@ impl Inner {
         let started = Instant::now();
         let report = self.jails.run(request).await?;
         let run_time = started.elapsed();
+        metrics::histogram!("skyisland_function_duration_seconds").record(run_time.as_secs_f64());
         let stderr = tail(&report.stderr, STDERR_TAIL);
         match (report.end, report.status) {
             (End::Exited, ExitStatus::Exited(0)) => {
@@ -444,10 +621,71 @@ struct BuildJob {
     key: String,
     call: Option<String>,
     gate: Gate,
+    shared: Option<Arc<Shared>>,
+    binary_expiration: Duration,
+}
+
+/// A binary's description as it travels through Redis.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedInfo {
+    index: Index,
+    meta: Meta,
 }
 
 impl BuildJob {
     async fn run(self) -> Result<Built, FunctionError> {
+        metrics::counter!("skyisland_cache_misses_total", "tier" => "binary").increment(1);
+        if let Some(built) = self.fetch_shared().await {
+            return Ok(built);
+        }
+        let started = Instant::now();
+        let result = self.build().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(FunctionError::BuildFailed { .. }) => "failed",
+            Err(FunctionError::BuildTimedOut(_)) => "timed_out",
+            Err(FunctionError::PackageRefused(_)) => "refused",
+            Err(FunctionError::Overloaded(_)) => "overloaded",
+            Err(_) => "error",
+        };
+        metrics::counter!("skyisland_builds_total", "result" => outcome).increment(1);
+        metrics::histogram!("skyisland_build_duration_seconds").record(started.elapsed().as_secs_f64());
+        if let (Ok(built), Some(shared)) = (&result, &self.shared) {
+            self.publish(shared, built).await;
+        }
+        result
+    }
+
+    /// The binary another server built, when Redis has it.
+    async fn fetch_shared(&self) -> Option<Built> {
+        let shared = self.shared.as_ref()?;
+        let (info, data) = shared.get_binary(&self.key).await?;
+        let Ok(SharedInfo { index, meta }) = serde_json::from_slice::<SharedInfo>(&info) else {
+            tracing::warn!(key = %self.key, "ignoring a shared binary with an unreadable description");
+            return None;
+        };
+        let out = self.toolchain.host_path(&format!("out/{}-{:x}", self.key, rand::random::<u32>()));
+        // A new file (never through something the build jail left at that name).
+        let written =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&out).and_then(|mut f| f.write_all(&data));
+        if let Err(e) = written {
+            tracing::warn!(key = %self.key, error = %e, "writing a shared binary failed; building it");
+            let _ = std::fs::remove_file(&out);
+            return None;
+        }
+        metrics::counter!("skyisland_cache_hits_total", "tier" => "redis_binary").increment(1);
+        tracing::info!(key = %self.key, bytes = data.len(), "using a binary another server built");
+        Some(Built { binary: out, index, meta, fetched: true })
+    }
+
+    /// Offers a new binary to the other servers.
+    async fn publish(&self, shared: &Shared, built: &Built) {
+        let info = SharedInfo { index: built.index.clone(), meta: built.meta.clone() };
+        let (Ok(info), Ok(data)) = (serde_json::to_vec(&info), std::fs::read(&built.binary)) else { return };
+        shared.put_binary(&self.key, &info, &data, &self.repo.key, self.binary_expiration).await;
+    }
+
+    async fn build(&self) -> Result<Built, FunctionError> {
         let _permit = self.gate.enter().await?;
         // Keep `cache_bust` from removing the sources while they are being built.
         let _reading = self.repo.state.read().await;
@@ -491,7 +729,7 @@ impl BuildJob {
                     subdir: self.path.subdir.clone(),
                     call: self.call.clone(),
                 };
-                return Ok(Built { binary, index, meta });
+                return Ok(Built { binary, index, meta, fetched: false });
             }
             (End::TimedOut, _) => FunctionError::BuildTimedOut(self.toolchain.timeout),
             (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => FunctionError::PackageRefused(output.trim().to_owned()),

@@ -138,14 +138,18 @@ impl Repos {
         if let Some(v) = version.filter(|v| !is_commit(v)) {
             check_ref(v)?;
         }
-        let mut guard = repo.state.write().await;
-        let state = guard.get_or_insert_with(|| self.load(repo));
-        let known = match version {
+        let known = |state: &State| match version {
             None => state.current.clone(),
             Some(v) if is_commit(v) => state.commits.contains(v).then(|| v.to_owned()),
             Some(v) => state.refs.get(v).cloned(),
         };
-        if let Some(commit) = known {
+        // Most requests name a version already resolved: a shared lock suffices.
+        if let Some(commit) = repo.state.read().await.as_ref().and_then(known) {
+            return Ok(commit);
+        }
+        let mut guard = repo.state.write().await;
+        let state = guard.get_or_insert_with(|| self.load(repo));
+        if let Some(commit) = known(state) {
             return Ok(commit);
         }
         let refspec = version.unwrap_or("HEAD");
@@ -174,13 +178,35 @@ impl Repos {
         explicit: bool,
     ) -> Result<String, FunctionError> {
         let clone_dir = self.clone_dir(repo);
+        let started = std::time::Instant::now();
+        let result = self.fetch_in_jail(jails, repo, url, refspec, explicit, &clone_dir).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(FunctionError::RepoNotFound { .. }) => "not_found",
+            Err(FunctionError::VersionNotFound { .. }) => "version_not_found",
+            Err(_) => "failed",
+        };
+        metrics::counter!("skyisland_clones_total", "result" => outcome).increment(1);
+        metrics::histogram!("skyisland_clone_duration_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn fetch_in_jail(
+        &self,
+        jails: &Jails,
+        repo: &Repo,
+        url: &str,
+        refspec: &str,
+        explicit: bool,
+        clone_dir: &str,
+    ) -> Result<String, FunctionError> {
         let report = self
             .toolchain
             .run(
                 jails,
                 format!("fetch {} {refspec}", repo.path),
                 FETCH,
-                &[&clone_dir, url, refspec],
+                &[clone_dir, url, refspec],
                 NetworkNeed::Clone { url },
             )
             .await

@@ -123,9 +123,11 @@ impl Pool {
             let Ok(lock) = self.lock_file(ip) else { continue };
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
                 inner.held.insert(ip, Held { holder: holder.to_owned(), lock });
+                metrics::gauge!("skyisland_ip4_addresses_in_use").set(inner.held.len() as f64);
                 return Ok(Lease { pool: Arc::clone(self), ip });
             }
         }
+        metrics::counter!("skyisland_ip4_pool_exhausted_total").increment(1);
         Err(PoolError::Exhausted(self.addresses.len()))
     }
 
@@ -212,9 +214,11 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(held) = self.pool.lock().held.remove(&self.ip) {
+        let mut inner = self.pool.lock();
+        if let Some(held) = inner.held.remove(&self.ip) {
             let _ = flock(&held.lock, FlockOperation::Unlock);
         }
+        metrics::gauge!("skyisland_ip4_addresses_in_use").set(inner.held.len() as f64);
     }
 }
 

@@ -72,8 +72,11 @@ impl Registry {
     /// Adds a jail; it stays listed until the returned guard is dropped.
     pub(crate) fn insert(&self, info: JailInfo, kill: Arc<Notify>) -> Listed {
         let id = info.id.clone();
+        let kind = info.kind;
         self.lock().insert(id.clone(), Entry { info, kill });
-        Listed { registry: self.clone(), id }
+        metrics::counter!("skyisland_jails_created_total", "kind" => kind).increment(1);
+        metrics::gauge!("skyisland_jails_running", "kind" => kind).increment(1.0);
+        Listed { registry: self.clone(), id, kind }
     }
 
     pub fn list(&self) -> Vec<JailInfo> {
@@ -126,10 +129,13 @@ impl Registry {
 pub(crate) struct Listed {
     registry: Registry,
     id: String,
+    kind: &'static str,
 }
 
 impl Drop for Listed {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
+        metrics::counter!("skyisland_jails_removed_total", "kind" => self.kind).increment(1);
+        metrics::gauge!("skyisland_jails_running", "kind" => self.kind).decrement(1.0);
     }
 }

@@ -4,6 +4,8 @@
 //! real server on 127.0.0.1:0.
 
 pub mod api;
+pub mod auth;
+pub mod metrics;
 pub mod stats;
 
 use std::future::Future;
@@ -28,6 +30,10 @@ pub struct App {
     pub network: Option<Arc<Ip4Network>>,
     pub stats: stats::Stats,
     pub admin_token: String,
+    /// API keys, rate limits and the cap on requests in flight.
+    pub guard: Arc<api::Guard>,
+    /// Renders `/metrics`; `None` when no recorder was installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl std::fmt::Debug for App {
@@ -37,14 +43,22 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// `admin_token` is the configured one, or one made up for this run.
-    pub fn new(config: Arc<Config>, jails: Jails, functions: Functions, network: Option<Arc<Ip4Network>>) -> App {
+    /// `admin_token` is the configured one, or one made up for this run. Must be called
+    /// within a Tokio runtime. Fails when the API keys file cannot be read.
+    pub fn new(
+        config: Arc<Config>,
+        jails: Jails,
+        functions: Functions,
+        network: Option<Arc<Ip4Network>>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> std::io::Result<App> {
         let admin_token = config.admin.token.clone().unwrap_or_else(|| {
             let token = format!("{:032x}", rand::random::<u128>());
             tracing::warn!(%token, "admin.token is not configured; made one up for this run");
             token
         });
-        App { config, jails, functions, network, stats: stats::Stats::default(), admin_token }
+        let guard = api::Guard::new(Arc::clone(&config))?;
+        Ok(App { config, jails, functions, network, stats: stats::Stats::default(), admin_token, guard, metrics })
     }
 }
 

@@ -15,11 +15,13 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// Seconds, for 429 and 503 answers.
     pub retry_after: Option<u64>,
+    /// More headers (e.g. WWW-Authenticate).
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), extra: Map::new(), retry_after: None }
+        ApiError { status, message: message.into(), extra: Map::new(), retry_after: None, headers: Vec::new() }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
@@ -29,6 +31,11 @@ impl ApiError {
 
     pub fn retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> ApiError {
+        self.headers.push((name, value));
         self
     }
 
@@ -49,6 +56,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(Value::Object(body))).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, HeaderValue::from_static(value));
         }
         response
     }

@@ -9,8 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use skyisland_functions::{FunctionError, Request};
+use skyisland_functions::{CacheUse, FunctionError, Request};
 
 use super::ApiError;
 use crate::App;
@@ -28,6 +29,9 @@ pub struct FunctionRequest {
     pub cache_bust: bool,
     #[serde(default)]
     pub ip4: bool,
+    /// Serve from and store in the request cache (`None`: the server's default).
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 /// The answer: `timestamp` and `data` as in the original, and what else is known.
@@ -41,13 +45,21 @@ pub struct FunctionAnswer {
     pub path: &'static str,
     /// Whether this request started a build.
     pub built: bool,
+    /// "hit" when the request cache answered (no jail ran), "miss" otherwise.
+    pub cache: &'static str,
+    /// For a hit: where it came from ("memory" or "redis") and when it was computed
+    /// (Unix time, ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_tier: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_at_ms: Option<u64>,
     pub duration_ms: f64,
 }
 
-pub async fn call(
-    State(app): State<Arc<App>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<FunctionAnswer>, ApiError> {
+/// The header saying whether the request cache answered.
+pub const CACHE_HEADER: &str = "x-sky-island-cache";
+
+pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let request: FunctionRequest =
@@ -60,17 +72,26 @@ pub async fn call(
             version: request.version,
             cache_bust: request.cache_bust,
             ip4: request.ip4,
+            cache: request.cache,
         })
         .await
         .map_err(to_api_error)?;
-    Ok(Json(FunctionAnswer {
+    let (cache, cache_tier) = match answer.cache {
+        CacheUse::Hit { tier } => ("hit", Some(tier)),
+        CacheUse::Miss => ("miss", None),
+    };
+    let body = Json(FunctionAnswer {
         timestamp: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         data: answer.data,
         commit: answer.commit,
         path: answer.path,
         built: answer.built,
+        cache,
+        cache_tier,
+        cached_at_ms: answer.cached_at_ms,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-    }))
+    });
+    Ok(([(CACHE_HEADER, cache)], body).into_response())
 }
 
 /// The status of each way a function call fails.
@@ -98,5 +119,7 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
         }
         FunctionError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(30),
+        FunctionError::CircuitOpen(open) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            .retry_after(open.retry_after.as_secs_f64().ceil().max(1.0) as u64),
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 pub mod error;
 pub mod function;
+mod guard;
 mod health;
 mod ips;
 
@@ -18,8 +19,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use subtle::ConstantTimeEq;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use guard::Guard;
 
 use crate::App;
 
@@ -33,15 +38,33 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/admin/network/ips", get(ips::list))
         .route("/api/v1/admin/network/ip", put(ips::set))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_admin));
+    let function = Router::new()
+        .route("/api/v1/function", post(function::call))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), guard::guard_function));
     Router::new()
         .route("/healthcheck", get(health::healthcheck))
-        .route("/api/v1/function", post(function::call))
+        .route("/metrics", get(health::metrics))
+        .merge(function)
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.config.limits.max_body.bytes() as usize))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), record_stats))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(app)
+}
+
+/// Every log line of a request carries its id (the client's `X-Request-Id`, or a new one,
+/// echoed in the answer).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| id.len() <= 200);
+    let id = id.unwrap_or("-");
+    tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -78,6 +101,11 @@ async fn record_stats(State(app): State<Arc<App>>, request: Request, next: Next)
         None => "unmatched".to_owned(),
     };
     let response = next.run(request).await;
-    app.stats.record(&route, response.status().as_u16(), started.elapsed());
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    app.stats.record(&route, status, elapsed);
+    metrics::counter!("skyisland_http_requests_total", "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("skyisland_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
     response
 }

@@ -1,6 +1,7 @@
 //! Command-line parsing and the commands. Each command turns its errors into one line on
 //! stderr and a non-zero exit status.
 
+mod api_key;
 mod jail_run;
 mod serve;
 
@@ -35,6 +36,33 @@ enum Command {
         #[command(subcommand)]
         command: JailCommand,
     },
+    /// Manage the API keys kept (hashed) in the data directory.
+    ApiKey {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Make a key and print it (once); only its hash is kept.
+    New {
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// This key's own rate limit (requests per second), instead of [rate_limit].
+        #[arg(long)]
+        per_second: Option<f64>,
+        /// This key's burst (default: its rate rounded up).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// List the keys: id, creation time, name, rate.
+    List,
+    /// Revoke a key by its id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve::run(config),
         Command::Init { config } => init(config),
         Command::Jail { command: JailCommand::Run(args) } => jail_run::run(args),
+        Command::ApiKey { config, command } => api_key::run(config, command),
     };
     match result {
         Ok(code) => code,

@@ -28,6 +28,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let jails = Jails::open(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let metrics = skyisland_server::metrics::install(&config)?;
         // Everything is ready before the address is announced.
         let network = skyisland_net::Ip4Network::open(&config).await?;
         let functions = Functions::new(Arc::clone(&config), jails.clone(), network.clone())?;
@@ -37,7 +38,9 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 tracing::error!(error = %e, "preparing the Go generator failed; function calls will retry");
             }
         });
-        let app = Arc::new(App::new(Arc::clone(&config), jails, functions, network));
+        let app = Arc::new(
+            App::new(Arc::clone(&config), jails, functions, network, Some(metrics)).context("reading the API keys")?,
+        );
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

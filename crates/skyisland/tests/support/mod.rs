@@ -55,6 +55,10 @@ pub struct Sandbox {
     pub jails_config: String,
     /// More tables at the end of the configuration.
     pub extra_config: String,
+    /// Top-level keys at the start of the configuration.
+    pub top_config: String,
+    /// Serve another sandbox's git repositories (two servers, one set of repositories).
+    pub shared_git_root: Option<PathBuf>,
 }
 
 static SANDBOXES: AtomicU32 = AtomicU32::new(0);
@@ -71,6 +75,8 @@ impl Sandbox {
             cgroup_parent: format!("skyisland-test-{pid}-{n}"),
             jails_config: String::new(),
             extra_config: String::new(),
+            top_config: String::new(),
+            shared_git_root: None,
         }
     }
 
@@ -83,7 +89,7 @@ impl Sandbox {
     }
 
     pub fn git_root(&self) -> PathBuf {
-        self.path().join("git")
+        self.shared_git_root.clone().unwrap_or_else(|| self.path().join("git"))
     }
 
     /// Writes the configuration for this sandbox (plus `extra_config`) and returns its path.
@@ -91,6 +97,7 @@ impl Sandbox {
         let path = self.path().join("skyisland.toml");
         let text = format!(
             r#"listen = "127.0.0.1:0"
+{top}
 data_dir = "{data}"
 run_dir = "{run}"
 [admin]
@@ -113,6 +120,7 @@ parent = "{cgroup}"
             git = self.git_root().display(),
             jails = self.jails_config,
             extra = self.extra_config,
+            top = self.top_config,
         );
         fs::write(&path, text).unwrap();
         path
@@ -272,6 +280,45 @@ impl Server {
         let text = response.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
         (status, json)
+    }
+
+    /// POST /api/v1/function with more headers; returns the status, the headers and the body.
+    pub async fn call_with(
+        &self,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut request = self.http.post(format!("{}/api/v1/function", self.url)).body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+        (status, headers, json)
+    }
+
+    /// GET a path without credentials; returns the status and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The health check's answer.
+    pub async fn health(&self) -> serde_json::Value {
+        let (status, text) = self.get("/healthcheck").await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The sum of a Prometheus metric's samples whose labels include all of `labels`
+    /// (`name{a="b"}` style fragments, e.g. `tier="memory"`).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        metric_sum(&text, name, labels)
     }
 
     /// A function call expected to succeed: returns `data`.
@@ -550,5 +597,97 @@ impl Drop for Listener {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// See [`Server::metric`].
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|l| rest.contains(l))).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// A redis-server of a test's own on a loopback port, with no persistence.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::Builder::new().prefix("skyisland-redis-").tempdir().unwrap();
+        let mut redis = RedisServer { child: None, port, dir };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port) and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.answers() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    /// Stops it (SIGKILL: an outage, not a goodbye).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs a command through redis-cli; returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        run(Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until the server's health check satisfies `f`, or fails after `timeout`.
+pub async fn health_until(server: &Server, what: &str, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let health = server.health().await;
+        if f(&health) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; health: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,53 @@
+//! Metrics: every crate records through the `metrics` facade; the server installs one
+//! process-wide recorder that feeds Prometheus (`GET /metrics`) and, when `statsd_addr`
+//! is set, StatsD over UDP as the original did.
+//!
+//! The names, for the code map: `skyisland_http_requests_total{route,status}`,
+//! `skyisland_http_request_duration_seconds{route}`, `skyisland_function_duration_seconds`,
+//! `skyisland_builds_total{result}`, `skyisland_build_duration_seconds`,
+//! `skyisland_clones_total{result}`, `skyisland_clone_duration_seconds`,
+//! `skyisland_jails_created_total{kind}`, `skyisland_jails_removed_total{kind}`,
+//! `skyisland_jails_running{kind}`, `skyisland_cache_hits_total{tier}`,
+//! `skyisland_cache_misses_total{tier}`, `skyisland_ip4_addresses_in_use`,
+//! `skyisland_ip4_pool_exhausted_total`, `skyisland_rate_limited_total{by}`,
+//! `skyisland_auth_rejected_total{reason}`, `skyisland_overloaded_total`,
+//! `skyisland_circuit_opened_total`, `skyisland_circuit_rejected_total`,
+//! `skyisland_redis_up`.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_statsd::StatsdBuilder;
+use metrics_util::layers::FanoutBuilder;
+use skyisland_config::Config;
+
+/// Latency buckets (seconds) of every histogram.
+const BUCKETS: [f64; 16] =
+    [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0];
+
+/// Installs the process's recorder; returns the handle `/metrics` renders. Call once.
+pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
+    let prometheus = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?;
+    let prometheus = prometheus.build_recorder();
+    let handle = prometheus.handle();
+    let mut fanout = FanoutBuilder::default().add_recorder(prometheus);
+    if let Some(addr) = config.statsd_addr {
+        let statsd = StatsdBuilder::from(addr.ip().to_string(), addr.port())
+            .with_client_udp_host(if addr.is_ipv4() { "0.0.0.0" } else { "::" })
+            .histogram_is_timer()
+            .build(Some(&config.statsd_prefix))?;
+        fanout = fanout.add_recorder(statsd);
+        tracing::info!(%addr, "sending metrics to StatsD");
+    }
+    metrics::set_global_recorder(fanout.build())
+        .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
+    // Histograms are kept as raw samples between renders; upkeep folds them in.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}

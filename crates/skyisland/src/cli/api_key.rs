@@ -1,0 +1,53 @@
+//! `skyisland api-key new|list|revoke`: the API keys kept, hashed, in the data directory.
+//! A running server picks up changes within a second.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use skyisland_server::auth;
+
+use super::{ApiKeyCommand, load};
+
+pub fn run(config: Option<PathBuf>, command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let path = auth::key_file(&config.data_dir);
+    let mut file = auth::read_key_file(&path).with_context(|| format!("reading {}", path.display()))?;
+    match command {
+        ApiKeyCommand::New { name, per_second, burst } => {
+            if let Some(rate) = per_second
+                && !(rate.is_finite() && rate > 0.0)
+            {
+                bail!("--per-second must be above 0, not {rate}");
+            }
+            if burst == Some(0) {
+                bail!("--burst must be at least 1");
+            }
+            let (secret, stored) = auth::new_key(&name, per_second, burst);
+            let id = stored.id.clone();
+            file.keys.push(stored);
+            auth::write_key_file(&path, &file).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("made API key {id} ({name}); it is shown once, here:");
+            println!("{secret}");
+        }
+        ApiKeyCommand::List => {
+            for key in &file.keys {
+                let rate = match key.per_second {
+                    Some(rate) => format!("{rate}/s burst {}", key.burst.map_or("default".into(), |b| b.to_string())),
+                    None => "default rate".into(),
+                };
+                println!("{}\t{}\t{}\t{rate}", key.id, key.created_at, key.name);
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let before = file.keys.len();
+            file.keys.retain(|k| k.id != id);
+            if file.keys.len() == before {
+                bail!("no API key with id {id:?} (see skyisland api-key list)");
+            }
+            auth::write_key_file(&path, &file).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("revoked API key {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

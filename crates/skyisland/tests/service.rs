@@ -1,0 +1,367 @@
+//! What a production service needs around the functions, through real servers: the
+//! request cache and its Redis tier (a real redis-server, stopped and restarted), rate
+//! limits, API keys, circuit breakers, request limits, metrics (Prometheus and StatsD) and
+//! request ids in the logs.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{RedisServer, Repo, Sandbox, Server, bin, health_until, root_or_skip, run};
+
+const FUNCTION_ROUTE: &str = r#"route="POST /api/v1/function""#;
+
+/// A call's status, `X-Sky-Island-Cache` header and body.
+async fn call(server: &Server, body: Value) -> (u16, String, Value) {
+    let (status, headers, body) = server.call_with(&body.to_string(), &[]).await;
+    let cache = headers.get("x-sky-island-cache").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, cache, body)
+}
+
+/// A call that must succeed: its data, `cache` field (checked against the header) and body.
+async fn ok(server: &Server, body: Value) -> (String, String, Value) {
+    let (status, header, answer) = call(server, body.clone()).await;
+    assert_eq!(status, 200, "{body}: {answer}");
+    assert_eq!(answer["cache"].as_str(), Some(header.as_str()), "the header and the field agree: {answer}");
+    (answer["data"].as_str().unwrap().to_owned(), header, answer)
+}
+
+async fn entries(server: &Server) -> u64 {
+    server.health().await["request_cache"]["entries"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_cache_answers_identical_calls_without_a_jail() {
+    if !root_or_skip("the_request_cache_answers_identical_calls_without_a_jail") {
+        return;
+    }
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    statsd.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut sandbox = Sandbox::new();
+    sandbox.top_config = format!("statsd_addr = \"{}\"", statsd.local_addr().unwrap());
+    sandbox.extra_config = "[cache]\ndefault_expiration = \"3s\"\npurge_after = \"500ms\"\n".into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let server = Server::start(&sandbox);
+    let url = misc.import_path.as_str();
+    // Each jail has a hostname of its own: equal answers mean no jail ran.
+    let hostname = json!({"url": url, "call": "Hostname()"});
+
+    let (status, headers, first) = server.call_with(&hostname.to_string(), &[]).await;
+    assert_eq!((status, first["cache"].as_str()), (200, Some("miss")), "{first}");
+    assert_eq!(headers["x-sky-island-cache"], "miss");
+    let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
+    let h1 = first["data"].as_str().unwrap().to_owned();
+
+    let (data, cache, hit) = ok(&server, hostname.clone()).await;
+    assert_eq!((data.as_str(), cache.as_str()), (h1.as_str(), "hit"), "{hit}");
+    assert_eq!((hit["cache_tier"].as_str(), hit["built"].as_bool()), (Some("memory"), Some(false)));
+    assert!(hit["cached_at_ms"].as_u64().is_some(), "{hit}");
+    assert_eq!(hit["commit"], misc.head());
+
+    // "cache": false is neither served from the cache nor stored in it.
+    let (data, cache, _) = ok(&server, json!({"url": url, "call": "Hostname()", "cache": false})).await;
+    assert_eq!(cache, "miss");
+    assert_ne!(data, h1, "a fresh jail");
+    assert_eq!(ok(&server, hostname.clone()).await.0, h1, "the uncached answer did not replace the cached one");
+
+    // Failures are never cached.
+    let before = entries(&server).await;
+    for _ in 0..2 {
+        let (status, _, body) = call(&server, json!({"url": url, "call": "Panic(\"boom\")"})).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.get("cache").is_none(), "{body}");
+    }
+    assert_eq!(entries(&server).await, before);
+
+    // Metrics moved as the requests were made.
+    assert!(server.metric("skyisland_cache_hits_total", &[r#"tier="memory""#]).await >= 2.0);
+    assert!(server.metric("skyisland_cache_misses_total", &[r#"tier="memory""#]).await >= 3.0);
+    assert!(server.metric("skyisland_http_requests_total", &[FUNCTION_ROUTE, r#"status="200""#]).await >= 4.0);
+    assert!(server.metric("skyisland_http_requests_total", &[FUNCTION_ROUTE, r#"status="500""#]).await >= 2.0);
+    assert!(server.metric("skyisland_jails_created_total", &[r#"kind="exec""#]).await >= 4.0);
+    assert!(server.metric("skyisland_builds_total", &[r#"result="ok""#]).await >= 1.0);
+    assert!(server.metric("skyisland_clones_total", &[r#"result="ok""#]).await >= 1.0);
+    assert!(server.metric("skyisland_function_duration_seconds_count", &[]).await >= 4.0);
+    assert!(server.metric("skyisland_http_request_duration_seconds_count", &[FUNCTION_ROUTE]).await >= 6.0);
+
+    // Expired results are not served, and are purged from memory.
+    health_until(&server, "the expired result to be purged", Duration::from_secs(15), |h| {
+        h["request_cache"]["entries"] == 0
+    })
+    .await;
+    let (h2, cache, _) = ok(&server, hostname.clone()).await;
+    assert_eq!(cache, "miss");
+    assert_ne!(h2, h1);
+    assert_eq!(ok(&server, hostname.clone()).await.0, h2);
+
+    // cache_bust drops the repository's results too.
+    let (h3, cache, _) = ok(&server, json!({"url": url, "call": "Hostname()", "cache_bust": true})).await;
+    assert_eq!(cache, "miss");
+    assert_ne!(h3, h2);
+    assert_eq!(ok(&server, hostname.clone()).await.0, h3);
+
+    // Every log line of a request carries its id, those of the build it started too.
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains(&request_id) && l.contains("dispatcher")),
+        "no build line with request id {request_id}:\n{log}"
+    );
+
+    // StatsD got the same metrics.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 65536];
+    while !seen.contains("skyisland_http_requests_total") && Instant::now() < deadline {
+        if let Ok(n) = statsd.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(seen.contains("skyisland_http_requests_total:1|c"), "StatsD datagrams: {seen}");
+    let mut server = server;
+    server.stop();
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_can_turn_the_request_cache_off_by_default() {
+    if !root_or_skip("the_operator_can_turn_the_request_cache_off_by_default") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.extra_config = "[cache]\nrequest_cache = false\n".into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let server = Server::start(&sandbox);
+    let url = misc.import_path.as_str();
+    let (a, cache_a, _) = ok(&server, json!({"url": url, "call": "Hostname()"})).await;
+    let (b, cache_b, _) = ok(&server, json!({"url": url, "call": "Hostname()"})).await;
+    assert_eq!((cache_a.as_str(), cache_b.as_str()), ("miss", "miss"));
+    assert_ne!(a, b);
+    let (c, _, _) = ok(&server, json!({"url": url, "call": "Hostname()", "cache": true})).await;
+    let (d, cache_d, _) = ok(&server, json!({"url": url, "call": "Hostname()", "cache": true})).await;
+    assert_eq!((d, cache_d.as_str()), (c, "hit"), "a request can ask for the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_share_results_and_binaries_through_redis_and_outlive_it() {
+    if !root_or_skip("servers_share_results_and_binaries_through_redis_and_outlive_it") {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let cache = format!("[cache]\nredis_url = \"{}\"\nredis_prefix = \"t{:x}\"\n", redis.url(), rand::random::<u32>());
+    let mut a_box = Sandbox::new();
+    a_box.extra_config = cache.clone();
+    let misc = Repo::from_fixture(&a_box, "acme", "misc", "misc");
+    let mut b_box = Sandbox::new();
+    b_box.extra_config = cache;
+    b_box.shared_git_root = Some(a_box.git_root());
+    let a = Server::start(&a_box);
+    let b = Server::start(&b_box);
+    for server in [&a, &b] {
+        health_until(server, "the server to connect to Redis", Duration::from_secs(20), |h| {
+            h["redis"]["connected"] == true && h["status"] == "ok"
+        })
+        .await;
+    }
+    let url = misc.import_path.as_str();
+    let hostname = json!({"url": url, "call": "Hostname()"});
+
+    // A result computed on one server is a hit on the other.
+    let (h1, cache, first) = ok(&a, hostname.clone()).await;
+    assert_eq!((cache.as_str(), first["built"].as_bool()), ("miss", Some(true)));
+    let (data, cache, hit) = ok(&b, hostname.clone()).await;
+    assert_eq!((data.as_str(), cache.as_str(), hit["cache_tier"].as_str()), (h1.as_str(), "hit", Some("redis")));
+    assert_eq!(ok(&b, hostname.clone()).await.2["cache_tier"], "memory");
+
+    // A binary built on one server is fetched, not rebuilt, by the other.
+    let (uid, _, answer) = ok(&b, json!({"url": url, "call": "Uid()", "cache": false})).await;
+    assert!(uid.parse::<u32>().unwrap() > 0);
+    assert_eq!(answer["built"], false, "{answer}");
+    assert_eq!(b.metric("skyisland_builds_total", &[]).await, 0.0, "b compiled nothing");
+    assert_eq!(b.metric("skyisland_cache_hits_total", &[r#"tier="redis_binary""#]).await, 1.0);
+    assert!(b.log().contains("using a binary another server built"));
+
+    // cache_bust on one server drops the results everywhere.
+    let (h2, _, _) = ok(&a, json!({"url": url, "call": "Hostname()", "cache_bust": true})).await;
+    assert_ne!(h2, h1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (data, _, answer) = ok(&b, hostname.clone()).await;
+        if data == h2 {
+            assert_eq!(answer["cache"], "hit");
+            break;
+        }
+        assert_eq!(data, h1, "only the old or the new result");
+        assert!(Instant::now() < deadline, "b still serves the busted result");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Redis goes away: both keep serving, from their own caches and jails, and say so.
+    redis.stop();
+    for server in [&a, &b] {
+        health_until(server, "the server to notice Redis is gone", Duration::from_secs(20), |h| {
+            h["status"] == "degraded" && h["redis"]["connected"] == false
+        })
+        .await;
+    }
+    assert_eq!(ok(&a, hostname.clone()).await.0, h2, "the local tier still answers");
+    let started = Instant::now();
+    let (_, cache, _) = ok(&a, json!({"url": url, "call": "Sleep(1)"})).await;
+    assert_eq!(cache, "miss");
+    assert!(started.elapsed() < Duration::from_secs(5), "no waiting on a dead Redis: {:?}", started.elapsed());
+    assert!(a.log().contains("Redis is unreachable"), "{}", a.log());
+
+    // It comes back by itself.
+    redis.restart();
+    for server in [&a, &b] {
+        health_until(server, "the server to reconnect to Redis", Duration::from_secs(30), |h| {
+            h["status"] == "ok" && h["redis"]["connected"] == true
+        })
+        .await;
+    }
+    let (hello, cache, _) = ok(&a, json!({"url": url, "call": "Hello()"})).await;
+    assert_eq!((hello.as_str(), cache.as_str()), ("hello", "miss"));
+    let (_, cache, answer) = ok(&b, json!({"url": url, "call": "Hello()"})).await;
+    assert_eq!((cache.as_str(), answer["cache_tier"].as_str()), ("hit", Some("redis")));
+    let (mut a, mut b) = (a, b);
+    a.stop();
+    b.stop();
+    a_box.assert_clean();
+    b_box.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_per_address_and_per_key_and_api_keys() {
+    if !root_or_skip("rate_limits_per_address_and_per_key_and_api_keys") {
+        return;
+    }
+    // Per client address: a bucket of 3, refilled at 1 a second.
+    let mut sandbox = Sandbox::new();
+    sandbox.extra_config = "[rate_limit]\nper_second = 1\nburst = 3\n".into();
+    let server = Server::start(&sandbox);
+    // Invalid bodies pass the guard and fail after it: cheap requests that count.
+    for _ in 0..3 {
+        assert_eq!(server.call_with("{", &[]).await.0, 400);
+    }
+    let (status, headers, body) = server.call_with("{", &[]).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(body["error"].as_str().unwrap().contains("client address"), "{body}");
+    for _ in 0..10 {
+        assert_eq!(server.get("/healthcheck").await.0, 200, "the health check is not limited");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(server.call_with("{", &[]).await.0, 400, "the bucket refills");
+    assert!(server.metric("skyisland_rate_limited_total", &[r#"by="client address""#]).await >= 1.0);
+    drop(server);
+
+    // API keys: one configured, one made with the CLI (with a rate of its own).
+    let mut sandbox = Sandbox::new();
+    sandbox.extra_config =
+        "[auth]\napi_keys_required = true\napi_keys = [\"configured-key-0123456789\"]\nkey_header = \"X-Key\"\n".into();
+    let config = sandbox.config();
+    let api_key = |args: &[&str]| run(Command::new(bin()).args(["api-key", "--config"]).arg(&config).args(args));
+    let limited = api_key(&["new", "--name", "ci", "--per-second", "1", "--burst", "2"]).trim().to_owned();
+    let server = Server::start(&sandbox);
+
+    let (status, headers, body) = server.call_with("{", &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(server.call_with("{", &[("X-Key", "not-a-key-at-all")]).await.0, 403);
+    assert_eq!(server.call_with("{", &[("Authorization", "Bearer not-a-key")]).await.0, 403);
+    assert_eq!(server.call_with("{", &[("Authorization", "Basic abc")]).await.0, 401);
+    assert_eq!(server.call_with("{", &[("Authorization", "Bearer configured-key-0123456789")]).await.0, 400);
+    assert_eq!(server.call_with("{", &[("X-Key", &limited)]).await.0, 400);
+    assert_eq!(server.call_with("{", &[("X-Key", &limited)]).await.0, 400);
+    let (status, _, body) = server.call_with("{", &[("X-Key", &limited)]).await;
+    assert_eq!(status, 429, "the key's own bucket of 2: {body}");
+    assert!(body["error"].as_str().unwrap().contains("API key"), "{body}");
+    assert_eq!(server.call_with("{", &[("X-Key", "configured-key-0123456789")]).await.0, 400, "other keys go on");
+    assert_eq!(server.get("/healthcheck").await.0, 200, "the health check stays open");
+
+    // A key made or revoked while the server runs counts within a moment.
+    let fresh = api_key(&["new", "--name", "later"]).trim().to_owned();
+    let id = api_key(&["list"])
+        .lines()
+        .find(|l| l.ends_with("later\tdefault rate"))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    wait_for_status(&server, &fresh, 400).await;
+    api_key(&["revoke", &id]);
+    wait_for_status(&server, &fresh, 403).await;
+    assert!(server.metric("skyisland_auth_rejected_total", &[r#"reason="missing""#]).await >= 1.0);
+}
+
+async fn wait_for_status(server: &Server, key: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = server.call_with("{", &[("X-Key", key)]).await.0;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {status}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breakers_and_request_limits() {
+    if !root_or_skip("circuit_breakers_and_request_limits") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.extra_config = "[circuit_breaker]\nfailures = 2\ncool_down = \"2s\"\n\
+        [limits]\nmax_call = \"100B\"\nmax_in_flight = 1\nmax_queue = 1\n[cache]\nrequest_cache = false\n"
+        .into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let server = Server::start(&sandbox);
+    let missing = json!({"url": "example.test/acme/later", "call": "Hello()"});
+
+    // Two clone failures in a row open the breaker: the third request fails at once.
+    for _ in 0..2 {
+        let (status, _, body) = call(&server, missing.clone()).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    let (status, headers, body) = server.call_with(&missing.to_string(), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert!(body["error"].as_str().unwrap().contains("refused"), "{body}");
+    // Other repositories are not affected.
+    assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
+
+    // The repository appears; after the cool-down a trial goes through and closes it.
+    Repo::from_fixture(&sandbox, "acme", "later", "misc");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(call(&server, missing.clone()).await.0, 200);
+    assert_eq!(call(&server, missing.clone()).await.0, 200);
+    assert!(server.metric("skyisland_circuit_opened_total", &[]).await >= 1.0);
+    assert!(server.metric("skyisland_circuit_rejected_total", &[]).await >= 1.0);
+
+    // A call longer than max_call.
+    let long = format!("Echo(\"{}\")", "x".repeat(200));
+    let (status, _, body) = call(&server, json!({"url": misc.import_path, "call": long})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("the limit is 100B"), "{body}");
+    // A body larger than max_body.
+    let huge = json!({"url": misc.import_path, "call": "x".repeat(100_000)}).to_string();
+    assert_eq!(server.call_with(&huge, &[]).await.0, 413);
+
+    // One request in flight, one waiting; a third is refused at once.
+    let slow = json!({"url": misc.import_path, "call": "Sleep(1500)"}).to_string();
+    let (r1, r2, r3) =
+        tokio::join!(server.call_with(&slow, &[]), server.call_with(&slow, &[]), server.call_with(&slow, &[]));
+    let mut statuses = [r1.0, r2.0, r3.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503], "{r1:?} {r2:?} {r3:?}");
+    let refused = [&r1, &r2, &r3].into_iter().find(|r| r.0 == 503).unwrap();
+    assert_eq!(refused.1["retry-after"], "1");
+    assert!(server.metric("skyisland_overloaded_total", &[]).await >= 1.0);
+    let mut server = server;
+    server.stop();
+    sandbox.assert_clean();
+}
