@@ -7,7 +7,9 @@ packages=(
     golang-go git ca-certificates tzdata   # the build jail: Go toolchain, git; the base: certificates, zoneinfo
     btrfs-progs iproute2                   # the btrfs clone backend's tests; network namespaces
     redis-server                           # the shared request cache
-    gcc make pkg-config libcurl4-openssl-dev valgrind   # the C client and its tests
+        gcc make pkg-config libcurl4-openssl-dev libjson-c-dev valgrind   # the C client and its tests
+    nodejs                                 # the JavaScript client's tests (Node 18+)
+    python3 python3-pip python3-setuptools python3-wheel   # the Python client: pip install, tests
     bubblewrap crun hyperfine wrk          # benchmarks against other sandboxes
     nftables                               # NAT for jail networks, when configured
 )
@@ -31,4 +33,11 @@ if ! command -v cargo >/dev/null; then
         curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt >/dev/null
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
+fi
+
+# The python3 first on PATH may not be Debian's (pyenv, a venv): it needs setuptools and
+# wheel to pip install the Python client from its folder.
+if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
+    echo "setup: installing setuptools and wheel for $(command -v python3)"
+    python3 -m pip install --quiet --disable-pip-version-check setuptools wheel
 fi

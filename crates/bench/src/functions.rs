@@ -256,7 +256,12 @@ pub fn run_network(args: Args) -> anyhow::Result<()> {
         for _ in 0..args.runs {
             for ip4 in [false, true] {
                 let started = Instant::now();
-                call(&http, &url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "ip4": ip4, "cache": false})).await?;
+                call(
+                    &http,
+                    &url,
+                    json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "ip4": ip4, "cache": false}),
+                )
+                .await?;
                 if ip4 { samples.1.push(started.elapsed()) } else { samples.0.push(started.elapsed()) }
             }
         }
@@ -300,9 +305,8 @@ fn wrk(dir: &Path, url: &str, body: &Value, connections: usize, seconds: u64) ->
         .arg(&script)
         .arg(format!("{url}/api/v1/function")))
     .context("wrk (scripts/setup.sh installs it)")?;
-    let field = |prefix: &str| {
-        out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_owned()))
-    };
+    let field =
+        |prefix: &str| out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_owned()));
     let duration = |text: String| -> anyhow::Result<Duration> {
         let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).context("a unit")?);
         let number: f64 = number.parse()?;
@@ -350,16 +354,16 @@ pub fn run_cache(args: Args) -> anyhow::Result<()> {
         anyhow::Ok((hits, jails))
     })?;
     let (hits, jails) = (summarize(&mut hits), summarize(&mut jails));
-        let loaded_hits = wrk(&args.dir, &url, &hit, 8, 10)?;
+    let loaded_hits = wrk(&args.dir, &url, &hit, 8, 10)?;
     let crowded_hits = wrk(&args.dir, &url, &hit, 32, 10)?;
     let loaded_jails = wrk(&args.dir, &url, &jail, 16, 10)?;
-        println!("\n## The request cache ({} sequential calls each, then wrk for 10 s each)\n", args.runs);
+    println!("\n## The request cache ({} sequential calls each, then wrk for 10 s each)\n", args.runs);
     stats::header();
     stats::row("request-cache hit (no jail)", &hits);
     stats::row("cached binary, fresh jail (\"cache\": false)", &jails);
     println!();
     stats::ratio("fresh jail / cache hit, sequential median", jails.median, hits.median);
-        for (what, w, c) in [
+    for (what, w, c) in [
         ("request-cache hits", &loaded_hits, 8),
         ("request-cache hits", &crowded_hits, 32),
         ("fresh-jail calls", &loaded_jails, 16),

@@ -39,7 +39,7 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-functions")]
         dir: PathBuf,
     },
-        /// Request-cache hits against fresh-jail calls of the same function (wrk).
+    /// Request-cache hits against fresh-jail calls of the same function (wrk).
     Cache {
         #[arg(long, default_value_t = 300)]
         runs: usize,
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Jail { runs, dir } => jail::run(jail::Args { runs, dir }),
         Bench::Functions { runs, dir } => functions::run(functions::Args { runs, dir }),
-                Bench::Cache { runs, dir } => functions::run_cache(functions::Args { runs, dir }),
+        Bench::Cache { runs, dir } => functions::run_cache(functions::Args { runs, dir }),
         Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
         Bench::CrunInner { bundle, runs } => jail::crun_inner(&bundle, runs),
     }

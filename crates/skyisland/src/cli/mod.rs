@@ -2,6 +2,7 @@
 //! stderr and a non-zero exit status.
 
 mod api_key;
+mod call;
 mod jail_run;
 mod serve;
 
@@ -36,6 +37,8 @@ enum Command {
         #[command(subcommand)]
         command: JailCommand,
     },
+    /// Call a function through a running server and print what it printed.
+    Call(CallArgs),
     /// Manage the API keys kept (hashed) in the data directory.
     ApiKey {
         #[arg(long, short)]
@@ -43,6 +46,35 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct CallArgs {
+    /// The package's import path, e.g. github.com/mmcloughlin/geohash.
+    url: String,
+    /// The call, e.g. 'Encode(57.64911, 10.40744)'.
+    call: String,
+    /// The server's base URL.
+    #[arg(long, env = "SKYISLAND_SERVER", default_value = "http://127.0.0.1:3280")]
+    server: String,
+    /// A commit, tag or branch.
+    #[arg(long)]
+    version: Option<String>,
+    /// Fetch the repository again and drop its cached binaries and results.
+    #[arg(long)]
+    cache_bust: bool,
+    /// Give the jail an address from the server's IPv4 pool.
+    #[arg(long)]
+    ip4: bool,
+    /// Neither answer from nor store in the request cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// An API key (sent as a bearer token).
+    #[arg(long, env = "SKYISLAND_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the whole answer as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::Init { config } => init(config),
         Command::Jail { command: JailCommand::Run(args) } => jail_run::run(args),
         Command::ApiKey { config, command } => api_key::run(config, command),
+        Command::Call(args) => call::run(args),
     };
     match result {
         Ok(code) => code,

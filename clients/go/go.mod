@@ -1,0 +1,3 @@
+module github.com/skyisland/skyisland/clients/go
+
+go 1.19

@@ -1,0 +1,114 @@
+package skyisland
+
+// These tests run against a real server, started by Sky Island's test suite
+// (crates/skyisland/tests/clients.rs), which passes its address and fixtures in
+// SKYISLAND_TEST_* variables.
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(t *testing.T, name string) string {
+	t.Helper()
+	v := os.Getenv("SKYISLAND_TEST_" + name)
+	if v == "" {
+		t.Fatalf("SKYISLAND_TEST_%s is not set: run these tests through cargo test --test clients", name)
+	}
+	return v
+}
+
+func client(t *testing.T) *Client {
+	port, err := strconv.Atoi(env(t, "PORT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewClient(env(t, "HOST"), port, 60*time.Second)
+}
+
+func TestTheOriginalShape(t *testing.T) {
+	res, err := client(t).Function(env(t, "GEO"), "Encode(57.64911, 10.40744)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Data != "57.6491|10.4074" || res.Timestamp < 1700000000 {
+		t.Fatalf("%+v", res)
+	}
+}
+
+func TestOptionalFields(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	answer, err := c.FunctionWith(ctx, Request{URL: env(t, "GEO"), Call: "Encode(1, 2)", Version: env(t, "GEO_TAG")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if answer.Data != "1.0000|2.0000" || answer.Commit != env(t, "GEO_COMMIT") {
+		t.Fatalf("%+v", answer)
+	}
+	no := false
+	answer, err = c.FunctionWith(ctx, Request{URL: env(t, "MISC"), Call: "Hello()", Cache: &no, CacheBust: true})
+	if err != nil || answer.Data != "hello" || answer.Cache != "miss" {
+		t.Fatalf("%+v %v", answer, err)
+	}
+	answer, err = c.FunctionWith(ctx, Request{URL: env(t, "NET"), Call: "Addr(0)", IP4: true})
+	if err != nil || !strings.HasPrefix(answer.Data, env(t, "IP4_PREFIX")) {
+		t.Fatalf("%+v %v", answer, err)
+	}
+}
+
+func TestBuildFailure(t *testing.T) {
+	_, err := client(t).Function(env(t, "BROKEN"), "Oops()")
+	e, ok := err.(*Error)
+	if !ok || e.Status != 422 || e.Message != "build failed" || e.Body["output"] == nil {
+		t.Fatalf("%#v", err)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	_, err := client(t).Function(env(t, "MISC"), "Sleep(10000)")
+	if !IsStatus(err, 504) || !strings.Contains(err.Error(), "ran longer than") {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestQuotesAndBackslashes(t *testing.T) {
+	res, err := client(t).Function(env(t, "GEO"), `Quote("a \"b\" \\ c")`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Data != `"a \"b\" \\ c"` {
+		t.Fatalf("%q", res.Data)
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	if _, err := c.Jails(ctx); !IsStatus(err, 401) {
+		t.Fatalf("without the token: %v", err)
+	}
+	c.AdminToken = "wrong-token"
+	if _, err := c.APIStats(ctx); !IsStatus(err, 403) {
+		t.Fatalf("with a wrong token: %v", err)
+	}
+	c.AdminToken = env(t, "ADMIN_TOKEN")
+	if _, err := c.Jails(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := c.APIStats(ctx)
+	if err != nil || stats["uptime_seconds"] == nil {
+		t.Fatalf("%v %v", stats, err)
+	}
+	ips, err := c.IPs(ctx, "available")
+	if count, ok := ips["count"].(float64); err != nil || !ok || count < 1 {
+		t.Fatalf("%v %v", ips, err)
+	}
+	if err := c.KillJail(ctx, "no-such-jail"); !IsStatus(err, 404) {
+		t.Fatalf("%v", err)
+	}
+}

@@ -1,0 +1,59 @@
+export interface ClientOptions {
+  /** Milliseconds per request; 0 for none. Default 60000. */
+  timeout?: number;
+  adminToken?: string;
+  /** Sent as `Authorization: Bearer KEY` with function calls. */
+  apiKey?: string;
+  adminHeader?: string;
+}
+
+export interface FunctionOptions {
+  /** Resolve to the whole answer instead of `data`. */
+  fullResp?: boolean;
+  /** A commit, tag or branch. */
+  version?: string;
+  cacheBust?: boolean;
+  ip4?: boolean;
+  /** Whether the request cache may answer and store it (default: as the server is configured). */
+  cache?: boolean;
+}
+
+export interface Answer {
+  timestamp: number;
+  data: string;
+  commit: string;
+  path: "dispatch" | "build";
+  built: boolean;
+  cache: "hit" | "miss";
+  cache_tier?: "memory" | "redis";
+  cached_at_ms?: number;
+  duration_ms: number;
+}
+
+export class SkyIslandError extends Error {
+  /** The HTTP status, or 0 when there was no answer. */
+  status: number;
+  message: string;
+  /** The server's JSON body (e.g. `output` for a build failure, `stderr` for a failing function). */
+  body: Record<string, unknown>;
+  /** Seconds, from Retry-After. */
+  retryAfter: number | null;
+}
+
+export class Client {
+  constructor(host: string, port: number, options?: ClientOptions);
+  endpoint: string;
+  adminToken: string | null;
+  apiKey: string | null;
+  function(url: string, call: string, options?: FunctionOptions & { fullResp?: false }): Promise<string>;
+  function(url: string, call: string, options: FunctionOptions & { fullResp: true }): Promise<Answer>;
+  jails(): Promise<Array<Record<string, unknown>>>;
+  jail(id: string): Promise<Record<string, unknown>>;
+  killJail(id: string): Promise<Record<string, unknown>>;
+  killJails(): Promise<Record<string, unknown>>;
+  ips(state?: "available" | "unavailable"): Promise<Record<string, unknown>>;
+  setIp(ip: string, state: "available" | "unavailable"): Promise<Record<string, unknown>>;
+  apiStats(): Promise<Record<string, unknown>>;
+}
+
+export default Client;
