@@ -338,11 +338,24 @@ pub struct RequestLimits {
     /// Requests that may wait for one of those places, and builds or runs that may wait
     /// for a slot; more are refused with 503.
     pub max_queue: usize,
+    /// At shutdown (SIGTERM), how long running requests get to finish before their jails
+    /// are killed.
+    pub drain: Span,
+    /// How long a client gets to send a request's headers, and then its body; slower
+    /// clients are disconnected. Also how long an idle keep-alive connection stays open.
+    pub client_timeout: Span,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_body: Size::kib(64), max_call: Size::kib(4), max_in_flight: 64, max_queue: 256 }
+        RequestLimits {
+            max_body: Size::kib(64),
+            max_call: Size::kib(4),
+            max_in_flight: 64,
+            max_queue: 256,
+            drain: Span::secs(10),
+            client_timeout: Span::secs(10),
+        }
     }
 }
 
@@ -531,6 +544,9 @@ impl Config {
                 "limits.max_call must be at least 16B and at most limits.max_body ({}), not {}",
                 self.limits.max_body, self.limits.max_call
             ));
+        }
+        if self.limits.client_timeout.get().is_zero() {
+            return bad("limits.client_timeout must be longer than zero".into());
         }
         if self.limits.max_in_flight == 0 {
             return bad("limits.max_in_flight must be at least 1".into());

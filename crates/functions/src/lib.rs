@@ -603,6 +603,9 @@ impl Inner {
                 limit: format!("output limit of {} exceeded", j.output_limit),
                 stderr,
             }),
+            (End::Killed, _) if self.jails.is_closing() => {
+                Err(FunctionError::Unavailable("the server shut down before the function finished".into()))
+            }
             (End::Killed, _) => Err(FunctionError::Killed),
         }
     }

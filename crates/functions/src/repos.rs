@@ -85,6 +85,13 @@ fn check_ref(version: &str) -> Result<(), FunctionError> {
 impl Repos {
     pub fn new(toolchain: Toolchain, state_dir: &Path) -> std::io::Result<Repos> {
         std::fs::create_dir_all(state_dir)?;
+        // State files are written to a temporary name and renamed: one left is a write
+        // that never completed.
+        for entry in std::fs::read_dir(state_dir)?.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().contains(".tmp-") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(Repos { toolchain, state_dir: state_dir.to_owned(), repos: Mutex::new(HashMap::new()) })
     }
 

@@ -234,6 +234,30 @@ fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
     }
     let gitconfig = dir.join("home/gitconfig");
     std::fs::write(&gitconfig, GITCONFIG).map_err(io("write", &gitconfig))?;
+    // What a crash (or power cut) left half-done: build outputs not yet in the binary
+    // cache, sources and clones being extracted or created under temporary names, the
+    // generator being built, the builds' temporary files. Never used; removed here.
+    for (sub, leftover) in [
+        ("out", (|_: &str| true) as fn(&str) -> bool),
+        ("tmp", |_| true),
+        ("src", |name| name.contains(".new.")),
+        ("repos", |name| name.ends_with(".new")),
+        ("tools", |name| name.ends_with(".new")),
+    ] {
+        let parent = dir.join(sub);
+        for entry in std::fs::read_dir(&parent).map_err(io("list", &parent))?.filter_map(Result::ok) {
+            if leftover(&entry.file_name().to_string_lossy()) {
+                let path = entry.path();
+                tracing::info!(path = %path.display(), "removing what an interrupted build left");
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(io("remove", &path))?;
+            }
+        }
+    }
     // Sources of the generator, written by this process, must stay ours.
     Ok(())
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use skyisland_config::{Config, Ip4};
 use skyisland_jail::Bind;
@@ -239,6 +239,19 @@ impl Ip4Network {
         &self.pool
     }
 
+    /// What the network holds now, for leak accounting: addresses leased, address
+    /// namespaces kept idle, and links attached to the bridge (one per live namespace).
+    pub async fn census(&self) -> Result<NetCensus, NetError> {
+        let mut links = self.handle.link().get().execute();
+        let mut bridge_links = 0;
+        while let Some(link) = links.try_next().await.map_err(nl_err("list links"))? {
+            let on_bridge =
+                link.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(i) if *i == self.bridge));
+            bridge_links += usize::from(on_bridge);
+        }
+        Ok(NetCensus { leases: self.pool.in_use(), idle_namespaces: self.lock_idle().len(), bridge_links })
+    }
+
     pub fn config(&self) -> &Ip4 {
         &self.config
     }
@@ -391,6 +404,14 @@ impl Ip4Network {
             tracing::warn!(link = %namespace.host_link, error = %e, "deleting a jail network link");
         }
     }
+}
+
+/// See [`Ip4Network::census`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NetCensus {
+    pub leases: usize,
+    pub idle_namespaces: usize,
+    pub bridge_links: usize,
 }
 
 /// Takes down namespaces unused for `keep_idle`, until the network is dropped.

@@ -160,6 +160,11 @@ impl Jails {
         &self.registry
     }
 
+    /// Whether `shutdown` has begun (jails killed from now on were killed by it).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// What the health check reports of the jail machinery.
     pub fn summary(&self) -> Summary {
         use skyisland_jail::CloneBackend;
@@ -249,10 +254,15 @@ impl Jails {
                 (started, since)
             }
         };
+        if let Some(profile) = &profile {
+            self.warm.replenish(self, profile.clone(), &launch);
+        }
+        let report = self.supervise(started, &launch, label, since + timeout, timeout, output_limit, output).await;
+        // Under load there were no slots to spare for warming; now this one is free.
         if let Some(profile) = profile {
             self.warm.replenish(self, profile, &launch);
         }
-        self.supervise(started, &launch, label, since + timeout, timeout, output_limit, output).await
+        report
     }
 
     /// Launches a jail; a warm one (`warm`) waits, set up, for its program.

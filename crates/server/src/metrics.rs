@@ -12,7 +12,7 @@
 //! `skyisland_ip4_pool_exhausted_total`, `skyisland_rate_limited_total{by}`,
 //! `skyisland_auth_rejected_total{reason}`, `skyisland_overloaded_total`,
 //! `skyisland_circuit_opened_total`, `skyisland_circuit_rejected_total`,
-//! `skyisland_redis_up`.
+//! `skyisland_redis_up`, `skyisland_accept_errors_total`.
 
 use std::time::Duration;
 

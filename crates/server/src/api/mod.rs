@@ -7,6 +7,7 @@ pub mod function;
 mod guard;
 mod health;
 mod ips;
+mod resources;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use axum::routing::{get, post, put};
 use subtle::ConstantTimeEq;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -31,6 +33,7 @@ use crate::App;
 pub fn router(app: Arc<App>) -> Router {
     let admin = Router::new()
         .route("/api/v1/admin/api-stats", get(admin::api_stats))
+        .route("/api/v1/admin/resources", get(resources::resources))
         .route("/api/v1/admin/jails", get(admin::list_jails).delete(admin::kill_jails))
         .route("/api/v1/admin/jail/{id}", get(admin::get_jail).delete(admin::kill_jail))
         .route("/api/v1/admin/ips", get(ips::list).put(ips::set))
@@ -49,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.config.limits.max_body.bytes() as usize))
+        .layer(RequestBodyTimeoutLayer::new(app.config.limits.client_timeout.get()))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), record_stats))
         .layer(
             ServiceBuilder::new()

@@ -342,15 +342,31 @@ impl Server {
 
     /// Stops the server with SIGTERM and waits for it.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+        self.terminate();
+        self.wait()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let child = self.child.as_ref().expect("running");
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the server to exit (within a minute).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+            assert!(Instant::now() < deadline, "the server did not exit within a minute");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

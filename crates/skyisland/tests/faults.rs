@@ -1,0 +1,363 @@
+//! Sky Island on its worst day: SIGTERM with calls running, SIGKILL in the middle of
+//! builds and executions followed by a restart (with what a power cut leaves in the data
+//! directory), and hostile requests of every kind. Each test ends by checking that the
+//! server holds, and the host keeps, nothing more than before.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{NetNs, Repo, Sandbox, Server, health_until, root_or_skip};
+
+async fn wait_for_jails(server: &Server, kind: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, jails) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        let running = jails["jails"].as_array().unwrap().iter().filter(|j| j["kind"] == kind).count();
+        if running >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{count} {kind} jails never ran at once: {jails}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_calls_finish_then_kills_the_rest() {
+    if !root_or_skip("sigterm_lets_running_calls_finish_then_kills_the_rest") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "exec_timeout = \"30s\"".into();
+    sandbox.extra_config = "[limits]\ndrain = \"3s\"\n[cache]\nrequest_cache = false\n".into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let mut server = Server::start(&sandbox);
+    assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
+
+    let short = server.call(json!({"url": misc.import_path, "call": "Sleep(1500)"}));
+    let long = server.call(json!({"url": misc.import_path, "call": "Sleep(20000)"}));
+    let terminate = async {
+        wait_for_jails(&server, "exec", 2).await;
+        let started = Instant::now();
+        server.terminate();
+        // New connections are refused at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(server.addr).is_ok() {
+            assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started
+    };
+    let ((short_status, short_body), (long_status, long_body), terminated) = tokio::join!(short, long, terminate);
+    assert_eq!((short_status, short_body["data"].as_str()), (200, Some("slept")), "{short_body}");
+    assert_eq!(long_status, 503, "{long_body}");
+    assert!(long_body["error"].as_str().unwrap().contains("shut down before the function finished"), "{long_body}");
+    let elapsed = terminated.elapsed();
+    assert!(elapsed >= Duration::from_secs(3), "the long call was killed after the drain period, not {elapsed:?}");
+    let status = server.wait();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() {
+    if !root_or_skip("after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once") {
+        return;
+    }
+    let netns = NetNs::new();
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "exec_timeout = \"60s\"".into();
+    sandbox.extra_config = format!(
+        "[cache]\nrequest_cache = false\n[network.ip4]\nbridge = \"skyk0\"\ncidr = \"10.213.11.0/24\"\ngateway = \"10.213.11.1\"\nstart_addr = \"10.213.11.20\"\nrange = 4\nnetns = \"{}\"\n",
+        netns.path.display()
+    );
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let geo = Repo::from_fixture(&sandbox, "acme", "geo", "geo");
+    let mut server = Server::start(&sandbox);
+    assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
+
+    // Executions (one with an address) and a build in flight, then SIGKILL.
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let body = json!({"url": misc.import_path, "call": "Sleep(50000)", "ip4": i == 0});
+            let (http, url) = (server.http.clone(), server.url.clone());
+            tokio::spawn(async move { http.post(format!("{url}/api/v1/function")).json(&body).send().await })
+        })
+        .collect();
+    let build = {
+        let (http, url) = (server.http.clone(), server.url.clone());
+        let body = json!({"url": geo.import_path, "call": "Encode(1, 2)"});
+        tokio::spawn(async move { http.post(format!("{url}/api/v1/function")).json(&body).send().await })
+    };
+    wait_for_jails(&server, "exec", 4).await;
+    wait_for_jails(&server, "build", 1).await;
+    let (_, ips) = server.admin(Method::GET, "/api/v1/admin/ips").await;
+    assert!(ips["ips"].as_array().unwrap().iter().any(|ip| !ip["in_use_by"].is_null()), "{ips}");
+    server.crash();
+    for call in calls {
+        assert!(call.await.unwrap().is_err(), "no answer from a killed server");
+    }
+    assert!(build.await.unwrap().is_err());
+    // The jails die with their server (their parent-death signal).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sandbox.census().processes.is_empty() {
+        assert!(Instant::now() < deadline, "jails outlived their server: {:?}", sandbox.census());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What a power cut in the middle of writes leaves: temporary names, never renamed.
+    let data = sandbox.data_dir();
+    let leftovers = [
+        data.join("binaries/.tmp-0123abcd-1"),
+        data.join("build/out/0123abcd-half-written"),
+        data.join("build/src/0123abcd-deadbeef.new.4242"),
+        data.join("build/repos/0123abcd.new"),
+        data.join("repos/0123abcd.tmp-77"),
+    ];
+    for path in &leftovers {
+        if path.extension().is_some_and(|e| e == "tmp-77") || path.to_string_lossy().contains("half-written") {
+            std::fs::write(path, b"half").unwrap();
+        } else {
+            std::fs::create_dir_all(path).unwrap();
+            std::fs::write(path.join("part"), b"half").unwrap();
+        }
+    }
+
+    let mut server = Server::start(&sandbox);
+    // It serves at once: the old dispatcher from its cache, the interrupted build again.
+    let (status, body) = server.call(json!({"url": misc.import_path, "call": "Hello()"})).await;
+    assert_eq!((status, body["built"].as_bool()), (200, Some(false)), "{body}");
+    let (status, body) = server.call(json!({"url": geo.import_path, "call": "Encode(1, 2)"})).await;
+    assert_eq!((status, body["data"].as_str()), (200, Some("1.0000|2.0000")), "{body}");
+    let (status, body) = server.call(json!({"url": misc.import_path, "call": "Hello()", "ip4": true})).await;
+    assert_eq!(status, 200, "every address is free again: {body}");
+    for path in &leftovers {
+        assert!(!path.exists(), "{} is still there", path.display());
+    }
+    let resources = server.admin(Method::GET, "/api/v1/admin/resources").await.1;
+    assert_eq!(resources["jails"]["running"], 0, "{resources}");
+    assert_eq!(resources["ip4"]["leases"], 0, "{resources}");
+    server.stop();
+    sandbox.assert_clean();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netns.links().iter().any(|l| l.starts_with("sk") && l != "skyk0") {
+        assert!(Instant::now() < deadline, "jail links left: {:?}", netns.links());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends raw bytes as a request; returns the status line's code (0 if the server closed
+/// the connection without one).
+fn raw(server: &Server, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_clear_errors_and_the_server_stays_healthy() {
+    if !root_or_skip("hostile_requests_get_clear_errors_and_the_server_stays_healthy") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.extra_config = "[limits]\nclient_timeout = \"1s\"\n".into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let mut server = Server::start(&sandbox);
+    assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
+    let before = server.admin(Method::GET, "/api/v1/admin/resources").await.1;
+    let m = misc.import_path.as_str();
+
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let huge = json!({"url": m, "call": format!("Hello(\"{}\")", "x".repeat(200_000))}).to_string();
+    let long_url = format!("example.test/acme/{}", "a".repeat(10_000));
+    let mut invalid_utf8 = br#"{"url": "example.test/acme/misc", "call": "Hello(\""#.to_vec();
+    invalid_utf8.extend_from_slice(b"\xff\xfe\")\"}");
+    let table: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("not JSON", b"Hello()".to_vec(), 400),
+        ("deep JSON", deep.into_bytes(), 400),
+        ("a huge body", huge.into_bytes(), 413),
+        ("invalid UTF-8", invalid_utf8, 400),
+        ("a number for the url", br#"{"url": 1, "call": "Hello()"}"#.to_vec(), 400),
+        ("an unknown field", json!({"url": m, "call": "Hello()", "shell": "sh"}).to_string().into_bytes(), 400),
+        ("no call", json!({"url": m}).to_string().into_bytes(), 400),
+    ];
+    let mut bodies: Vec<(String, Vec<u8>, u16)> =
+        table.into_iter().map(|(what, body, status)| (what.to_owned(), body, status)).collect();
+    for url in [
+        "https://example.test/acme/misc",
+        "git://example.test/acme/misc",
+        "file:///etc/passwd",
+        "user:secret@example.test/acme/misc",
+        "example.test/acme/../misc",
+        "example.test/acme/misc/../../etc",
+        "example.test/acme/misc\u{0}",
+        "ex\u{0430}mple.test/acme/misc",
+        "example.test/acme/misc?x=1",
+        "example.test/acme/misc#x",
+        "-oProxyCommand=sh/acme/misc",
+        "example.test/acme/mi sc",
+        "",
+        long_url.as_str(),
+    ] {
+        bodies.push((format!("url {url:.60?}"), json!({"url": url, "call": "Hello()"}).to_string().into_bytes(), 400));
+    }
+    for call in [
+        "Hello()}; func init() { panic(1) }; func x() {",
+        ")}; func init() { os.Exit(1) }",
+        "Hello(); os.Exit(1)",
+        "Hello() // comment",
+        "Hello() /* c */",
+        "func() int { return 1 }()",
+        "Hello(",
+        "",
+        "`",
+        "Hello()\nHello()",
+        "Hello(\u{0})",
+        "Hello\u{0}()",
+        "\"a\" + \"b\"",
+    ] {
+        bodies.push((format!("call {call:?}"), json!({"url": m, "call": call}).to_string().into_bytes(), 400));
+    }
+    for version in ["../../etc", "--upload-pack=touch /tmp/x", "v1 v2", "HEAD@{1}"] {
+        let body = json!({"url": m, "call": "Hello()", "version": version}).to_string().into_bytes();
+        bodies.push((format!("version {version:?}"), body, 400));
+    }
+    for (what, body, want) in bodies {
+        let response = server.http.post(format!("{}/api/v1/function", server.url)).body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, want, "{what}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+        assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {text}");
+    }
+    assert_eq!(server.get("/api/v1/function").await.0, 405);
+    assert_eq!(server.get("/../../etc/passwd").await.0, 404);
+    let header = format!("POST /api/v1/function HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
+    let status = raw(&server, header.as_bytes());
+    assert!([400, 431].contains(&status), "huge headers: {status}");
+
+    // Slow clients are cut off: headers dripping in, and a body that never completes.
+    let slow_headers = std::thread::spawn({
+        let addr = server.addr;
+        move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let started = Instant::now();
+            let _ = stream.write_all(b"POST /api/v1/function HTTP/1.1\r\nHost: x\r\n");
+            while started.elapsed() < Duration::from_secs(20) {
+                if stream.write_all(b"X-Slow: 1\r\n").is_err() {
+                    return started.elapsed();
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            started.elapsed()
+        }
+    });
+    let slow_body = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ =
+                stream.write_all(b"POST /api/v1/function HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"url\"");
+            let mut answer = Vec::new();
+            let started = Instant::now();
+            let _ = stream.read_to_end(&mut answer);
+            (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+        })
+    };
+    let cut = tokio::task::spawn_blocking(move || slow_headers.join().unwrap()).await.unwrap();
+    assert!(cut < Duration::from_secs(10), "a slowloris kept its connection for {cut:?}");
+    let (waited, answer) = tokio::task::spawn_blocking(move || slow_body.join().unwrap()).await.unwrap();
+    assert!(waited < Duration::from_secs(10), "a slow body held its connection for {waited:?}: {answer}");
+
+    // Thousands of connections at once, then gone: the server answers throughout.
+    let mut crowd = Vec::new();
+    for _ in 0..3000 {
+        crowd.push(TcpStream::connect(server.addr).unwrap());
+    }
+    let started = Instant::now();
+    assert_eq!(server.data(m, "Hello()").await, "hello");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(crowd);
+
+    // Nothing was lost: the server holds what it held before.
+    health_until(&server, "the server to be idle", Duration::from_secs(30), |h| h["jails"]["running"] == 0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = server.admin(Method::GET, "/api/v1/admin/resources").await.1;
+        let same = ["open_fds", "child_processes", "mounts", "root_clones"].iter().all(|k| now[k] == before[k]);
+        if same {
+            break;
+        }
+        assert!(Instant::now() < deadline, "before: {before}\nnow: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop();
+    sandbox.assert_clean();
+}
+
+/// A Go string literal for `s`: printable ASCII as is, everything else escaped.
+fn go_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_literals_reach_the_function_exactly() {
+    if !root_or_skip("random_literals_reach_the_function_exactly") {
+        return;
+    }
+    use rand::Rng;
+    let sandbox = Sandbox::new();
+    let geo = Repo::from_fixture(&sandbox, "acme", "geo", "geo");
+    let mut server = Server::start(&sandbox);
+    let url = geo.import_path.as_str();
+    let mut rng = rand::rng();
+    for _ in 0..40 {
+        // Strings of any characters (quotes, backslashes, controls, NUL, astral planes).
+        let text: String = (0..rng.random_range(0..12))
+            .map(|_| match rng.random_range(0..4) {
+                0 => ['"', '\\', '\n', '\0', '`', '\''][rng.random_range(0..6)],
+                1 => rng.random_range(' '..='~'),
+                _ => rng.random::<char>(),
+            })
+            .collect();
+        let (status, body) =
+            server.call(json!({"url": url, "call": format!("Join(\"\", {})", go_string(&text))})).await;
+        assert_eq!((status, body["data"].as_str()), (200, Some(text.as_str())), "{text:?}: {body}");
+
+        let (a, b) = (rng.random::<i64>(), rng.random::<i64>());
+        let (status, body) = server.call(json!({"url": url, "call": format!("Sum({a}, {b})")})).await;
+        let sum = a.wrapping_add(b).to_string();
+        assert_eq!((status, body["data"].as_str()), (200, Some(sum.as_str())), "Sum({a}, {b}): {body}");
+
+        // Constants that do not fit their parameter are refused as the compiler would.
+        let x = rng.random_range(-300i32..600);
+        let (status, body) = server.call(json!({"url": url, "call": format!("Small({x})")})).await;
+        if (0..=255).contains(&x) {
+            assert_eq!((status, body["data"].as_str()), (200, Some(x.to_string().as_str())), "{body}");
+        } else {
+            assert_eq!(status, 422, "Small({x}): {body}");
+            assert!(body["error"].as_str().unwrap().contains("overflows"), "{body}");
+        }
+    }
+    server.stop();
+    sandbox.assert_clean();
+}
