@@ -41,10 +41,14 @@ type Client struct {
 // NewClient makes a client for the server at url (scheme and host, e.g.
 // "http://demo.skyisland.io") and port, with a timeout for each request.
 func NewClient(url string, port int, timeout time.Duration) *Client {
+	// The server closes connections idle for its client_timeout (10s by default): give
+	// them up first, rather than send a request on one as it closes.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.IdleConnTimeout = 4 * time.Second
 	return &Client{
 		Endpoint:    strings.TrimRight(url, "/") + ":" + strconv.Itoa(port),
 		AdminHeader: "X-Sky-Island-Token",
-		HTTP:        &http.Client{Timeout: timeout},
+		HTTP:        &http.Client{Timeout: timeout, Transport: transport},
 	}
 }
 

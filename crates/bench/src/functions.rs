@@ -153,7 +153,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     repository(&args.dir, "misc")?;
     let server = start(&args.dir, "")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()?;
     let url = server.url.clone();
     let first_runs = 5;
     let hand = hand_go_build(&args.dir, first_runs)?;
@@ -247,7 +250,10 @@ pub fn run_network(args: Args) -> anyhow::Result<()> {
     );
     let server = start(&args.dir, &extra)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()?;
     let url = server.url.clone();
     let (mut plain, mut networked) = runtime.block_on(async {
         call(&http, &url, json!({"url": REPO, "call": "Encode(1, 2)"})).await?;
@@ -333,7 +339,10 @@ pub fn run_cache(args: Args) -> anyhow::Result<()> {
     repository(&args.dir, "geo")?;
     let server = start(&args.dir, "")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()?;
     let url = server.url.clone();
     let hit = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"});
     let jail = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false});

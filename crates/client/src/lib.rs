@@ -99,7 +99,9 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() <= "https://".len() {
             return Err(Error::BadUrl(server.to_owned()));
         }
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        // The server closes connections idle for `limits.client_timeout` (10 s by default):
+        // give them up first, rather than send a request on one as it closes.
+        let http = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(4)).build()?;
         Ok(Client {
             base: base.to_owned(),
             http,

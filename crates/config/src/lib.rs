@@ -45,6 +45,9 @@ pub struct Config {
     pub statsd_addr: Option<SocketAddr>,
     /// Prefix (joined with a dot) of the StatsD metric names; empty for none.
     pub statsd_prefix: String,
+    /// The server's log lines on stderr: `text` or `json` (one object per line). Either
+    /// way, the lines of a request carry its id.
+    pub log_format: LogFormat,
     pub cache: Cache,
     pub rate_limit: RateLimit,
     pub auth: Auth,
@@ -67,12 +70,21 @@ impl Default for Config {
             network: Network::default(),
             statsd_addr: None,
             statsd_prefix: String::new(),
+            log_format: LogFormat::Text,
             cache: Cache::default(),
             rate_limit: RateLimit::default(),
             auth: Auth::default(),
             circuit_breaker: CircuitBreaker::default(),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The admin API's credentials.

@@ -112,6 +112,24 @@ impl fmt::Display for Call {
     }
 }
 
+/// A Go interpreted string literal holding `text` exactly: printable ASCII as is, quotes
+/// and backslashes escaped, every other character as `\U` and eight hex digits. For
+/// callers that put arbitrary text into a call.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Parses and validates `source`.
 pub fn parse(source: &str) -> Result<Call, CallError> {
     if source.len() > MAX_CALL_LEN {

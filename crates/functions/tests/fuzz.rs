@@ -36,21 +36,6 @@ fn soup() -> impl Strategy<Value = String> {
     prop::collection::vec(token, 0..24).prop_map(|tokens| tokens.join(""))
 }
 
-/// A Go string literal for `s`: printable ASCII as is, everything else escaped.
-fn go_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -89,7 +74,7 @@ proptest! {
         text in "\\PC{0,20}",
     ) {
         let mut args: Vec<String> = ints.iter().map(|n| n.to_string()).collect();
-        args.push(go_string(&text));
+        args.push(call::quote(&text));
         let source = format!("Fn({})", args.join(", "));
         let call = call::parse(&source).unwrap_or_else(|e| panic!("{source}: {e}"));
         let literal = call.literal_args.expect("literal arguments go to the dispatcher");
@@ -103,7 +88,7 @@ proptest! {
                 other => prop_assert!(false, "{other:?} for {n}"),
             }
         }
-        prop_assert_eq!(literal.last(), Some(&Arg::Str(go_string(&text))));
+        prop_assert_eq!(literal.last(), Some(&Arg::Str(call::quote(&text))));
     }
 
     #[test]

@@ -66,10 +66,7 @@ async fn every_client_against_a_real_server() {
     let mut sandbox = Sandbox::new();
     sandbox.jails_config = "exec_timeout = \"2s\"".into();
     // Every suite builds the broken package: no circuit breaker in the way.
-    sandbox.extra_config = format!(
-        "[circuit_breaker]\nfailures = 0\n[network.ip4]\nbridge = \"skyc0\"\ncidr = \"10.213.9.0/24\"\ngateway = \"10.213.9.1\"\nstart_addr = \"10.213.9.20\"\nrange = 4\nnetns = \"{}\"\n",
-        netns.path.display()
-    );
+    sandbox.extra_config = format!("[circuit_breaker]\nfailures = 0\n{}", support::ip4_config(&netns, "skyc0", 9, 4));
     let mut server = Server::start(&sandbox);
     let fx = fixtures(&sandbox, &server);
     let env = fx.env.clone();

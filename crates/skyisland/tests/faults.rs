@@ -71,10 +71,7 @@ async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() 
     let netns = NetNs::new();
     let mut sandbox = Sandbox::new();
     sandbox.jails_config = "exec_timeout = \"60s\"".into();
-    sandbox.extra_config = format!(
-        "[cache]\nrequest_cache = false\n[network.ip4]\nbridge = \"skyk0\"\ncidr = \"10.213.11.0/24\"\ngateway = \"10.213.11.1\"\nstart_addr = \"10.213.11.20\"\nrange = 4\nnetns = \"{}\"\n",
-        netns.path.display()
-    );
+    sandbox.extra_config = format!("[cache]\nrequest_cache = false\n{}", support::ip4_config(&netns, "skyk0", 11, 4));
     let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
     let geo = Repo::from_fixture(&sandbox, "acme", "geo", "geo");
     let mut server = Server::start(&sandbox);
@@ -304,21 +301,6 @@ async fn hostile_requests_get_clear_errors_and_the_server_stays_healthy() {
     sandbox.assert_clean();
 }
 
-/// A Go string literal for `s`: printable ASCII as is, everything else escaped.
-fn go_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_literals_reach_the_function_exactly() {
     if !root_or_skip("random_literals_reach_the_function_exactly") {
@@ -339,8 +321,9 @@ async fn random_literals_reach_the_function_exactly() {
                 _ => rng.random::<char>(),
             })
             .collect();
-        let (status, body) =
-            server.call(json!({"url": url, "call": format!("Join(\"\", {})", go_string(&text))})).await;
+        let (status, body) = server
+            .call(json!({"url": url, "call": format!("Join(\"\", {})", skyisland_functions::call::quote(&text))}))
+            .await;
         assert_eq!((status, body["data"].as_str()), (200, Some(text.as_str())), "{text:?}: {body}");
 
         let (a, b) = (rng.random::<i64>(), rng.random::<i64>());

@@ -151,10 +151,7 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
     let netns = NetNs::new();
     let mut sandbox = Sandbox::new();
     sandbox.jails_config = "exec_timeout = \"2s\"\nmemory_limit = \"64MiB\"".into();
-    sandbox.extra_config = format!(
-        "[network.ip4]\nbridge = \"skyl0\"\ncidr = \"10.213.12.0/24\"\ngateway = \"10.213.12.1\"\nstart_addr = \"10.213.12.20\"\nrange = 6\nkeep_idle = \"500ms\"\nnetns = \"{}\"\n",
-        netns.path.display()
-    );
+    sandbox.extra_config = format!("{}keep_idle = \"500ms\"\n", support::ip4_config(&netns, "skyl0", 12, 6));
     let geo = Repo::from_fixture(&sandbox, "acme", "geo", "geo");
     let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
     let net = Repo::from_fixture(&sandbox, "acme", "netcheck", "netcheck");

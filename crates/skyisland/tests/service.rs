@@ -236,24 +236,40 @@ async fn rate_limits_per_address_and_per_key_and_api_keys() {
     if !root_or_skip("rate_limits_per_address_and_per_key_and_api_keys") {
         return;
     }
-    // Per client address: a bucket of 3, refilled at 1 a second.
+    // Per client address: a bucket of 3, refilled at one token every 2 s.
     let mut sandbox = Sandbox::new();
-    sandbox.extra_config = "[rate_limit]\nper_second = 1\nburst = 3\n".into();
+    sandbox.top_config = "log_format = \"json\"".into();
+    sandbox.extra_config = "[rate_limit]\nper_second = 0.5\nburst = 3\n".into();
     let server = Server::start(&sandbox);
-    // Invalid bodies pass the guard and fail after it: cheap requests that count.
-    for _ in 0..3 {
-        assert_eq!(server.call_with("{", &[]).await.0, 400);
-    }
-    let (status, headers, body) = server.call_with("{", &[]).await;
-    assert_eq!(status, 429, "{body}");
-    assert_eq!(headers["retry-after"], "1");
+    // Invalid bodies pass the guard and fail after it: cheap requests that count. The
+    // first three always pass; then a 429 comes (a slow machine may refill a token first).
+    let mut sent = 0;
+    let (headers, body) = loop {
+        let (status, headers, body) = server.call_with("{", &[]).await;
+        sent += 1;
+        if status == 429 {
+            break (headers, body);
+        }
+        assert_eq!(status, 400, "{body}");
+        assert!(sent < 20, "never limited");
+    };
+    assert!(sent > 3, "the burst of 3 passed");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
     assert!(body["error"].as_str().unwrap().contains("client address"), "{body}");
     for _ in 0..10 {
         assert_eq!(server.get("/healthcheck").await.0, 200, "the health check is not limited");
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(server.call_with("{", &[]).await.0, 400, "the bucket refills");
     assert!(server.metric("skyisland_rate_limited_total", &[r#"by="client address""#]).await >= 1.0);
+    let log = server.log();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}")))
+        .collect();
+    let limited = entries.iter().find(|e| e["fields"]["message"] == "rate limited").expect("a line for the 429");
+    assert!(limited["span"]["id"].as_str().is_some_and(|id| id.len() >= 32), "with its request id: {limited}");
     drop(server);
 
     // API keys: one configured, one made with the CLI (with a rate of its own).
@@ -262,7 +278,7 @@ async fn rate_limits_per_address_and_per_key_and_api_keys() {
         "[auth]\napi_keys_required = true\napi_keys = [\"configured-key-0123456789\"]\nkey_header = \"X-Key\"\n".into();
     let config = sandbox.config();
     let api_key = |args: &[&str]| run(Command::new(bin()).args(["api-key", "--config"]).arg(&config).args(args));
-    let limited = api_key(&["new", "--name", "ci", "--per-second", "1", "--burst", "2"]).trim().to_owned();
+    let limited = api_key(&["new", "--name", "ci", "--per-second", "0.05", "--burst", "2"]).trim().to_owned();
     let server = Server::start(&sandbox);
 
     let (status, headers, body) = server.call_with("{", &[]).await;
@@ -352,7 +368,7 @@ async fn circuit_breakers_and_request_limits() {
     assert_eq!(server.call_with(&huge, &[]).await.0, 413);
 
     // One request in flight, one waiting; a third is refused at once.
-    let slow = json!({"url": misc.import_path, "call": "Sleep(1500)"}).to_string();
+    let slow = json!({"url": misc.import_path, "call": "Sleep(3000)"}).to_string();
     let (r1, r2, r3) =
         tokio::join!(server.call_with(&slow, &[]), server.call_with(&slow, &[]), server.call_with(&slow, &[]));
     let mut statuses = [r1.0, r2.0, r3.0];

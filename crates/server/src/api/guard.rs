@@ -74,6 +74,7 @@ fn client_bucket(addr: IpAddr) -> IpAddr {
 fn too_many(by: &'static str, wait: Duration) -> ApiError {
     metrics::counter!("skyisland_rate_limited_total", "by" => by).increment(1);
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    tracing::debug!(by, retry_after = seconds, "rate limited");
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("rate limit of this {by} exceeded; retry in {seconds}s"))
         .retry_after(seconds)
 }

@@ -16,12 +16,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use subtle::ConstantTimeEq;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -31,6 +33,8 @@ pub use guard::Guard;
 use crate::App;
 
 pub fn router(app: Arc<App>) -> Router {
+    let idle = app.config.limits.client_timeout.get().as_secs().saturating_sub(1).max(1);
+    let keep_alive = HeaderValue::from_str(&format!("timeout={idle}")).expect("digits are a valid header value");
     let admin = Router::new()
         .route("/api/v1/admin/api-stats", get(admin::api_stats))
         .route("/api/v1/admin/resources", get(resources::resources))
@@ -57,8 +61,12 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(PropagateRequestIdLayer::x_request_id()),
+                // Failed calls are answers, not server failures: no ERROR line per 5xx.
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // Clients that honour it give idle connections up before the server
+                // closes them (after `client_timeout`).
+                .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("keep-alive"), keep_alive)),
         )
         .with_state(app)
 }

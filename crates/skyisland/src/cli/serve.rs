@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use skyisland_config::LogFormat;
 use skyisland_functions::Functions;
 use skyisland_runner::Jails;
 use skyisland_server::App;
@@ -16,11 +17,13 @@ use super::load;
 pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load(config)?);
     skyisland_runner::machine::require_root("serve")?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     if skyisland_runner::machine::init(&config)? {
         tracing::info!("laid down the base root filesystem");
     }

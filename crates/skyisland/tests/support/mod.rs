@@ -265,7 +265,12 @@ impl Server {
             }
         };
         let addr = url.trim_start_matches("http://").parse().unwrap();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().unwrap();
+        // Idle connections are given up before the server's keep-alive timeout closes them.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(180))
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build()
+            .unwrap();
         Server { child: Some(child), addr, url, http, stderr }
     }
 
@@ -706,4 +711,13 @@ pub async fn health_until(server: &Server, what: &str, timeout: Duration, f: imp
         assert!(Instant::now() < deadline, "timed out waiting for {what}; health: {health}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A `[network.ip4]` table for `10.213.<net>.0/24` with its bridge in `netns` (more keys
+/// may follow it).
+pub fn ip4_config(netns: &NetNs, bridge: &str, net: u8, range: u32) -> String {
+    format!(
+        "[network.ip4]\nbridge = \"{bridge}\"\ncidr = \"10.213.{net}.0/24\"\ngateway = \"10.213.{net}.1\"\nstart_addr = \"10.213.{net}.20\"\nrange = {range}\ndns = [\"10.213.{net}.1\"]\nnetns = \"{}\"\n",
+        netns.path.display()
+    )
 }
