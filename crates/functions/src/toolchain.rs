@@ -242,6 +242,7 @@ fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
         ("tmp", |_| true),
         ("src", |name| name.contains(".new.")),
         ("repos", |name| name.ends_with(".new")),
+        // (Inside the clones, below: git's lock files and incoming packs.)
         ("tools", |name| name.ends_with(".new")),
     ] {
         let parent = dir.join(sub);
@@ -258,7 +259,37 @@ fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
             }
         }
     }
+    // A git killed in the middle of a fetch leaves its lock files (`shallow.lock`,
+    // `*.lock` under refs) and temporary packs; with them every later fetch fails.
+    let repos = dir.join("repos");
+    for entry in std::fs::read_dir(&repos).map_err(io("list", &repos))?.filter_map(Result::ok) {
+        remove_git_leftovers(&entry.path(), 0).map_err(io("clean", &entry.path()))?;
+    }
     // Sources of the generator, written by this process, must stay ours.
+    Ok(())
+}
+
+/// Removes, below a bare repository, what a killed git leaves: `*.lock` files, and
+/// `tmp_*` packs and `incoming-*` quarantine directories under `objects`.
+fn remove_git_leftovers(dir: &Path, depth: usize) -> std::io::Result<()> {
+    if depth > 8 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() && name.starts_with("incoming-") {
+            tracing::info!(path = %path.display(), "removing what an interrupted fetch left");
+            std::fs::remove_dir_all(&path)?;
+        } else if kind.is_dir() {
+            remove_git_leftovers(&path, depth + 1)?;
+        } else if name.ends_with(".lock") || (name.starts_with("tmp_") && dir.ends_with("pack")) {
+            tracing::info!(path = %path.display(), "removing what an interrupted fetch left");
+            std::fs::remove_file(&path)?;
+        }
+    }
     Ok(())
 }
 

@@ -108,6 +108,17 @@ async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() 
 
     // What a power cut in the middle of writes leaves: temporary names, never renamed.
     let data = sandbox.data_dir();
+    // And what a git killed in a fetch leaves: its lock files.
+    let mut locks = Vec::new();
+    for clone in std::fs::read_dir(data.join("build/repos")).unwrap().flatten() {
+        for lock in ["shallow.lock", "refs/skyisland/x.lock"] {
+            let path = clone.path().join(lock);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"").unwrap();
+            locks.push(path);
+        }
+    }
+    assert!(!locks.is_empty());
     let leftovers = [
         data.join("binaries/.tmp-0123abcd-1"),
         data.join("build/out/0123abcd-half-written"),
@@ -132,9 +143,12 @@ async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() 
     assert_eq!((status, body["data"].as_str()), (200, Some("1.0000|2.0000")), "{body}");
     let (status, body) = server.call(json!({"url": misc.import_path, "call": "Hello()", "ip4": true})).await;
     assert_eq!(status, 200, "every address is free again: {body}");
-    for path in &leftovers {
+    for path in leftovers.iter().chain(&locks) {
         assert!(!path.exists(), "{} is still there", path.display());
     }
+    // Fetching again works.
+    let (status, body) = server.call(json!({"url": misc.import_path, "call": "Hello()", "cache_bust": true})).await;
+    assert_eq!(status, 200, "{body}");
     let resources = server.admin(Method::GET, "/api/v1/admin/resources").await.1;
     assert_eq!(resources["jails"]["running"], 0, "{resources}");
     assert_eq!(resources["ip4"]["leases"], 0, "{resources}");

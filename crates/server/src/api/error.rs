@@ -19,6 +19,10 @@ pub struct ApiError {
     pub headers: Vec<(&'static str, &'static str)>,
 }
 
+/// Answers sent before the request's body was read close the connection, and say so:
+/// what is left of the body would otherwise be read as the next request, and a client
+/// reusing the connection would find it closed under its next request.
+
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into(), extra: Map::new(), retry_after: None, headers: Vec::new() }
@@ -37,6 +41,11 @@ impl ApiError {
     pub fn with_header(mut self, name: &'static str, value: &'static str) -> ApiError {
         self.headers.push((name, value));
         self
+    }
+
+    /// For an answer sent before the request's body was read (see above).
+    pub fn closing(self) -> ApiError {
+        self.with_header("connection", "close")
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {

@@ -61,7 +61,8 @@ pub const CACHE_HEADER: &str = "x-sky-island-cache";
 
 pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    // Too large or too slow: the rest of the body is not read.
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()).closing())?;
     let request: FunctionRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let answer = app

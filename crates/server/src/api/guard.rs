@@ -77,11 +77,12 @@ fn too_many(by: &'static str, wait: Duration) -> ApiError {
     tracing::debug!(by, retry_after = seconds, "rate limited");
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("rate limit of this {by} exceeded; retry in {seconds}s"))
         .retry_after(seconds)
+        .closing()
 }
 
 /// The key a request carries: `Authorization: Bearer KEY` or the configured header.
 fn given_key<'a>(request: &'a Request, header: &str) -> Result<Option<&'a str>, ApiError> {
-    let bad = || ApiError::bad_request("the API key header is not valid text");
+    let bad = || ApiError::bad_request("the API key header is not valid text").closing();
     if let Some(value) = request.headers().get(header) {
         return value.to_str().map(|v| Some(v.trim())).map_err(|_| bad());
     }
@@ -90,7 +91,8 @@ fn given_key<'a>(request: &'a Request, header: &str) -> Result<Option<&'a str>, 
             let value = value.to_str().map_err(|_| bad())?;
             match value.split_once(' ') {
                 Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(key.trim())),
-                _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be \"Bearer KEY\"")),
+                _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be \"Bearer KEY\"")
+                    .closing()),
             }
         }
         None => Ok(None),
@@ -105,7 +107,7 @@ pub async fn guard_function(State(app): State<Arc<App>>, request: Request, next:
             Some(found) => Some(found),
             None => {
                 metrics::counter!("skyisland_auth_rejected_total", "reason" => "unknown").increment(1);
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "unknown API key"));
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "unknown API key").closing());
             }
         },
         None if auth.api_keys_required => {
@@ -114,7 +116,8 @@ pub async fn guard_function(State(app): State<Arc<App>>, request: Request, next:
                 StatusCode::UNAUTHORIZED,
                 format!("an API key is required: send Authorization: Bearer KEY or the {} header", auth.key_header),
             )
-            .with_header("www-authenticate", "Bearer"));
+            .with_header("www-authenticate", "Bearer")
+            .closing());
         }
         None => None,
     };
@@ -132,7 +135,7 @@ pub async fn guard_function(State(app): State<Arc<App>>, request: Request, next:
     }
     let _permit = guard.in_flight.enter().await.map_err(|e| {
         metrics::counter!("skyisland_overloaded_total").increment(1);
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1).closing()
     })?;
     Ok(next.run(request).await)
 }

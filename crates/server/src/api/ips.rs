@@ -61,7 +61,7 @@ pub async fn set(
     AppState(app): AppState<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()).closing())?;
     let request: SetState =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let network = network(&app)?;

@@ -98,10 +98,11 @@ async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!("admin endpoints need the admin token in the {header} header"),
-        ));
+        )
+        .closing());
     };
     if !bool::from(given.as_bytes().ct_eq(app.admin_token.as_bytes())) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token"));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token").closing());
     }
     Ok(next.run(request).await)
 }
