@@ -19,9 +19,9 @@ pub struct ApiError {
     pub headers: Vec<(&'static str, &'static str)>,
 }
 
-/// Answers sent before the request's body was read close the connection, and say so:
-/// what is left of the body would otherwise be read as the next request, and a client
-/// reusing the connection would find it closed under its next request.
+// Answers sent before the request's body was read close the connection, and say so:
+// what is left of the body would otherwise be read as the next request, and a client
+// reusing the connection would find it closed under its next request.
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
