@@ -111,10 +111,15 @@ async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() 
     // And what a git killed in a fetch leaves: its lock files.
     let mut locks = Vec::new();
     for clone in std::fs::read_dir(data.join("build/repos")).unwrap().flatten() {
+        // As the build jail's git would: owned by the build uid.
+        let owner = std::os::unix::fs::MetadataExt::uid(&clone.metadata().unwrap());
         for lock in ["shallow.lock", "refs/skyisland/x.lock"] {
             let path = clone.path().join(lock);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, b"").unwrap();
+            for made in [path.as_path(), path.parent().unwrap()] {
+                std::os::unix::fs::chown(made, Some(owner), Some(owner)).unwrap();
+            }
             locks.push(path);
         }
     }
