@@ -14,8 +14,12 @@
 //! `skyisland_circuit_opened_total`, `skyisland_circuit_rejected_total`,
 //! `skyisland_redis_up`, `skyisland_accept_errors_total`.
 
+use std::io;
+use std::net::UdpSocket;
+use std::sync::Arc;
 use std::time::Duration;
 
+use cadence::{BufferedUdpMetricSink, MetricSink, QueuingMetricSink, SinkStats};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_exporter_statsd::StatsdBuilder;
 use metrics_util::layers::FanoutBuilder;
@@ -25,6 +29,32 @@ use skyisland_config::Config;
 const BUCKETS: [f64; 16] =
     [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0];
 
+/// StatsD datagrams carry up to this many bytes of metrics (well under any MTU).
+const STATSD_DATAGRAM: usize = 1432;
+/// Metrics waiting for the sending thread; beyond this, new ones are dropped.
+const STATSD_QUEUE: usize = 8192;
+/// How long a metric may wait in a datagram that is not full yet.
+const STATSD_FLUSH: Duration = Duration::from_secs(1);
+
+/// cadence's buffered UDP sink, shared so that a timer can flush it: by itself it sends
+/// only when a datagram is full, which on a quiet server may be never.
+#[derive(Clone)]
+struct FlushedSink(Arc<BufferedUdpMetricSink>);
+
+impl MetricSink for FlushedSink {
+    fn emit(&self, metric: &str) -> io::Result<usize> {
+        self.0.emit(metric)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.0.stats()
+    }
+}
+
 /// Installs the process's recorder; returns the handle `/metrics` renders. Call once.
 pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
     let prometheus = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?;
@@ -32,11 +62,23 @@ pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
     let handle = prometheus.handle();
     let mut fanout = FanoutBuilder::default().add_recorder(prometheus);
     if let Some(addr) = config.statsd_addr {
-        let statsd = StatsdBuilder::from(addr.ip().to_string(), addr.port())
-            .with_client_udp_host(if addr.is_ipv4() { "0.0.0.0" } else { "::" })
-            .histogram_is_timer()
-            .build(Some(&config.statsd_prefix))?;
+        let socket = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        socket.set_nonblocking(true)?;
+        let sink = FlushedSink(Arc::new(BufferedUdpMetricSink::with_capacity(addr, socket, STATSD_DATAGRAM)?));
+        // Sending happens on the queue's own thread, never on a request's.
+        let queued = QueuingMetricSink::with_capacity(sink.clone(), STATSD_QUEUE);
+        let statsd =
+            StatsdBuilder::from("", 0).with_sink(queued).histogram_is_timer().build(Some(&config.statsd_prefix))?;
         fanout = fanout.add_recorder(statsd);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STATSD_FLUSH).await;
+                // A full buffer was sent already; this sends what a quiet second left.
+                if let Err(err) = sink.flush() {
+                    tracing::debug!(%err, "StatsD flush failed");
+                }
+            }
+        });
         tracing::info!(%addr, "sending metrics to StatsD");
     }
     metrics::set_global_recorder(fanout.build())

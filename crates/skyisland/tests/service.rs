@@ -119,6 +119,21 @@ async fn the_request_cache_answers_identical_calls_without_a_jail() {
         }
     }
     assert!(seen.contains("skyisland_http_requests_total:1|c"), "StatsD datagrams: {seen}");
+    // A lone request on a quiet server is sent too, without waiting for a full datagram.
+    statsd.set_nonblocking(true).unwrap();
+    while statsd.recv(&mut buf).is_ok() {}
+    std::thread::sleep(Duration::from_millis(1500));
+    while statsd.recv(&mut buf).is_ok() {}
+    statsd.set_nonblocking(false).unwrap();
+    let _ = server.health().await;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("/healthcheck") && Instant::now() < deadline {
+        if let Ok(n) = statsd.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(seen.contains("/healthcheck"), "the health check's metrics never came: {seen}");
     let mut server = server;
     server.stop();
     sandbox.assert_clean();
