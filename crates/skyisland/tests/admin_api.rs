@@ -72,6 +72,68 @@ async fn health_and_admin_authentication() {
     assert!(stats["routes"]["GET /api/v1/admin/jails"]["client_errors"].as_u64() >= Some(2), "{stats}");
     assert_eq!(stats["routes"]["GET /api/v1/admin/api-stats"]["client_errors"], 2, "{stats}");
     assert!(stats["statuses"]["404"].as_u64().unwrap() >= 3, "{stats}");
+
+    // The dashboard: a page and its script, no data in either; the admin data comes from
+    // the token-protected endpoints above, in the configured header.
+    let r = server.http.get(format!("{}/", server.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains(r#"<script src="/dashboard.js" data-header="X-Sky-Island-Token">"#), "{page}");
+    let r = server.http.get(format!("{}/dashboard.js", server.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let script = r.text().await.unwrap();
+    for endpoint in ["\"/healthcheck\"", "\"/api/v1/admin/api-stats\"", "\"/api/v1/admin/jails\""] {
+        assert!(script.contains(endpoint), "the dashboard reads {endpoint}");
+    }
+    assert!(!script.contains("innerHTML"), "values are set as text, never as HTML");
+    // The script itself, run by node against this server with a minimal DOM.
+    let file = sandbox.dir.path().join("dashboard.js");
+    std::fs::write(&file, &script).unwrap();
+    let dashboard = |token: Option<&str>| {
+        let harness = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dashboard.mjs");
+        let mut node = std::process::Command::new("node");
+        node.arg(harness).arg(&server.url).arg(&file).arg("X-Sky-Island-Token").args(token);
+        let out = node.output().expect("node (setup.sh installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let page = tokio::task::block_in_place(|| dashboard(None));
+    assert_eq!(page["status"]["text"], "ok", "{page}");
+    assert!(page["build"]["text"].as_str().unwrap().contains(env!("CARGO_PKG_VERSION")), "{page}");
+    let system = page["system"]["text"].as_array().unwrap();
+    assert!(
+        system.iter().any(|row| row[0] == "jails running"
+            && row[1].as_str().unwrap().contains(&format!(" (capacity {}, builds ", support::MAX_JAILS))),
+        "{page}"
+    );
+    assert!(system.iter().any(|row| row[0] == "Redis" && row[1] == "not configured"), "{page}");
+    assert_eq!(page["admin"]["hidden"], true, "no token, no admin data: {page}");
+    assert!(page["routes"]["text"].as_array().is_none(), "no statistics without a token: {page}");
+
+    let page = tokio::task::block_in_place(|| dashboard(Some("wrong-token")));
+    assert_eq!(
+        (page["admin"]["hidden"].clone(), page["admin-error"]["text"].clone()),
+        (json!(true), json!("wrong admin token"))
+    );
+
+    let page = tokio::task::block_in_place(|| dashboard(Some(support::ADMIN_TOKEN)));
+    assert_eq!(
+        (page["admin"]["hidden"].clone(), page["admin-error"]["text"].clone()),
+        (json!(false), json!("")),
+        "{page}"
+    );
+    let routes = page["routes"]["text"].as_array().unwrap();
+    assert_eq!(routes[0][0], "route", "{page}");
+    assert!(
+        routes.iter().any(|row| row[0] == "GET /healthcheck" && row[1].as_str().unwrap().parse::<u64>().unwrap() >= 3),
+        "{page}"
+    );
+    assert!(page["stats-summary"]["text"].as_str().unwrap().contains("requests since start-up"), "{page}");
+    assert_eq!(page["jails"]["text"][0], json!(["id", "kind", "running", "state", "ip4", "started"]), "{page}");
+
     server.stop();
     sandbox.assert_clean();
 }

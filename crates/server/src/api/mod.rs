@@ -2,6 +2,7 @@
 //! statuses through [`ApiError`]; nothing below this module knows HTTP.
 
 mod admin;
+mod dashboard;
 pub mod error;
 pub mod function;
 mod guard;
@@ -49,6 +50,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/function", post(function::call))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), guard::guard_function));
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
         .route("/healthcheck", get(health::healthcheck))
         .route("/metrics", get(health::metrics))
         .merge(function)
