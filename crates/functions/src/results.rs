@@ -116,6 +116,15 @@ impl Results {
         keys.len()
     }
 
+    /// Drops every result; returns how many there were.
+    pub fn clear(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.entries.len();
+        inner.entries.clear();
+        inner.bytes = 0;
+        n
+    }
+
     /// Drops the expired results; returns how many there were.
     pub fn purge_expired(&self) -> usize {
         let now = now_ms();

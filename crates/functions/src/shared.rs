@@ -6,12 +6,16 @@
 //!
 //! Redis is never needed: while it is unreachable every operation returns at once with
 //! nothing (the server works from its local caches), the outage is logged once and shown
-//! by the health endpoint, and a background task reconnects with backoff.
+//! by the health endpoint, and a background task reconnects with backoff. A bust made
+//! while Redis is unreachable is kept and carried out once it is back; and since busts
+//! the other servers made meanwhile never reached this one, a reconnected server drops
+//! its in-memory results (they were stale for at most the outage).
 //!
 //! Keys (under the configured prefix): `result:<key>` (JSON, expiring with the result),
 //! `binary:<key>` (a hash: `info` JSON and `data` bytes), and per repository the sets
 //! `repo-results:<repo>` and `repo-binaries:<repo>` naming them for `cache_bust`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +47,8 @@ pub struct Shared {
     /// Wakes the maintenance task when an operation finds Redis gone.
     lost: Notify,
     status: Mutex<Status>,
+    /// Busts that did not reach Redis (repository → its key), to carry out when it is back.
+    pending_busts: Mutex<BTreeMap<String, String>>,
 }
 
 /// What the health endpoint says about Redis.
@@ -68,6 +74,7 @@ impl Shared {
             connection: RwLock::new(None),
             up: AtomicBool::new(false),
             lost: Notify::new(),
+            pending_busts: Mutex::default(),
         }))
     }
 
@@ -183,8 +190,11 @@ impl Shared {
             *self.connection.write().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
             self.up.store(true, Ordering::Release);
             self.set_status(true, None);
-            tracing::info!(redis = %self.shown_url, "connected to Redis; sharing results and binaries");
+            // Busts by other servers may have been missed while we were away.
+            let dropped = results.clear();
+            tracing::info!(redis = %self.shown_url, dropped, "connected to Redis; sharing results and binaries");
             backoff = BACKOFF_MIN;
+            self.replay_busts().await;
 
             let mut ping = tokio::time::interval(PING_EVERY);
             let mut messages = pubsub.on_message();
@@ -202,7 +212,7 @@ impl Shared {
                     _ = ping.tick() => {
                         let pong = tokio::time::timeout(QUICK, redis::cmd("PING").query_async::<String>(&mut connection)).await;
                         match pong {
-                            Ok(Ok(_)) => {}
+                            Ok(Ok(_)) => self.replay_busts().await,
                             Ok(Err(e)) => break e.to_string(),
                             Err(_) => break format!("PING took longer than {QUICK:?}"),
                         }
@@ -306,8 +316,35 @@ impl Shared {
         .await;
     }
 
-    /// Drops the repository's shared results and binaries and tells the other servers.
+    /// Drops the repository's shared results and binaries and tells the other servers;
+    /// while Redis is unreachable, keeps the bust for when it is back.
     pub async fn bust_repo(&self, repo: &str, repo_key: &str) {
+        // (A failure with Redis up, such as a refused script, was logged and is not retried.)
+        if self.bust_now(repo, repo_key).await.is_none() && !self.is_up() {
+            tracing::info!(%repo, "Redis is unreachable; the bust reaches the other servers once it is back");
+            self.pending().insert(repo.to_owned(), repo_key.to_owned());
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.pending_busts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out the busts Redis missed.
+    async fn replay_busts(&self) {
+        loop {
+            let Some((repo, repo_key)) = self.pending().pop_first() else { return };
+            if self.bust_now(&repo, &repo_key).await.is_some() {
+                tracing::info!(%repo, "carried out a bust made while Redis was unreachable");
+            } else if !self.is_up() {
+                // Unreachable again: keep it for the next connection.
+                self.pending().insert(repo, repo_key);
+                return;
+            }
+        }
+    }
+
+    async fn bust_now(&self, repo: &str, repo_key: &str) -> Option<i64> {
         let results = self.key("repo-results", repo_key);
         let binaries = self.key("repo-binaries", repo_key);
         let channel = self.bust_channel();
@@ -325,7 +362,7 @@ impl Shared {
         self.run::<i64>("cache bust", QUICK, async |mut c| {
             script.key(&results).key(&binaries).arg(&channel).arg(repo).invoke_async(&mut c).await
         })
-        .await;
+        .await
     }
 }
 

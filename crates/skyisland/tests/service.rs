@@ -212,7 +212,9 @@ async fn servers_share_results_and_binaries_through_redis_and_outlive_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Redis goes away: both keep serving, from their own caches and jails, and say so.
+    // Redis goes away (its data kept, as in a network partition): both keep serving, from
+    // their own caches and jails, and say so.
+    redis.cli(&["SAVE"]);
     redis.stop();
     for server in [&a, &b] {
         health_until(server, "the server to notice Redis is gone", Duration::from_secs(20), |h| {
@@ -226,6 +228,9 @@ async fn servers_share_results_and_binaries_through_redis_and_outlive_it() {
     assert_eq!(cache, "miss");
     assert!(started.elapsed() < Duration::from_secs(5), "no waiting on a dead Redis: {:?}", started.elapsed());
     assert!(a.log().contains("Redis is unreachable"), "{}", a.log());
+    // A bust meanwhile cannot reach Redis or b now; it is not lost.
+    let (h3, _, _) = ok(&a, json!({"url": url, "call": "Hostname()", "cache_bust": true})).await;
+    assert_ne!(h3, h2);
 
     // It comes back by itself.
     redis.restart();
@@ -235,6 +240,18 @@ async fn servers_share_results_and_binaries_through_redis_and_outlive_it() {
         })
         .await;
     }
+    // The bust is carried out once Redis is back, and b does not keep what it missed:
+    // neither its own copy of h2 nor the one Redis kept is served.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.log().contains("carried out a bust made while Redis was unreachable") {
+        assert!(Instant::now() < deadline, "the bust was not carried out: {}", a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dropped = |l: &&str| l.contains("connected to Redis") && l.contains("dropped=") && !l.contains("dropped=0");
+    assert!(b.log().lines().any(|l| dropped(&l)), "b kept its results over the outage: {}", b.log());
+    let (h4, cache, _) = ok(&b, hostname.clone()).await;
+    assert_eq!(cache, "miss");
+    assert!(h4 != h2 && h4 != h1, "b served a busted result");
     let (hello, cache, _) = ok(&a, json!({"url": url, "call": "Hello()"})).await;
     assert_eq!((hello.as_str(), cache.as_str()), ("hello", "miss"));
     let (_, cache, answer) = ok(&b, json!({"url": url, "call": "Hello()"})).await;
