@@ -116,10 +116,20 @@ pub struct Jails {
     active: Arc<AtomicUsize>,
     closing: Arc<AtomicBool>,
     warm: Arc<warm::WarmPool>,
+    /// Requests waiting for a slot to come free; while any waits, no jail is warmed.
+    wanting: Arc<AtomicUsize>,
 }
 
-/// Counts a run as active until dropped (also when its future is cancelled).
+/// Counts a run as active (or a request as wanting a slot) until dropped, also when its
+/// future is cancelled.
 struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn count(counter: &Arc<AtomicUsize>) -> Active {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Active(Arc::clone(counter))
+    }
+}
 
 impl Drop for Active {
     fn drop(&mut self) {
@@ -149,6 +159,7 @@ impl Jails {
             active: Arc::default(),
             closing: Arc::default(),
             warm: Arc::new(warm::WarmPool::new(config.jails.warm_jails)),
+            wanting: Arc::default(),
         })
     }
 
@@ -205,8 +216,7 @@ impl Jails {
     /// Runs one jail to its end: a warm one when one fits the request (its setup already
     /// done), a new one otherwise.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        let _active = Active(Arc::clone(&self.active));
+        let _active = Active::count(&self.active);
         if self.closing.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
@@ -278,8 +288,10 @@ impl Jails {
         if warm {
             launch.program = Program::Later;
         }
-        // Warm jails hold slots; if they hold the last ones, they yield them within this.
+        // A request's slot comes free within this: requests never outnumber slots (the
+        // callers' gates), warm jails yield theirs, and none is warmed while one waits.
         let yield_deadline = Instant::now() + Duration::from_secs(5);
+        let mut _wanting = None;
         let (mut running, out_read, err_read, control) = loop {
             let (out_read, out_write) = pipe_pair()?;
             let (err_read, err_write) = pipe_pair()?;
@@ -314,13 +326,15 @@ impl Jails {
             match launched {
                 Ok(running) => break (running, out_read, err_read, control),
                 // Every slot is taken: a warm jail waiting for work gives its slot to a
-                // request (warming never makes a request fail).
-                Err(HostError::Busy(_)) if !warm && Instant::now() < yield_deadline => {
-                    match self.warm.evict_one() {
+                // request (warming never makes a request fail). Otherwise a slot is on its
+                // way back: a jail being warmed (it gives its slot up once ready), one being
+                // discarded, or a run cleaning up.
+                Err(HostError::Busy(kind)) if !warm && Instant::now() < yield_deadline => {
+                    _wanting.get_or_insert_with(|| Active::count(&self.wanting));
+                    let victim = if kind == SlotKind::Exec { self.warm.evict_one() } else { None };
+                    match victim {
                         Some(victim) => warm::discard(vec![victim]).await,
-                        // One is being set up: it can give its slot up once it is ready.
-                        None if self.warm.creating() > 0 => tokio::time::sleep(Duration::from_millis(1)).await,
-                        None => return Err(launched.unwrap_err().into()),
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
                     }
                 }
                 Err(e) => return Err(e.into()),

@@ -6,8 +6,8 @@
 //! in the background as soon as one is taken.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use skyisland_jail::{Launch, Network, Program, SlotKind};
 
@@ -74,11 +74,6 @@ impl WarmPool {
         self.lock().ready.values().map(Vec::len).sum()
     }
 
-    /// Warm jails being set up.
-    pub(crate) fn creating(&self) -> usize {
-        self.lock().creating.values().sum()
-    }
-
     /// Gives up a warm jail of any profile (its slot is wanted for something else).
     pub(crate) fn evict_one(&self) -> Option<Started> {
         self.lock().ready.values_mut().find_map(Vec::pop)
@@ -91,7 +86,8 @@ impl WarmPool {
 
     /// Starts warm jails in the background until `profile` has its target.
     pub(crate) fn replenish(&self, jails: &Jails, profile: Profile, template: &Launch) {
-        if jails.closing.load(Ordering::Acquire) {
+        // Requests waiting for a slot get the next ones, not a warm jail.
+        if jails.closing.load(Ordering::Acquire) || jails.wanting.load(Ordering::Acquire) > 0 {
             return;
         }
         // Warm only with slots to spare: at least one stays free for a request.
@@ -109,8 +105,7 @@ impl WarmPool {
             let jails = jails.clone();
             let profile = profile.clone();
             let template = template.clone();
-            jails.active.fetch_add(1, Ordering::AcqRel);
-            let active = Active(Arc::clone(&jails.active));
+            let active = Active::count(&jails.active);
             tokio::spawn(async move {
                 let _active = active;
                 let started = match tokio::time::timeout(WARMING_TIMEOUT, jails.start(template, None, None, true)).await
