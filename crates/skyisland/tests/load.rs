@@ -121,12 +121,18 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 const AT_REST: [&str; 5] = ["child_processes", "mounts", "root_clones", "ip4", "slots_in_use"];
 const FDS_AT_REST: [&str; 3] = ["sockets", "pipes", "other"];
 
-/// What a process holds, for a leak report: its descriptors by kind and its threads.
+/// What a process holds, for a leak report: its descriptors by kind (sockets by protocol,
+/// addresses and state) and its threads.
 fn holdings(pid: u32) -> String {
+    let sockets = sockets(pid);
     let mut fds: BTreeMap<String, usize> = BTreeMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
         let target = std::fs::read_link(entry.path()).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-        let kind = target.split(['[', ':']).next().unwrap_or_default().to_owned();
+        let kind = match target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            Some(inode) => sockets.get(inode).cloned().unwrap_or_else(|| "socket of another namespace".into()),
+            None if target.contains("/data/binaries/") => "a cached binary".into(),
+            None => target.split(['[', ':']).next().unwrap_or_default().to_owned(),
+        };
         *fds.entry(kind).or_default() += 1;
     }
     let mut threads: BTreeMap<String, usize> = BTreeMap::new();
@@ -135,6 +141,33 @@ fn holdings(pid: u32) -> String {
         *threads.entry(name).or_default() += 1;
     }
     format!("descriptors: {fds:?}\nthreads: {threads:?}")
+}
+
+/// The sockets of `pid`'s network namespace by inode, described.
+fn sockets(pid: u32) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let table = |name: &str| std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
+    for name in ["tcp", "tcp6", "udp", "udp6"] {
+        for line in table(name).lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [_, local, remote, state, _, _, _, _, _, inode, ..] = f[..] {
+                found.insert(inode.to_owned(), format!("socket {name} {local}->{remote} state {state}"));
+            }
+        }
+    }
+    for line in table("unix").lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let Some(inode) = f.get(6) {
+            found.insert((*inode).to_owned(), format!("socket unix type {} {}", f[4], f.get(7).unwrap_or(&"")));
+        }
+    }
+    for line in table("netlink").lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let Some(inode) = f.last() {
+            found.insert((*inode).to_owned(), format!("socket netlink protocol {}", f[1]));
+        }
+    }
+    found
 }
 
 async fn resources(server: &Server) -> Value {
@@ -275,6 +308,7 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!("resources before: {before}\nresources after:  {after}");
+    println!("held before:\n{held_before}\nheld after:\n{}", holdings(server.pid()));
     let slots = (support::MAX_JAILS + 2) as u64;
     let count = |v: &Value| v.as_u64().unwrap();
     assert!(count(&after["cgroups"]) <= slots, "one cgroup per slot at most: {after}");
