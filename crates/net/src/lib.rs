@@ -61,7 +61,7 @@ pub struct Ip4Network {
     config: Ip4,
     pool: Arc<Pool>,
     /// Netlink in the bridge's namespace.
-    handle: Handle,
+    handle: Netlink,
     bridge: u32,
     /// The bridge's namespace, when it is not ours.
     netns: Option<OwnedFd>,
@@ -116,16 +116,38 @@ async fn inside<T: Send + 'static>(
     .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
+/// A netlink connection: its handle, and its socket's task, which ends when this is
+/// dropped. (Left to itself, the task may outlive every handle until the socket next
+/// receives something, which for a namespace's own socket is never: rust-netlink/rtnetlink#15.)
+struct Netlink {
+    handle: Handle,
+    task: tokio::task::AbortHandle,
+}
+
+impl std::ops::Deref for Netlink {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A netlink connection in network namespace `ns`, or in ours. The socket stays in the
 /// namespace it was made in.
-async fn connection_in(ns: Option<OwnedFd>) -> Result<Handle, NetError> {
+async fn connection_in(ns: Option<OwnedFd>) -> Result<Netlink, NetError> {
     let made = match ns {
         None => rtnetlink::new_connection(),
         Some(ns) => inside(ns, rtnetlink::new_connection).await,
     };
     let (connection, handle, _) = made.map_err(io_err("open a netlink socket"))?;
-    tokio::spawn(connection);
-    Ok(handle)
+    let task = tokio::spawn(connection).abort_handle();
+    Ok(Netlink { handle, task })
 }
 
 async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
