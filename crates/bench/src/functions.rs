@@ -152,11 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     repository(&args.dir, "geo")?;
     repository(&args.dir, "misc")?;
     let server = start(&args.dir, "")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .pool_idle_timeout(Duration::from_secs(4))
-        .build()?;
+    let (runtime, http) = client()?;
     let url = server.url.clone();
     let first_runs = 5;
     let hand = hand_go_build(&args.dir, first_runs)?;
@@ -249,11 +245,7 @@ pub fn run_network(args: Args) -> anyhow::Result<()> {
         netns.0
     );
     let server = start(&args.dir, &extra)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .pool_idle_timeout(Duration::from_secs(4))
-        .build()?;
+    let (runtime, http) = client()?;
     let url = server.url.clone();
     let (mut plain, mut networked) = runtime.block_on(async {
         call(&http, &url, json!({"url": REPO, "call": "Encode(1, 2)"})).await?;
@@ -333,16 +325,23 @@ fn wrk(dir: &Path, url: &str, body: &Value, connections: usize, seconds: u64) ->
 
 /// Request-cache hits against calls of a cached binary in a fresh jail, for the same
 /// function: sequential medians, then wrk's throughput and latency.
-pub fn run_cache(args: Args) -> anyhow::Result<()> {
-    let _ = fs::remove_dir_all(&args.dir);
-    fs::create_dir_all(&args.dir)?;
-    repository(&args.dir, "geo")?;
-    let server = start(&args.dir, "")?;
+/// The benchmark's async runtime and its HTTP client (idle connections given up before the
+/// server closes them).
+fn client() -> anyhow::Result<(tokio::runtime::Runtime, reqwest::Client)> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .pool_idle_timeout(Duration::from_secs(4))
         .build()?;
+    Ok((runtime, http))
+}
+
+pub fn run_cache(args: Args) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(&args.dir);
+    fs::create_dir_all(&args.dir)?;
+    repository(&args.dir, "geo")?;
+    let server = start(&args.dir, "")?;
+    let (runtime, http) = client()?;
     let url = server.url.clone();
     let hit = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)"});
     let jail = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false});
