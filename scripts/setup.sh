@@ -11,7 +11,8 @@ packages=(
     nodejs                                 # the JavaScript client's tests (Node 18+)
     python3 python3-pip python3-setuptools python3-wheel   # the Python client: pip install, tests
     bubblewrap crun hyperfine wrk          # benchmarks against other sandboxes
-    nftables                               # NAT for jail networks, when configured
+    nftables                               # NAT and egress rules for jail networks
+    strace                                 # the seccomp test traces real programs
 )
 
 missing=()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use skyisland_config::Config;
-use skyisland_jail::{Launch, Limits, Network, Program, SlotKind};
+use skyisland_jail::Launch;
 use skyisland_runner::{End, Jails, Output, RunRequest};
 
 use crate::stats::{self, Summary, summarize};
@@ -213,21 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn launch(config: &Config, label: &str) -> Launch {
-    let j = &config.jails;
-    Launch {
-        kind: SlotKind::Exec,
-        name: String::new(),
-        limits: Limits { memory: j.memory_limit.bytes() + j.disk_limit.bytes(), pids: j.pids_limit, cpu: j.cpu_limit },
-        disk: j.disk_limit.bytes(),
-        program: Program::Fd,
-        argv: vec![label.to_owned()],
-        env: vec!["PATH=/usr/bin:/bin".into()],
-        cwd: "/tmp".into(),
-        binds: Vec::new(),
-        network: Network::None,
-        proc_subset_pid: true,
-        max_open_files: 1024,
-    }
+    skyisland_runner::machine::exec_launch(config, vec![label.to_owned()])
 }
 
 async fn one(jails: &Jails, config: &Config, program: &Path) -> anyhow::Result<()> {

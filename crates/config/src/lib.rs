@@ -209,11 +209,101 @@ pub struct Git {
     /// Clone URL rewrites, longest matching prefix first, like git's `insteadOf`:
     /// `"https://github.com/" = "file:///srv/git/github.com/"`.
     pub url_rewrite: BTreeMap<String, String>,
+    /// Hosts that clones and downloads may reach although they resolve to a private,
+    /// loopback or link-local address, or to this host (`"git.internal"`,
+    /// `"10.0.0.5:3000"`): by default builds reach public addresses only. Import paths
+    /// whose host is an IP literal or `localhost` are refused unless listed here.
+    pub allow_hosts: Vec<AllowedHost>,
 }
 
 impl Default for Git {
     fn default() -> Self {
-        Git { program: "/usr/bin/git".into(), url_rewrite: BTreeMap::new() }
+        Git { program: "/usr/bin/git".into(), url_rewrite: BTreeMap::new(), allow_hosts: Vec::new() }
+    }
+}
+
+/// A host name or IP literal, optionally with a port: `git.internal`, `10.0.0.5:3000`,
+/// `[fd00::1]:443`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// Lowercase; an IPv6 literal without brackets.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl AllowedHost {
+    /// Whether this entry allows `host` (as a client names it) on `port`.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        self.names(host) && self.port.is_none_or(|p| p == port)
+    }
+
+    /// Whether this entry names `host`, on any port.
+    pub fn names(&self, host: &str) -> bool {
+        self.host.eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
+    }
+}
+
+/// `host[:port]`, `[v6]:port` or a bare IPv6 address, split.
+pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            port => Some((host, Some(port.strip_prefix(':')?.parse().ok()?))),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host, Some(port.parse().ok()?))),
+        Some(_) => s.parse::<std::net::Ipv6Addr>().ok().map(|_| (s, None)),
+        None => Some((s, None)),
+    }
+}
+
+/// A DNS name: labels of letters, digits and '-', not starting or ending with '-'.
+pub fn valid_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl std::str::FromStr for AllowedHost {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid host {s:?}: expected a host name or address, optionally with :port");
+        let (host, port) = split_host_port(s).ok_or_else(bad)?;
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() || !(host.parse::<std::net::IpAddr>().is_ok() || valid_host_name(&host)) {
+            return Err(bad());
+        }
+        Ok(AllowedHost { host, port })
+    }
+}
+
+impl std::fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.host.contains(':'), self.port) {
+            (true, Some(port)) => write!(f, "[{}]:{port}", self.host),
+            (false, Some(port)) => write!(f, "{}:{port}", self.host),
+            (_, None) => f.write_str(&self.host),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowedHost {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for AllowedHost {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -226,11 +316,23 @@ pub struct Go {
     pub allow_module_downloads: bool,
     /// The binary cache's bound; least recently used binaries go first.
     pub binary_cache_size: Size,
+    /// Memory for the most recently run binaries, kept as sealed in-memory copies that jails
+    /// execute (so that a jail sees no host path, and no binary can be changed).
+    pub binary_memory: Size,
+    /// Bound on the repositories' checked-out sources kept for builds; least recently used
+    /// commits go first.
+    pub source_cache_size: Size,
 }
 
 impl Default for Go {
     fn default() -> Self {
-        Go { program: "go".into(), allow_module_downloads: false, binary_cache_size: Size::mib(2048) }
+        Go {
+            program: "go".into(),
+            allow_module_downloads: false,
+            binary_cache_size: Size::mib(2048),
+            binary_memory: Size::mib(256),
+            source_cache_size: Size::mib(4096),
+        }
     }
 }
 
@@ -266,6 +368,82 @@ pub struct Ip4 {
     /// the address is leased and kept for the jails that hold it after; unused this long,
     /// it is taken down.
     pub keep_idle: Span,
+    /// What jails may reach of the host and of private networks, beyond DNS to the `dns`
+    /// servers: `"ADDR[/PREFIX][:PORT/PROTO]"`, e.g. `"10.213.0.1:8080/tcp"`,
+    /// `"192.168.7.0/24"`. Everything else of the host (any of its addresses) and of the
+    /// private, loopback and link-local ranges is refused (nftables rules made at start-up).
+    pub allow: Vec<EgressRule>,
+}
+
+/// One exception to the jails' egress rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressRule {
+    pub net: Ipv4Net,
+    /// A port and its protocol, or every port of every protocol.
+    pub port: Option<(u16, Protocol)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+impl std::str::FromStr for EgressRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid rule {s:?}: expected ADDR[/PREFIX][:PORT/PROTO], e.g. \"10.213.0.1:53/udp\"");
+        let (net, port) = match s.split_once(':') {
+            Some((net, port)) => {
+                let (port, proto) = port.split_once('/').ok_or_else(bad)?;
+                let proto = match proto {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    _ => return Err(bad()),
+                };
+                (net, Some((port.parse().map_err(|_| bad())?, proto)))
+            }
+            None => (s, None),
+        };
+        let net = if net.contains('/') {
+            net.parse::<Ipv4Net>().map_err(|_| bad())?
+        } else {
+            Ipv4Net { addr: net.parse().map_err(|_| bad())?, prefix: 32 }
+        };
+        Ok(EgressRule { net, port })
+    }
+}
+
+impl std::fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.net)?;
+        if let Some((port, proto)) = self.port {
+            write!(f, ":{port}/{proto}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for EgressRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for EgressRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl Default for Ip4 {
@@ -281,6 +459,7 @@ impl Default for Ip4 {
             jail_to_jail: false,
             netns: None,
             keep_idle: Span::secs(60),
+            allow: Vec::new(),
         }
     }
 }
@@ -689,6 +868,24 @@ mod tests {
     }
 
     #[test]
+    fn allowed_hosts_parse_and_match() {
+        let a: AllowedHost = "Git.Internal:3000".parse().unwrap();
+        assert!(a.matches("git.internal", 3000) && !a.matches("git.internal", 443));
+        assert!(a.names("git.internal"));
+        let b: AllowedHost = "10.0.0.5".parse().unwrap();
+        assert!(b.matches("10.0.0.5", 443) && b.matches("10.0.0.5", 80));
+        let c: AllowedHost = "[fd00::1]:443".parse().unwrap();
+        assert!(c.matches("fd00::1", 443) && c.names("[fd00::1]"));
+        assert_eq!(c.to_string(), "[fd00::1]:443");
+        for bad in ["", "a b", "-x.com", "x.com:99999", "x.com:", "http://x.com", "[fd00::1", "a..b"] {
+            assert!(bad.parse::<AllowedHost>().is_err(), "{bad}");
+        }
+        let rule: EgressRule = "10.213.0.0/24:53/udp".parse().unwrap();
+        assert_eq!(rule.to_string(), "10.213.0.0/24:53/udp");
+        assert_eq!("10.1.2.3".parse::<EgressRule>().unwrap().to_string(), "10.1.2.3/32");
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         for (text, expect) in [
             ("lisen = \"1.2.3.4:5\"", "test.toml:1:1: unknown field `lisen`"),
@@ -706,6 +903,9 @@ mod tests {
             ("[network.ip4]\nrange = 300", "300 addresses from 10.213.0.20 do not fit"),
             ("[network.ip4]\nstart_addr = \"10.213.0.1\"\nrange = 5", "gateway 10.213.0.1 is inside the pool"),
             ("[network.ip4]\nbridge = \"a-very-long-bridge-name\"", "not a valid interface name"),
+            ("[network.ip4]\nallow = [\"10.0.0.1:53\"]", "expected ADDR[/PREFIX][:PORT/PROTO]"),
+            ("[network.ip4]\nallow = [\"10.0.0.1:53/icmp\"]", "expected ADDR[/PREFIX][:PORT/PROTO]"),
+            ("[git]\nallow_hosts = [\"http://x\"]", "invalid host"),
             ("[cache]\nredis_url = \"http://x\"", "must start with redis://"),
             ("[cache]\ndefault_expiration = \"0s\"", "must be longer than zero"),
             ("[rate_limit]\nper_second = 0", "rate_limit.per_second must be above 0"),

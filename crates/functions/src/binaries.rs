@@ -8,11 +8,18 @@
 //! entries that no request is using. N concurrent requests for a missing key build it
 //! once (single flight); the build runs as its own task, so it completes (and is cached)
 //! even if every request waiting for it goes away.
+//!
+//! Jails execute a binary from memory: a sealed, read-only `memfd` copy made the first
+//! time it runs and kept for the most recently run binaries, up to `binary_memory` bytes.
+//! A jail's `/proc/self/exe` then names no host path, no jail can change the binary the
+//! next call runs (the seals forbid writing), and the descriptors held open are bounded
+//! by that budget rather than by the number of binaries on disk.
 
 use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,8 +71,6 @@ pub struct Meta {
 pub struct Entry {
     pub key: String,
     pub binary: PathBuf,
-    /// The binary, open: each run executes a duplicate of this descriptor.
-    pub file: fs::File,
     pub index: Index,
     pub meta: Meta,
     size: u64,
@@ -93,6 +98,15 @@ pub struct BinaryCache<E> {
     clock: AtomicU64,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     flights: Mutex<HashMap<String, Flight<E>>>,
+    /// Binaries in memory, most recently run last.
+    loaded: Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    limit: u64,
+    bytes: u64,
+    fds: lru::LruCache<String, (OwnedFd, u64)>,
 }
 
 const BINARY: &str = "fn";
@@ -114,7 +128,7 @@ pub fn key(parts: &[&str]) -> String {
 impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
     /// Opens the cache in `dir`, removing leftovers of interrupted writes and loading the
     /// complete entries, oldest first.
-    pub fn open(dir: &Path, limit: u64) -> std::io::Result<BinaryCache<E>> {
+    pub fn open(dir: &Path, limit: u64, memory_limit: u64) -> std::io::Result<BinaryCache<E>> {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         let mut found = Vec::new();
@@ -141,6 +155,7 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
             clock: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Loaded { limit: memory_limit, bytes: 0, fds: lru::LruCache::unbounded() }),
         };
         {
             let mut entries = cache.entries.lock().expect("fresh");
@@ -159,6 +174,44 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A descriptor a jail executes `entry`'s binary from: its sealed in-memory copy, made
+    /// now if it is not among the most recently run.
+    pub fn program(&self, entry: &Entry) -> std::io::Result<OwnedFd> {
+        if let Some((fd, _)) = self.lock_loaded().fds.get(&entry.key) {
+            return fd.try_clone();
+        }
+        let memfd = sealed_copy(&entry.binary)?;
+        let program = memfd.try_clone()?;
+        let mut loaded = self.lock_loaded();
+        if let Some((_, bytes)) = loaded.fds.put(entry.key.clone(), (memfd, entry.size)) {
+            loaded.bytes -= bytes;
+        }
+        loaded.bytes += entry.size;
+        // The one just loaded stays, whatever its size.
+        while loaded.bytes > loaded.limit && loaded.fds.len() > 1 {
+            let Some((_, (_, bytes))) = loaded.fds.pop_lru() else { break };
+            loaded.bytes -= bytes;
+        }
+        Ok(program)
+    }
+
+    /// Bytes and binaries held in memory.
+    pub fn memory_usage(&self) -> (u64, usize) {
+        let loaded = self.lock_loaded();
+        (loaded.bytes, loaded.fds.len())
+    }
+
+    fn unload(&self, key: &str) {
+        let mut loaded = self.lock_loaded();
+        if let Some((_, bytes)) = loaded.fds.pop(key) {
+            loaded.bytes -= bytes;
+        }
     }
 
     /// The entry for `key`, marked as just used.
@@ -286,6 +339,7 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
         };
         for entry in victims {
             tracing::info!(key = %entry.key, repo = %entry.meta.repo, "evicting a binary from the cache");
+            self.unload(&entry.key);
             remove_entry_dir(&self.dir.join(&entry.key));
         }
     }
@@ -299,6 +353,7 @@ impl<E: From<std::io::Error> + Send + Sync + 'static> BinaryCache<E> {
             keys.into_iter().filter(|k| entries.remove(k).is_some()).collect()
         };
         for key in removed {
+            self.unload(&key);
             remove_entry_dir(&self.dir.join(key));
         }
     }
@@ -327,13 +382,28 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 fn load(key: &str, dir: &Path) -> Option<(Entry, std::time::SystemTime)> {
     let binary = dir.join(BINARY);
-    let file = fs::File::open(&binary).ok()?;
-    let meta_file = file.metadata().ok()?;
+    let meta_file = fs::symlink_metadata(&binary).ok().filter(fs::Metadata::is_file)?;
     let index = serde_json::from_slice(&fs::read(dir.join(INDEX)).ok()?).ok()?;
     let meta = serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()?;
-    let entry =
-        Entry { key: key.to_owned(), binary, file, index, meta, size: meta_file.len(), last_used: AtomicU64::new(0) };
+    let entry = Entry { key: key.to_owned(), binary, index, meta, size: meta_file.len(), last_used: AtomicU64::new(0) };
     Some((entry, meta_file.modified().ok()?))
+}
+
+/// A sealed in-memory copy of the binary at `path`: mode 0555, and no one (not even root,
+/// not even through `/proc/<pid>/exe`) can write, grow or shrink it, or unseal it.
+fn sealed_copy(path: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // MFD_EXEC says so explicitly where the kernel knows it (6.3+; vm.memfd_noexec).
+    let memfd = match rustix::fs::memfd_create("skyisland-fn", flags | MemfdFlags::EXEC) {
+        Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("skyisland-fn", flags)?,
+        other => other?,
+    };
+    let mut copy = fs::File::from(memfd);
+    std::io::copy(&mut fs::File::open(path)?, &mut copy)?;
+    rustix::fs::fchmod(&copy, rustix::fs::Mode::from_raw_mode(0o555))?;
+    rustix::fs::fcntl_add_seals(&copy, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL)?;
+    Ok(copy.into())
 }
 
 #[cfg(test)]
@@ -370,7 +440,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_build_once_and_entries_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(&dir.path().join("bin"), 1 << 20).unwrap());
+        let cache: Arc<BinaryCache<TestError>> =
+            Arc::new(BinaryCache::open(&dir.path().join("bin"), 1 << 20, 1 << 20).unwrap());
         let builds = Arc::new(AtomicUsize::new(0));
         let mut waiters = Vec::new();
         for _ in 0..8 {
@@ -394,7 +465,7 @@ mod tests {
         assert_eq!(builds.load(Ordering::SeqCst), 1);
         drop(cache);
         fs::create_dir(dir.path().join("bin/.tmp-k2-1")).unwrap();
-        let reopened: BinaryCache<TestError> = BinaryCache::open(&dir.path().join("bin"), 1 << 20).unwrap();
+        let reopened: BinaryCache<TestError> = BinaryCache::open(&dir.path().join("bin"), 1 << 20, 1 << 20).unwrap();
         assert!(reopened.get("k1").is_some_and(|e| e.index.dispatchable("F")));
         assert!(!dir.path().join("bin/.tmp-k2-1").exists(), "half-written entries are removed");
     }
@@ -402,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn failures_are_shared_and_not_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(dir.path(), 1 << 20).unwrap());
+        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(dir.path(), 1 << 20, 1 << 20).unwrap());
         let err = cache.get_or_build("k", || async { Err(TestError("compile error".into())) }).await.unwrap_err();
         assert_eq!(*err, TestError("compile error".into()));
         assert!(cache.get("k").is_none());
@@ -411,7 +482,8 @@ mod tests {
     #[tokio::test]
     async fn least_recently_used_unpinned_entries_are_evicted() {
         let dir = tempfile::tempdir().unwrap();
-        let cache: Arc<BinaryCache<TestError>> = Arc::new(BinaryCache::open(&dir.path().join("bin"), 250).unwrap());
+        let cache: Arc<BinaryCache<TestError>> =
+            Arc::new(BinaryCache::open(&dir.path().join("bin"), 250, 250).unwrap());
         for name in ["a", "b"] {
             let scratch = dir.path().to_owned();
             cache.get_or_build(name, move || async move { Ok(built(&scratch, name, 100)) }).await.unwrap();

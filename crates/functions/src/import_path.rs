@@ -65,7 +65,30 @@ impl ImportPath {
         if !elements[0].contains('.') {
             return bad("the first element must be a host name such as github.com");
         }
+        if !skyisland_config::valid_host_name(elements[0]) {
+            return bad("the first element must be a host name: labels of letters, digits and '-' between dots");
+        }
         Ok(ImportPath { full: path.to_owned(), repo: elements[..3].join("/"), subdir: elements[3..].join("/") })
+    }
+
+    /// The repository's host.
+    pub fn host(&self) -> &str {
+        self.repo.split('/').next().unwrap_or_default()
+    }
+
+    /// Whether the host is an IP address (in any of the forms C libraries accept: `127.1`,
+    /// `0x7f.0.0.1`) or a name for this machine (`localhost`): such paths are refused
+    /// unless the operator lists the host.
+    pub fn host_is_local(&self) -> bool {
+        let host = self.host().to_ascii_lowercase();
+        let numeric = host.split('.').all(|label| {
+            let hex = label.strip_prefix("0x");
+            match hex {
+                Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+                None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+            }
+        });
+        numeric || host == "localhost" || host.ends_with(".localhost") || host == "localhost.localdomain"
     }
 
     /// `https://<repo>.git`, rewritten by the longest matching prefix of `rewrites`.
@@ -117,11 +140,28 @@ mod tests {
             ("github.com/a", "host/owner/name"),
             ("localhost/a/b", "host name"),
             ("github.com/a/b%2e%2e", "not allowed"),
+            ("0.._/_/a", "host name"),
+            ("git_hub.com/a/b", "host name"),
+            ("-x.com/a/b", "begin with '-'"),
+            ("x-.com/a/b", "host name"),
         ] {
             let e = ImportPath::parse(path).expect_err(path).to_string();
             assert!(e.contains(why), "{path:?}: {e}");
         }
         assert!(ImportPath::parse(&"a.b/".repeat(100)).unwrap_err().to_string().contains("too long"));
+    }
+
+    #[test]
+    fn local_hosts_are_recognised() {
+        for host in
+            ["127.0.0.1", "127.1", "0x7f.0.0.1", "10.0.0.1", "0177.0.0.1", "a.localhost", "localhost.localdomain"]
+        {
+            assert!(ImportPath::parse(&format!("{host}/a/b")).unwrap().host_is_local(), "{host}");
+        }
+        for host in ["github.com", "1x.example", "0xbad.example.com", "example.0x"] {
+            assert!(!ImportPath::parse(&format!("{host}/a/b")).unwrap().host_is_local(), "{host}");
+        }
+        assert_eq!(ImportPath::parse("GitHub.com/a/b").unwrap().host(), "GitHub.com");
     }
 
     #[test]

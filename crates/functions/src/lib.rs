@@ -16,6 +16,7 @@ pub mod import_path;
 pub mod repos;
 pub mod results;
 pub mod shared;
+pub mod sources;
 pub mod toolchain;
 
 use std::fs::File;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use skyisland_config::Config;
-use skyisland_jail::{ExitStatus, HostError, Launch, Limits, Network, Program, SlotKind};
+use skyisland_jail::{ExitStatus, HostError};
 use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 use tokio::sync::OnceCell;
 
@@ -36,7 +37,7 @@ use crate::import_path::ImportPath;
 use crate::repos::Repos;
 use crate::results::{Results, Stored};
 use crate::shared::Shared;
-use crate::toolchain::{BUILD_MOUNT, NetworkNeed, Toolchain};
+use crate::toolchain::{Mount, NetworkNeed, Toolchain};
 use skyisland_net::{Ip4Network, PoolError};
 
 pub use gate::{Gate, Overloaded};
@@ -46,8 +47,6 @@ const DISPATCH_ARGUMENT_ERROR: i32 = 86;
 /// The generator's exit statuses.
 const GEN_REFUSED: i32 = 4;
 const GEN_BUILD_FAILED: i32 = 5;
-/// The build script's exit status when the sources could not be extracted.
-const EXTRACT_FAILED: i32 = 10;
 /// How much of a failing function's stderr the answer carries.
 const STDERR_TAIL: usize = 4096;
 
@@ -66,6 +65,9 @@ pub enum FunctionError {
     CloneFailed { repo: String, detail: String },
     #[error("{0}")]
     PackageRefused(String),
+    /// The repository's clone or checkout would exceed the build disk limit.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("build failed")]
     BuildFailed { output: String },
     #[error("the build took longer than {0:?}")]
@@ -165,7 +167,7 @@ struct Inner {
     jails: Jails,
     network: Option<Arc<Ip4Network>>,
     toolchain: Toolchain,
-    repos: Repos,
+    repos: Arc<Repos>,
     binaries: Arc<BinaryCache<FunctionError>>,
     generator: OnceCell<Generator>,
     exec_gate: Gate,
@@ -178,8 +180,8 @@ struct Inner {
 /// The generator program, built once per toolchain and generator source.
 #[derive(Debug)]
 struct Generator {
-    /// As the build jail sees it.
-    path: String,
+    /// On the host (bound read-only into each build jail at `/build/gen`).
+    path: std::path::PathBuf,
     /// Part of every binary's key: a new generator means new binaries.
     hash: String,
 }
@@ -194,24 +196,15 @@ const GENERATOR: [(&str, &str); 5] = [
 ];
 
 const BUILD_GENERATOR: &str = r#"set -eu
-cd "$1"
-"$GO" build -trimpath -mod=mod -o "$2.new" .
-mv -f "$2.new" "$2"
+cd "/build/tools/$1"
+"$GO" build -trimpath -mod=mod -o "/build/tools/$2.new" .
+mv -f "/build/tools/$2.new" "/build/tools/$2"
 "#;
 
-/// Extracts the commit's sources once, then runs the generator, which writes the main
-/// program and builds it.
+/// Runs the generator on the checked-out sources, which writes the main program and
+/// builds it into `/build/out/fn`.
 const BUILD: &str = r#"set -u
-repo=$1 commit=$2 src=$3 gen=$4 repopath=$5 subdir=$6 gover=$7 main=$8 out=$9 call=${10}
-if [ ! -d "$src" ]; then
-    tmp="$src.new.$$"
-    rm -rf "$tmp" "$tmp.index" && mkdir -p "$tmp" || exit 10
-    GIT_INDEX_FILE="$tmp.index" "$GIT" --git-dir="$repo" --work-tree="$tmp" checkout -q -f "$commit" -- . || exit 10
-    rm -f "$tmp.index"
-    mv -T "$tmp" "$src" 2>/dev/null || rm -rf "$tmp"
-fi
-[ -d "$src" ] || exit 10
-exec "$gen" -root "$src" -repo "$repopath" -subdir "$subdir" -goversion "$gover" -main "$main" -out "$out" -call "$call"
+exec /build/gen -root /build/src -repo "$1" -subdir "$2" -goversion "$3" -main "$4" -out /build/out/fn -call "$5"
 "#;
 
 /// What the health endpoint says about the caches.
@@ -221,6 +214,12 @@ pub struct CacheStatus {
     pub request_cache_bytes: usize,
     pub binary_cache_entries: usize,
     pub binary_cache_bytes: u64,
+    /// Binaries held in memory, ready to execute, and their bytes.
+    pub binaries_in_memory: usize,
+    pub binary_memory_bytes: u64,
+    /// Checked-out sources kept for builds.
+    pub source_cache_entries: usize,
+    pub source_cache_bytes: u64,
     /// Absent when no Redis is configured.
     pub redis: Option<shared::Status>,
     /// Repositories whose circuit breaker is open.
@@ -235,9 +234,16 @@ impl Functions {
         network: Option<Arc<Ip4Network>>,
     ) -> Result<Functions, FunctionError> {
         let toolchain = Toolchain::discover(&config).map_err(|e| FunctionError::Unavailable(e.to_string()))?;
-        let repos = Repos::new(toolchain.clone(), &config.data_dir.join("repos"))?;
-        let binaries =
-            Arc::new(BinaryCache::open(&config.data_dir.join("binaries"), config.go.binary_cache_size.bytes())?);
+        let repos = Arc::new(Repos::new(
+            toolchain.clone(),
+            &config.data_dir.join("repos"),
+            config.go.source_cache_size.bytes(),
+        )?);
+        let binaries = Arc::new(BinaryCache::open(
+            &config.data_dir.join("binaries"),
+            config.go.binary_cache_size.bytes(),
+            config.go.binary_memory.bytes(),
+        )?);
         let exec_gate = Gate::new("execution jails", config.jails.max_jails as usize, config.limits.max_queue);
         let build_gate = Gate::new("builds", config.jails.max_builds as usize, config.limits.max_queue);
         let results = Arc::new(Results::new(config.cache.default_expiration.get(), config.cache.max_memory.bytes()));
@@ -289,11 +295,17 @@ impl Functions {
     pub fn cache_status(&self) -> CacheStatus {
         let (request_cache_entries, request_cache_bytes) = self.inner.results.usage();
         let (binary_cache_bytes, binary_cache_entries) = self.inner.binaries.usage();
+        let (binary_memory_bytes, binaries_in_memory) = self.inner.binaries.memory_usage();
+        let (source_cache_bytes, source_cache_entries) = self.inner.repos.source_usage();
         CacheStatus {
             request_cache_entries,
             request_cache_bytes,
             binary_cache_entries,
             binary_cache_bytes,
+            binaries_in_memory,
+            binary_memory_bytes,
+            source_cache_entries,
+            source_cache_bytes,
             redis: self.inner.shared.as_ref().map(|s| s.status()),
             open_circuits: self.inner.breakers.open_count(),
         }
@@ -310,6 +322,13 @@ impl Functions {
             )));
         }
         let path = ImportPath::parse(&request.url).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        if path.host_is_local() && !inner.toolchain.egress().lists(path.host()) {
+            return Err(FunctionError::BadRequest(format!(
+                "invalid url {:?}: the host {} is an address or localhost; only hosts listed in [git] allow_hosts may be",
+                request.url,
+                path.host()
+            )));
+        }
         if request.ip4 && inner.network.is_none() {
             return Err(FunctionError::BadRequest(
                 "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])".into(),
@@ -333,7 +352,10 @@ impl Functions {
         let commit = match inner.repos.resolve(&inner.jails, &repo, &url, request.version.as_deref()).await {
             Ok(commit) => commit,
             Err(e) => {
-                if matches!(e, FunctionError::RepoNotFound { .. } | FunctionError::CloneFailed { .. }) {
+                if matches!(
+                    e,
+                    FunctionError::RepoNotFound { .. } | FunctionError::CloneFailed { .. } | FunctionError::TooLarge(_)
+                ) {
                     admission.failed();
                 }
                 return Err(e);
@@ -371,7 +393,10 @@ impl Functions {
                 found
             }
             Err(e) => {
-                if matches!(e, FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_)) {
+                if matches!(
+                    e,
+                    FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_) | FunctionError::TooLarge(_)
+                ) {
                     admission.failed();
                 }
                 return Err(e);
@@ -462,16 +487,19 @@ impl Inner {
                     parts.extend([name, text]);
                 }
                 let hash = binaries::key(&parts);
-                let binary = format!("tools/gen-{hash}");
-                if self.toolchain.host_path(&binary).is_file() {
-                    return Ok(Generator { path: format!("{BUILD_MOUNT}/{binary}"), hash });
+                let binary = format!("gen-{hash}");
+                let path = self.toolchain.host_path(&format!("tools/{binary}"));
+                if path.is_file() {
+                    return Ok(Generator { path, hash });
                 }
-                let src = format!("tools/gen-src-{hash}");
+                // Written by this process, as root: the build jail only reads them.
+                let src = format!("gen-src-{hash}");
                 for (name, text) in GENERATOR {
-                    let file = self.toolchain.host_path(&format!("{src}/{name}"));
+                    let file = self.toolchain.host_path(&format!("tools/{src}/{name}"));
                     std::fs::create_dir_all(file.parent().expect("has a parent"))?;
                     std::fs::write(&file, text)?;
                 }
+                let tools = self.toolchain.host_path("tools");
                 let _permit = self.build_gate.enter().await?;
                 let report = self
                     .toolchain
@@ -479,8 +507,9 @@ impl Inner {
                         &self.jails,
                         "build the generator".into(),
                         BUILD_GENERATOR,
-                        &[&format!("{BUILD_MOUNT}/{src}"), &format!("{BUILD_MOUNT}/{binary}")],
-                        NetworkNeed::Build,
+                        &[&src, &binary],
+                        &[Mount::new(tools, "tools", true)],
+                        NetworkNeed::None,
                     )
                     .await?;
                 if !report.status.success() || report.end != End::Exited {
@@ -489,7 +518,7 @@ impl Inner {
                         tail(&report.stderr, 2000)
                     )));
                 }
-                Ok(Generator { path: format!("{BUILD_MOUNT}/{binary}"), hash })
+                Ok(Generator { path, hash })
             })
             .await
     }
@@ -518,8 +547,7 @@ impl Inner {
             jails: self.jails.clone(),
             toolchain: self.toolchain.clone(),
             repo: Arc::clone(repo),
-            clone_dir: self.repos.clone_dir(repo),
-            source_dir: self.repos.source_dir(repo, commit),
+            repos: Arc::clone(&self.repos),
             generator: generator.path.clone(),
             path: path.clone(),
             commit: commit.to_owned(),
@@ -549,34 +577,18 @@ impl Inner {
         network: Option<Box<dyn skyisland_runner::JailNetwork>>,
     ) -> Result<(String, Duration), FunctionError> {
         let j = &self.config.jails;
-        let program =
-            entry.file.try_clone().map_err(|e| FunctionError::Internal(format!("opening the binary: {e}")))?;
+        let program = self
+            .binaries
+            .program(entry)
+            .map_err(|e| FunctionError::Internal(format!("loading the binary into memory: {e}")))?;
         let _permit = self.exec_gate.enter().await?;
         let request = RunRequest {
-            launch: Launch {
-                kind: SlotKind::Exec,
-                name: String::new(),
-                limits: Limits {
-                    // The jail's writable tmpfs is charged to its memory cgroup too.
-                    memory: j.memory_limit.bytes() + j.disk_limit.bytes(),
-                    pids: j.pids_limit,
-                    cpu: j.cpu_limit,
-                },
-                disk: j.disk_limit.bytes(),
-                program: Program::Fd,
-                argv,
-                env: vec!["PATH=/usr/bin:/bin".into(), "HOME=/tmp".into(), "TMPDIR=/tmp".into()],
-                cwd: "/tmp".into(),
-                binds: Vec::new(),
-                network: Network::None,
-                proc_subset_pid: true,
-                max_open_files: 1024,
-            },
+            launch: skyisland_runner::machine::exec_launch(&self.config, argv),
             label: format!("{} {label}", entry.index.import_path),
             timeout: j.exec_timeout.get(),
             output_limit: j.output_limit.bytes(),
             output: Output::Capture,
-            exec: Some(program.into()),
+            exec: Some(program),
             network,
         };
         let started = Instant::now();
@@ -616,9 +628,8 @@ struct BuildJob {
     jails: Jails,
     toolchain: Toolchain,
     repo: Arc<repos::Repo>,
-    clone_dir: String,
-    source_dir: String,
-    generator: String,
+    repos: Arc<Repos>,
+    generator: std::path::PathBuf,
     path: ImportPath,
     commit: String,
     key: String,
@@ -648,6 +659,7 @@ impl BuildJob {
             Err(FunctionError::BuildFailed { .. }) => "failed",
             Err(FunctionError::BuildTimedOut(_)) => "timed_out",
             Err(FunctionError::PackageRefused(_)) => "refused",
+            Err(FunctionError::TooLarge(_)) => "too_large",
             Err(FunctionError::Overloaded(_)) => "overloaded",
             Err(_) => "error",
         };
@@ -692,7 +704,12 @@ impl BuildJob {
         let _permit = self.gate.enter().await?;
         // Keep `cache_bust` from removing the sources while they are being built.
         let _reading = self.repo.state.read().await;
-        let out = format!("out/{}-{:x}", self.key, rand::random::<u32>());
+        let sources = self.repos.sources(&self.jails, &self.generator, &self.repo, &self.commit).await?;
+        let out_rel = format!("out/{}-{:x}", self.key, rand::random::<u32>());
+        let out = self
+            .toolchain
+            .fresh_dir(&out_rel)
+            .map_err(|e| FunctionError::Internal(format!("preparing the build's output: {e}")))?;
         let main_dir = format!("skyisland_main_{}", &self.key[..12]);
         let label = match &self.call {
             Some(call) => format!("build {} {call}", self.path.full),
@@ -706,44 +723,60 @@ impl BuildJob {
                 label,
                 BUILD,
                 &[
-                    &self.clone_dir,
-                    &self.commit,
-                    &self.source_dir,
-                    &self.generator,
                     &self.path.repo,
                     &self.path.subdir,
                     &self.toolchain.go_language,
                     &main_dir,
-                    &format!("{BUILD_MOUNT}/{out}"),
                     self.call.as_deref().unwrap_or(""),
+                ],
+                &[
+                    Mount::new(sources.path.clone(), "src", true),
+                    Mount::new(out.clone(), "out", true),
+                    Mount::new(self.generator.clone(), "gen", false),
                 ],
                 NetworkNeed::Build,
             )
-            .await?;
-        let binary = self.toolchain.host_path(&out);
-        let output = tail(&report.stderr, 64 * 1024);
-        let result = match (report.end, report.status) {
-            (End::Exited, ExitStatus::Exited(0)) => {
-                let index: Index = serde_json::from_slice(&report.stdout)
-                    .map_err(|e| FunctionError::Internal(format!("reading the generator's index: {e}")))?;
-                let meta = Meta {
-                    repo: self.path.repo.clone(),
-                    commit: self.commit.clone(),
-                    subdir: self.path.subdir.clone(),
-                    call: self.call.clone(),
-                };
-                return Ok(Built { binary, index, meta, fetched: false });
+            .await;
+        let result = match report {
+            Err(e) => Err(e.into()),
+            Ok(report) => {
+                let output = tail(&report.stderr, 64 * 1024);
+                match (report.end, report.status) {
+                    (End::Exited, ExitStatus::Exited(0)) => {
+                        match serde_json::from_slice::<Index>(&report.stdout) {
+                            Ok(index) => {
+                                // Out of the build's directory, which goes below.
+                                let binary = self.toolchain.host_path(&format!("{out_rel}.fn"));
+                                std::fs::rename(out.join("fn"), &binary)
+                                    .map(|()| Built {
+                                        binary,
+                                        index,
+                                        meta: Meta {
+                                            repo: self.path.repo.clone(),
+                                            commit: self.commit.clone(),
+                                            subdir: self.path.subdir.clone(),
+                                            call: self.call.clone(),
+                                        },
+                                        fetched: false,
+                                    })
+                                    .map_err(|e| FunctionError::Internal(format!("collecting the built binary: {e}")))
+                            }
+                            Err(e) => Err(FunctionError::Internal(format!("reading the generator's index: {e}"))),
+                        }
+                    }
+                    (End::TimedOut, _) => Err(FunctionError::BuildTimedOut(self.toolchain.timeout)),
+                    (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => {
+                        Err(FunctionError::PackageRefused(output.trim().to_owned()))
+                    }
+                    (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => Err(FunctionError::BuildFailed { output }),
+                    (end, status) => {
+                        Err(FunctionError::Internal(format!("the build jail ended with {end:?} {status:?}: {output}")))
+                    }
+                }
             }
-            (End::TimedOut, _) => FunctionError::BuildTimedOut(self.toolchain.timeout),
-            (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => FunctionError::PackageRefused(output.trim().to_owned()),
-            (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => FunctionError::BuildFailed { output },
-            (End::Exited, ExitStatus::Exited(EXTRACT_FAILED)) => {
-                FunctionError::Internal(format!("extracting the sources of {} failed: {output}", self.commit))
-            }
-            (end, status) => FunctionError::Internal(format!("the build jail ended with {end:?} {status:?}: {output}")),
         };
-        let _ = std::fs::remove_file(&binary);
-        Err(result)
+        let _ = std::fs::remove_dir_all(&out);
+        result
     }
 }
 
@@ -752,6 +785,7 @@ fn shared_error(e: &FunctionError) -> FunctionError {
     match e {
         FunctionError::BadRequest(m) => FunctionError::BadRequest(m.clone()),
         FunctionError::PackageRefused(m) => FunctionError::PackageRefused(m.clone()),
+        FunctionError::TooLarge(m) => FunctionError::TooLarge(m.clone()),
         FunctionError::BuildFailed { output } => FunctionError::BuildFailed { output: output.clone() },
         FunctionError::BuildTimedOut(d) => FunctionError::BuildTimedOut(*d),
         FunctionError::Overloaded(o) => FunctionError::Overloaded(o.clone()),

@@ -13,22 +13,32 @@ use skyisland_runner::{End, Jails};
 use tokio::sync::RwLock;
 
 use crate::FunctionError;
-use crate::toolchain::{BUILD_MOUNT, NetworkNeed, Toolchain};
+use crate::sources::{InUse, Sources};
+use crate::toolchain::{Mount, NetworkNeed, Toolchain};
 
-/// Fetches one ref (or commit) of `url` into the bare repository `repo` (created if
-/// missing) and prints the commit it resolved to.
+/// Fetches one ref (or commit) of `url` into the bare repository at `/build/repo`
+/// (initialised if it is empty: the server empties one without a HEAD first) and prints
+/// the commit it resolved to and the repository's size in KiB. A pack that grew to the
+/// file size limit (`$3` bytes, where the kernel stopped it) means a repository too large
+/// (exit 11).
 const FETCH: &str = r#"set -eu
-repo=$1 url=$2 ref=$3
-if [ ! -d "$repo" ]; then
-    rm -rf "$repo.new"
-    "$GIT" init -q --bare "$repo.new"
-    mv -T "$repo.new" "$repo"
+repo=/build/repo url=$1 ref=$2 limit=$3
+[ -f "$repo/HEAD" ] || "$GIT" init -q --bare "$repo"
+if ! "$GIT" --git-dir="$repo" fetch -q --depth=1 --no-tags "$url" "$ref"; then
+    if [ -n "$(find "$repo" -type f -size +$((limit - 1))c -print -quit)" ]; then
+        echo "repository too large: its history takes more than the limit of $limit bytes" >&2
+        exit 11
+    fi
+    exit 1
 fi
-"$GIT" -C "$repo" fetch -q --depth=1 --no-tags "$url" "$ref"
-sha=$("$GIT" -C "$repo" rev-parse --verify -q 'FETCH_HEAD^{commit}')
-"$GIT" -C "$repo" update-ref "refs/skyisland/$sha" "$sha"
+sha=$("$GIT" --git-dir="$repo" rev-parse --verify -q 'FETCH_HEAD^{commit}')
+"$GIT" --git-dir="$repo" update-ref "refs/skyisland/$sha" "$sha"
 echo "$sha"
+du -sk "$repo" | cut -f1
 "#;
+
+/// FETCH's exit status for a repository over the size limit.
+const TOO_LARGE: i32 = 11;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct State {
@@ -52,6 +62,7 @@ pub struct Repos {
     toolchain: Toolchain,
     state_dir: PathBuf,
     repos: Mutex<HashMap<String, Arc<Repo>>>,
+    sources: Arc<Sources>,
 }
 
 /// A `version` that names a commit.
@@ -83,7 +94,7 @@ fn check_ref(version: &str) -> Result<(), FunctionError> {
 }
 
 impl Repos {
-    pub fn new(toolchain: Toolchain, state_dir: &Path) -> std::io::Result<Repos> {
+    pub fn new(toolchain: Toolchain, state_dir: &Path, source_limit: u64) -> std::io::Result<Repos> {
         std::fs::create_dir_all(state_dir)?;
         // State files are written to a temporary name and renamed: one left is a write
         // that never completed.
@@ -92,7 +103,8 @@ impl Repos {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(Repos { toolchain, state_dir: state_dir.to_owned(), repos: Mutex::new(HashMap::new()) })
+        let sources = Sources::open(&toolchain.host_path("src"), source_limit)?;
+        Ok(Repos { toolchain, state_dir: state_dir.to_owned(), repos: Mutex::new(HashMap::new()), sources })
     }
 
     pub fn repo(&self, path: &str) -> Arc<Repo> {
@@ -106,14 +118,27 @@ impl Repos {
         }))
     }
 
-    /// The bare repository, as the build jail sees it.
-    pub fn clone_dir(&self, repo: &Repo) -> String {
-        format!("{BUILD_MOUNT}/repos/{}", repo.key)
+    /// The bare repository on the host.
+    pub fn clone_dir(&self, repo: &Repo) -> PathBuf {
+        self.toolchain.host_path(&format!("repos/{}", repo.key))
     }
 
-    /// Where the sources of `commit` are extracted, as the build jail sees it.
-    pub fn source_dir(&self, repo: &Repo, commit: &str) -> String {
-        format!("{BUILD_MOUNT}/src/{}-{commit}", repo.key)
+    /// The checked-out sources of `commit`, extracted now if they are not kept. Call with
+    /// the repository's lock held (shared).
+    pub async fn sources(
+        &self,
+        jails: &Jails,
+        generator: &Path,
+        repo: &Repo,
+        commit: &str,
+    ) -> Result<InUse, FunctionError> {
+        let name = format!("{}-{commit}", repo.key);
+        self.sources.get(jails, &self.toolchain, generator, &name, &self.clone_dir(repo), commit).await
+    }
+
+    /// Bytes and entries of kept sources.
+    pub fn source_usage(&self) -> (u64, usize) {
+        self.sources.usage()
     }
 
     fn state_file(&self, repo: &Repo) -> PathBuf {
@@ -184,13 +209,13 @@ impl Repos {
         refspec: &str,
         explicit: bool,
     ) -> Result<String, FunctionError> {
-        let clone_dir = self.clone_dir(repo);
         let started = std::time::Instant::now();
-        let result = self.fetch_in_jail(jails, repo, url, refspec, explicit, &clone_dir).await;
+        let result = self.fetch_in_jail(jails, repo, url, refspec, explicit).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(FunctionError::RepoNotFound { .. }) => "not_found",
             Err(FunctionError::VersionNotFound { .. }) => "version_not_found",
+            Err(FunctionError::TooLarge(_)) => "too_large",
             Err(_) => "failed",
         };
         metrics::counter!("skyisland_clones_total", "result" => outcome).increment(1);
@@ -205,28 +230,43 @@ impl Repos {
         url: &str,
         refspec: &str,
         explicit: bool,
-        clone_dir: &str,
     ) -> Result<String, FunctionError> {
+        let clone_dir = self.clone_dir(repo);
+        // A clone without a HEAD is one whose first fetch was interrupted while git made
+        // it: start again from an empty directory.
+        if !clone_dir.join("HEAD").is_file() {
+            self.toolchain
+                .fresh_dir(&format!("repos/{}", repo.key))
+                .map_err(|e| FunctionError::Internal(format!("preparing the clone: {e}")))?;
+        }
         let report = self
             .toolchain
             .run(
                 jails,
                 format!("fetch {} {refspec}", repo.path),
                 FETCH,
-                &[clone_dir, url, refspec],
+                &[url, refspec, &self.toolchain.disk_limit().to_string()],
+                &[Mount::new(clone_dir.clone(), "repo", true)],
                 NetworkNeed::Clone { url },
             )
-            .await
-            .map_err(|e| FunctionError::Internal(format!("running the build jail: {e}")))?;
-        let stderr = crate::tail(&report.stderr, 2000);
+            .await?;
+        let raw = crate::tail(&report.stderr, 2000);
+        let stderr = public_git_error(&raw);
         if report.end == End::TimedOut {
             return Err(FunctionError::CloneFailed {
                 repo: repo.path.clone(),
                 detail: format!("timed out after {:?}", self.toolchain.timeout),
             });
         }
+        if report.end == End::Exited && report.status == skyisland_jail::ExitStatus::Exited(TOO_LARGE) {
+            // Nothing of it stays: the next request starts from nothing.
+            let _ = remove_tree(&clone_dir);
+            let reason =
+                stderr.lines().find(|l| l.starts_with("repository too large")).unwrap_or("repository too large");
+            return Err(FunctionError::TooLarge(format!("{reason} ({})", repo.path)));
+        }
         if !report.status.success() || report.end != End::Exited {
-            let lower = stderr.to_lowercase();
+            let lower = raw.to_lowercase();
             let missing_repo = [
                 "does not appear to be a git repository",
                 "repository not found",
@@ -244,12 +284,25 @@ impl Repos {
                 FunctionError::CloneFailed { repo: repo.path.clone(), detail: stderr }
             });
         }
-        let commit = String::from_utf8_lossy(&report.stdout).trim().to_owned();
+        let stdout = String::from_utf8_lossy(&report.stdout);
+        let mut lines = stdout.lines();
+        let commit = lines.next().unwrap_or_default().trim().to_owned();
         if !is_commit(&commit) {
             return Err(FunctionError::CloneFailed {
                 repo: repo.path.clone(),
                 detail: format!("unexpected fetch output {commit:?}"),
             });
+        }
+        let kib: u64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(u64::MAX / 1024);
+        if kib.saturating_mul(1024) > self.toolchain.disk_limit() {
+            // Nothing of it stays: the next request starts from nothing.
+            let _ = remove_tree(&clone_dir);
+            return Err(FunctionError::TooLarge(format!(
+                "repository too large: the clone of {} takes {} KiB; the limit is {} bytes",
+                repo.path,
+                kib,
+                self.toolchain.disk_limit()
+            )));
         }
         Ok(commit)
     }
@@ -261,17 +314,31 @@ impl Repos {
         *guard = Some(State::default());
         let _ = std::fs::remove_file(self.state_file(repo));
         let io = |e: std::io::Error| FunctionError::Internal(format!("removing the cached clone: {e}"));
-        remove_tree(&self.toolchain.host_path(&format!("repos/{}", repo.key))).map_err(io)?;
-        let src = self.toolchain.host_path("src");
-        let prefix = format!("{}-", repo.key);
-        for entry in std::fs::read_dir(&src).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                remove_tree(&entry.path()).map_err(io)?;
-            }
-        }
-        Ok(())
+        remove_tree(&self.clone_dir(repo)).map_err(io)?;
+        self.sources.remove_prefix(&format!("{}-", repo.key)).map_err(io)
     }
+}
+
+/// git's message with the operator's paths (the local mirror a URL was rewritten to, the
+/// build data) taken out: an answer never shows where things are on the host.
+fn public_git_error(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|word| {
+                    let core = word.trim_start_matches(['\'', '"']).trim_end_matches(['\'', '"', ':', ',', '.']);
+                    if core.starts_with('/') || core.starts_with("file://") {
+                        word.replacen(core, "<local>", 1)
+                    } else {
+                        word.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn remove_tree(path: &Path) -> std::io::Result<()> {
@@ -284,6 +351,21 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_errors_name_no_local_path() {
+        let shown = public_git_error(
+            "fatal: '/srv/git/example.test/a/b.git' does not appear to be a git repository\nfatal: couldn't find remote ref v9",
+        );
+        assert_eq!(
+            shown,
+            "fatal: '<local>' does not appear to be a git repository\nfatal: couldn't find remote ref v9"
+        );
+        assert_eq!(
+            public_git_error("fatal: unable to access file:///x/y.git/: no"),
+            "fatal: unable to access <local>: no"
+        );
+    }
 
     #[test]
     fn versions() {

@@ -1,22 +1,38 @@
-//! The build jail and the one place that starts git and the Go toolchain: every clone,
-//! extraction and build runs as a shell script in a fresh jail whose root is a clone of
-//! the base with the host's /usr (git, Go) read-only, the build jail's persistent data
-//! (`<data_dir>/build`) at `/build`, no network unless a remote or the operator needs it,
-//! and the build limits. "Long-lived" is the build jail's data: repositories, sources,
-//! the Go build cache.
+//! The build jail and the one place that starts git and the Go toolchain: every fetch,
+//! checkout and build runs as a shell script in a fresh jail whose root is a clone of the
+//! base with the host's /usr (git, Go) read-only, and under `/build` only what that one
+//! step of that one repository needs:
+//!
+//! | inside | host (`<data_dir>/build/…`) | for |
+//! |---|---|---|
+//! | `/build/repo` | `repos/<repo>` | fetch (writable), checkout (read-only) |
+//! | `/build/src` | `src/<repo>-<commit>` | checkout and build (writable: the generated main package) |
+//! | `/build/out` | `out/<build>` | the build's binary (writable, fresh) |
+//! | `/build/gen` | `tools/gen-<hash>` | the generator (read-only) |
+//! | `/build/gocache`, `/build/gomodcache` | `gocache`, `gomodcache` | Go's caches, written only by `go` at content-addressed paths |
+//!
+//! No other repository's clone or sources exist at any path in a build jail, so nothing a
+//! repository holds (symbolic links, `replace` directives, `#include` lines) can name them.
+//! Each jail has a network namespace of its own: empty, or with only the egress proxy
+//! ([`skyisland_net::egress`]) when it fetches over https or downloads modules. Its `/tmp`,
+//! `HOME` and `TMPDIR` are its own tmpfs of `build_disk_limit`.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use skyisland_config::Config;
-use skyisland_jail::{Bind, Launch, Limits, Network, Program, SlotKind};
+use skyisland_jail::{Bind, FileSpec, Launch, Limits, Network, Program, SlotKind};
+use skyisland_net::egress::{Egress, proxy_env};
 use skyisland_runner::{Jails, Output, RunError, RunReport, RunRequest};
 
 /// Where the build jail's data appears inside it.
 pub const BUILD_MOUNT: &str = "/build";
-const SUBDIRS: [&str; 9] = ["repos", "src", "out", "tools", "gocache", "gomodcache", "gopath", "home", "tmp"];
+const SUBDIRS: [&str; 6] = ["repos", "src", "out", "tools", "gocache", "gomodcache"];
+/// git's configuration in every build jail (written into the jail's root, read-only).
+const GITCONFIG_PATH: &str = "/etc/skyisland-gitconfig";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
@@ -45,10 +61,38 @@ pub struct Toolchain {
     /// Local directories that clone URLs are rewritten to (file://), bound read-only.
     file_roots: Vec<PathBuf>,
     allow_downloads: bool,
+    egress: Arc<Egress>,
     limits: Limits,
     disk: u64,
     pub timeout: Duration,
     output_limit: u64,
+}
+
+/// One directory of the build data, and how a build jail sees it.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// Below the build data directory on the host.
+    pub host: PathBuf,
+    /// Below `/build` inside.
+    pub inside: &'static str,
+    pub writable: bool,
+}
+
+impl Mount {
+    pub fn new(host: PathBuf, inside: &'static str, writable: bool) -> Mount {
+        Mount { host, inside, writable }
+    }
+}
+
+/// Why a build jail needs (or does not need) the network.
+#[derive(Debug, Clone, Copy)]
+pub enum NetworkNeed<'a> {
+    /// A fetch from `url`: nothing for a local (file://) mirror, the egress proxy otherwise.
+    Clone { url: &'a str },
+    /// A build: the egress proxy only when the operator allows module downloads.
+    Build,
+    /// Nothing (a checkout).
+    None,
 }
 
 impl Toolchain {
@@ -56,13 +100,16 @@ impl Toolchain {
     pub fn discover(config: &Config) -> Result<Toolchain, ToolchainError> {
         let go = which(&config.go.program).ok_or_else(|| ToolchainError::NoGo(config.go.program.clone()))?;
         let probe = |args: &[&str]| -> Result<String, ToolchainError> {
-            let out = std::process::Command::new(&go).args(args).env("GOTOOLCHAIN", "local").output().map_err(|e| {
-                ToolchainError::Probe {
+            let out = std::process::Command::new(&go)
+                .args(args)
+                .env("GOTOOLCHAIN", "local")
+                .env("GOTELEMETRY", "off")
+                .output()
+                .map_err(|e| ToolchainError::Probe {
                     program: go.display().to_string(),
                     args: args.join(" "),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             if !out.status.success() {
                 return Err(ToolchainError::Probe {
                     program: go.display().to_string(),
@@ -104,6 +151,7 @@ impl Toolchain {
             extra_binds,
             file_roots: file_roots.into_iter().collect(),
             allow_downloads: config.go.allow_module_downloads,
+            egress: Egress::new(config.git.allow_hosts.clone()),
             limits: Limits {
                 memory: j.build_memory_limit.bytes() + j.build_disk_limit.bytes(),
                 pids: j.build_pids_limit,
@@ -115,7 +163,7 @@ impl Toolchain {
         })
     }
 
-    /// The host path of `/build/<rel>`.
+    /// The host path of `<build data>/<rel>`.
     pub fn host_path(&self, rel: &str) -> PathBuf {
         self.build_dir.join(rel)
     }
@@ -124,35 +172,70 @@ impl Toolchain {
         self.build_uid
     }
 
-    /// Runs `script` with `sh -c` in a fresh build jail, with `args` as `$1`...
+    /// Bytes a build may check out and write.
+    pub fn disk_limit(&self) -> u64 {
+        self.disk
+    }
+
+    /// The proxy's policy, which also decides which import path hosts are allowed.
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.egress
+    }
+
+    /// Makes a fresh directory below the build data for one build jail to write, owned by
+    /// the build uid (and nothing of a previous one: it is removed first).
+    pub fn fresh_dir(&self, rel: &str) -> std::io::Result<PathBuf> {
+        let dir = self.host_path(rel);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir(&dir)?;
+        own(&dir, self.build_uid)?;
+        Ok(dir)
+    }
+
+    /// Runs `script` with `sh -c` in a fresh build jail that sees `mounts` below `/build`
+    /// (besides Go's caches), with `args` as `$1`...
     pub async fn run(
         &self,
         jails: &Jails,
         label: String,
         script: &str,
         args: &[&str],
+        mounts: &[Mount],
         network: NetworkNeed<'_>,
     ) -> Result<RunReport, RunError> {
         let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "skyisland".to_owned()];
         argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let mut binds = vec![
-            Bind { source: "/usr".into(), target: "/usr".into(), writable: false },
-            Bind { source: self.build_dir.clone(), target: BUILD_MOUNT.into(), writable: true },
-        ];
+        let mut binds = vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }];
         binds.extend(self.extra_binds.iter().cloned());
-        let network = match network {
+        let caches = [
+            Mount::new(self.host_path("gocache"), "gocache", true),
+            Mount::new(self.host_path("gomodcache"), "gomodcache", self.allow_downloads),
+        ];
+        binds.extend(caches.iter().chain(mounts).map(|m| Bind {
+            source: m.host.clone(),
+            target: Path::new(BUILD_MOUNT).join(m.inside),
+            writable: m.writable,
+        }));
+        let egress = match network {
             NetworkNeed::Clone { url } if url.starts_with("file://") => {
                 binds.extend(self.file_roots.iter().filter(|root| root.is_dir()).map(|root| Bind {
                     source: root.clone(),
                     target: root.clone(),
                     writable: false,
                 }));
-                Network::None
+                false
             }
-            NetworkNeed::Clone { .. } => Network::Host,
-            NetworkNeed::Build if self.allow_downloads => Network::Host,
-            NetworkNeed::Build => Network::None,
+            NetworkNeed::Clone { .. } => true,
+            NetworkNeed::Build => self.allow_downloads,
+            NetworkNeed::None => false,
         };
+        let mut env = self.env();
+        if egress {
+            env.extend(proxy_env());
+        }
         let request = RunRequest {
             launch: Launch {
                 kind: SlotKind::Build,
@@ -161,19 +244,20 @@ impl Toolchain {
                 disk: self.disk,
                 program: Program::Path("/bin/sh".into()),
                 argv,
-                env: self.env(),
-                cwd: format!("{BUILD_MOUNT}/tmp").into(),
+                env,
+                cwd: "/tmp".into(),
                 binds,
-                network,
+                files: vec![FileSpec { path: GITCONFIG_PATH.into(), contents: GITCONFIG.to_owned() }],
+                network: Network::None,
                 proc_subset_pid: false,
                 max_open_files: 4096,
             },
+            network: egress.then(|| self.egress.request(&label)),
             label,
             timeout: self.timeout,
             output_limit: self.output_limit,
             output: Output::Capture,
             exec: None,
-            network: None,
         };
         jails.run(request).await
     }
@@ -182,22 +266,26 @@ impl Toolchain {
         let b = BUILD_MOUNT;
         let mut env = vec![
             "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
-            format!("HOME={b}/home"),
+            "HOME=/tmp".to_owned(),
             "TMPDIR=/tmp".to_owned(),
             "LANG=C".to_owned(),
             format!("GO={}", self.go.display()),
             format!("GIT={}", self.git.display()),
             format!("GOCACHE={b}/gocache"),
             format!("GOMODCACHE={b}/gomodcache"),
-            format!("GOPATH={b}/gopath"),
+            "GOPATH=/tmp/gopath".to_owned(),
             "CGO_ENABLED=0".to_owned(),
             "GO111MODULE=on".to_owned(),
+            // Only this toolchain, no workspace file of the repository's, no telemetry.
             "GOTOOLCHAIN=local".to_owned(),
+            "GOWORK=off".to_owned(),
+            "GOTELEMETRY=off".to_owned(),
             "GOFLAGS=-buildvcs=false".to_owned(),
             "GIT_CONFIG_NOSYSTEM=1".to_owned(),
             "GIT_TERMINAL_PROMPT=0".to_owned(),
             "GIT_ASKPASS=/bin/false".to_owned(),
-            format!("GIT_CONFIG_GLOBAL={b}/home/gitconfig"),
+            format!("GIT_CEILING_DIRECTORIES={b}"),
+            format!("GIT_CONFIG_GLOBAL={GITCONFIG_PATH}"),
         ];
         if !self.allow_downloads {
             env.extend(["GOPROXY=off".to_owned(), "GOSUMDB=off".to_owned()]);
@@ -206,16 +294,16 @@ impl Toolchain {
     }
 }
 
-/// Why a build jail needs (or does not need) the network.
-#[derive(Debug, Clone, Copy)]
-pub enum NetworkNeed<'a> {
-    Clone { url: &'a str },
-    Build,
-}
-
 /// git configuration of the build jail: no hooks, local clones allowed, repositories
-/// owned by the build uid trusted.
-const GITCONFIG: &str = "[safe]\n\tdirectory = *\n[protocol \"file\"]\n\tallow = always\n[core]\n\thooksPath = /dev/null\n[advice]\n\tdetachedHead = false\n[credential]\n\thelper =\n";
+/// owned by the build uid trusted, objects checked as they arrive, packs kept whole,
+/// symbolic links checked out as plain files.
+const GITCONFIG: &str = "[safe]\n\tdirectory = *\n[protocol \"file\"]\n\tallow = always\n[core]\n\thooksPath = /dev/null\n\tsymlinks = false\n[transfer]\n\tfsckObjects = true\n\tunpackLimit = 1\n[advice]\n\tdetachedHead = false\n[credential]\n\thelper =\n";
+
+/// Gives `path` to the build uid.
+fn own(path: &Path, uid: u32) -> std::io::Result<()> {
+    rustix::fs::chown(path, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(uid)))?;
+    Ok(())
+}
 
 /// Creates the build jail's data directories, owned by the build uid.
 fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
@@ -224,22 +312,28 @@ fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
         move |source| ToolchainError::Io { what, path, source }
     };
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let owner_changed = std::fs::metadata(dir).map_err(io("inspect", dir))?.uid() != uid;
-    for sub in std::iter::once(dir.to_owned()).chain(SUBDIRS.iter().map(|s| dir.join(s))) {
+    // Only root enters the build data on the host.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod", dir))?;
+    for sub in SUBDIRS.iter().map(|s| dir.join(s)) {
         std::fs::create_dir_all(&sub).map_err(io("create", &sub))?;
-        if owner_changed {
+        // Made by someone else, or for another uid range: give it all to the build uid.
+        if std::fs::metadata(&sub).map_err(io("inspect", &sub))?.uid() != uid {
             chown_tree(&sub, uid).map_err(io("change the owner of", &sub))?;
         }
         std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod", &sub))?;
     }
-    let gitconfig = dir.join("home/gitconfig");
-    std::fs::write(&gitconfig, GITCONFIG).map_err(io("write", &gitconfig))?;
+    // What earlier versions kept here and no longer use.
+    for old in ["home", "tmp", "gopath"] {
+        let path = dir.join(old);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+        }
+    }
     // What a crash (or power cut) left half-done: build outputs not yet in the binary
     // cache, sources and clones being extracted or created under temporary names, the
-    // generator being built, the builds' temporary files. Never used; removed here.
+    // generator being built. Never used; removed here.
     for (sub, leftover) in [
         ("out", (|_: &str| true) as fn(&str) -> bool),
-        ("tmp", |_| true),
         ("src", |name| name.contains(".new.")),
         ("repos", |name| name.ends_with(".new")),
         // (Inside the clones, below: git's lock files and incoming packs.)
@@ -265,7 +359,6 @@ fn prepare_build_dir(dir: &Path, uid: u32) -> Result<(), ToolchainError> {
     for entry in std::fs::read_dir(&repos).map_err(io("list", &repos))?.filter_map(Result::ok) {
         remove_git_leftovers(&entry.path(), 0).map_err(io("clean", &entry.path()))?;
     }
-    // Sources of the generator, written by this process, must stay ours.
     Ok(())
 }
 
@@ -309,6 +402,20 @@ fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The total size of the files below `path` (not following links), for bounds on what
+/// builds keep.
+pub fn tree_size(path: &Path) -> std::io::Result<u64> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.blocks() * 512);
+    }
+    let mut total = meta.blocks() * 512;
+    for entry in std::fs::read_dir(path)? {
+        total += tree_size(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 /// Resolves a program name on PATH (or takes a path as it is), following symlinks.

@@ -24,7 +24,6 @@ use crate::sys;
 
 /// What the spawner lends to every child.
 pub(crate) struct Context<'a> {
-    pub empty_netns: BorrowedFd<'a>,
     /// pidfd of the process that owns the jails; readable once it has exited.
     pub host: BorrowedFd<'a>,
     pub policy: &'a Policy,
@@ -146,23 +145,17 @@ fn run_step(step: &Step, netns: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> st
             Ok(rustix::mount::mount("tmpfs", target, "tmpfs", MountFlags::NOSUID, data.as_c_str())?)
         }
         Step::MakeDir { path } => Ok(mkdir(path, Mode::from_raw_mode(0o755))?),
-        Step::MountOverlay { lower, upper, work, target } => {
-            let data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-            let data = CString::new(data).map_err(std::io::Error::other)?;
-            Ok(rustix::mount::mount("overlay", target, "overlay", MountFlags::NOSUID, data.as_c_str())?)
-        }
+        Step::MountOverlay { lower, upper, work, target } => mount_overlay(lower, upper, work, target),
         Step::BindSelf { path } => Ok(rustix::mount::mount_bind(path, path)?),
         Step::Bind { source, target, writable } => bind(source, target, *writable),
+        Step::WriteFile { path, contents } => write_file(path, contents),
         Step::MountProc { target, subset_pid } => {
             let data = if *subset_pid { c"subset=pid" } else { c"" };
             let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
             Ok(rustix::mount::mount("proc", target, "proc", flags, data)?)
         }
         Step::SetHostname { name } => Ok(rustix::system::sethostname(name.as_bytes())?),
-        Step::JoinEmptyNetwork => {
-            Ok(rustix::thread::move_into_link_name_space(ctx.empty_netns, Some(LinkNameSpaceType::Network))?)
-        }
-        Step::JoinGivenNetwork => {
+        Step::JoinNetwork => {
             let netns = netns.ok_or_else(|| std::io::Error::other("no network namespace was passed"))?;
             Ok(rustix::thread::move_into_link_name_space(netns, Some(LinkNameSpaceType::Network))?)
         }
@@ -195,6 +188,7 @@ fn run_step(step: &Step, netns: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> st
             )?;
             Ok(rustix::thread::clear_ambient_capability_set()?)
         }
+        Step::ChangeDir { path } => Ok(rustix::process::chdir(path)?),
         Step::DieWithHost => {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             // The host may have died before the signal was armed.
@@ -208,6 +202,48 @@ fn run_step(step: &Step, netns: Option<BorrowedFd<'_>>, ctx: &Context<'_>) -> st
         Step::NoNewPrivs => Ok(rustix::thread::set_no_new_privs(true)?),
         Step::Seccomp => ctx.policy.install(),
     }
+}
+
+/// Mounts the overlay that becomes the jail's root. Its options are what the jail reads in
+/// its mountinfo, so they name no host path: the lower layer is given as a descriptor
+/// (`/proc/self/fd/N`, resolved by the kernel at mount time), upper and work relative to
+/// their directory, the working directory of this process for the moment.
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+    let scratch = upper.parent().ok_or_else(|| std::io::Error::other("the upper layer has no parent"))?;
+    let (Some(upper), Some(work), Some(target)) = (
+        upper.file_name().filter(|_| upper.parent() == Some(scratch)),
+        work.file_name().filter(|_| work.parent() == Some(scratch)),
+        target.file_name().filter(|_| target.parent() == Some(scratch)),
+    ) else {
+        return Err(std::io::Error::other("the overlay's upper, work and target must share a directory"));
+    };
+    let lower = rustix::fs::open(
+        lower,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::process::chdir(scratch)?;
+    let data = format!(
+        "lowerdir=/proc/self/fd/{},upperdir={},workdir={}",
+        std::os::fd::AsRawFd::as_raw_fd(&lower),
+        upper.to_string_lossy(),
+        work.to_string_lossy()
+    );
+    let data = CString::new(data).map_err(std::io::Error::other)?;
+    rustix::mount::mount("overlay", target, "overlay", MountFlags::NOSUID, data.as_c_str())?;
+    Ok(())
+}
+
+/// Writes a file into the new root: root-owned, mode 0444, never through a link.
+fn write_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use rustix::fs::OFlags;
+    let file = rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o444),
+    )?;
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o444))?;
+    std::fs::File::from(file).write_all(contents.as_bytes())
 }
 
 /// Bind-mounts `source` on `target`, then makes it read-only unless `writable`; never

@@ -18,7 +18,7 @@ use crate::process::{self, ExitStatus};
 use crate::rootfs::{AnyBackend, CloneBackend, RootfsError};
 use crate::slots::{Lease, SlotDef, SlotPool};
 use crate::spawner::{JailIo, SpawnError, Spawner};
-use crate::spec::{Bind, JailSpec, Network, Program, Resource, Rlimit};
+use crate::spec::{Bind, FileSpec, JailSpec, Network, Program, Resource, Rlimit};
 
 /// How long a slot's leftover processes get to disappear after SIGKILL.
 const KILL_PATIENCE: Duration = Duration::from_secs(5);
@@ -88,6 +88,9 @@ pub struct Launch {
     pub env: Vec<String>,
     pub cwd: PathBuf,
     pub binds: Vec<Bind>,
+    /// Small files written into the jail's root (its /etc/resolv.conf).
+    pub files: Vec<FileSpec>,
+    /// `None`: the slot's own empty namespace; `Given`: the one passed in [`JailIo::netns`].
     pub network: Network,
     pub proc_subset_pid: bool,
     pub max_open_files: u64,
@@ -202,9 +205,22 @@ impl JailHost {
 
     /// Starts a jail. Returns once it is cloned; `Running::setup` tells whether it got as
     /// far as executing the program.
-    pub fn launch(&self, launch: &Launch, io: JailIo) -> Result<Running, HostError> {
+    pub fn launch(&self, launch: &Launch, mut io: JailIo) -> Result<Running, HostError> {
         let inner = &self.inner;
+        match (launch.network, &io.netns) {
+            (Network::None, Some(_)) => {
+                return Err(SpawnError::Invalid("a namespace was passed for a jail without a network".into()).into());
+            }
+            (Network::Given, None) => return Err(SpawnError::Invalid("no network namespace was passed".into()).into()),
+            _ => {}
+        }
         let lease = inner.pool(launch.kind).acquire().ok_or(HostError::Busy(launch.kind))?;
+        if launch.network == Network::None {
+            let netns = lease
+                .network_namespace(crate::spawner::empty_network_namespace)
+                .map_err(io_at("create the network namespace of slot", Path::new(&lease.def().name)))?;
+            io.netns = Some(netns);
+        }
         let slot = lease.def().clone();
         {
             let mut cgroup = lease.cgroup().lock().unwrap_or_else(|p| p.into_inner());
@@ -219,13 +235,13 @@ impl JailHost {
             name: launch.name.clone(),
             root,
             binds: launch.binds.clone(),
+            files: launch.files.clone(),
             program: launch.program.clone(),
             argv: launch.argv.clone(),
             env: launch.env.clone(),
             cwd: launch.cwd.clone(),
             uid: slot.uid,
             gid: slot.uid,
-            network: launch.network,
             cgroup: inner.cgroups.join(&slot.name),
             rlimits: rlimits(launch),
             proc_subset_pid: launch.proc_subset_pid,

@@ -30,4 +30,4 @@ pub use host::{HostConfig, HostError, JailHost, Launch, Outcome, Running, SlotKi
 pub use process::ExitStatus;
 pub use rootfs::{AnyBackend, Btrfs, CloneBackend, Overlay};
 pub use spawner::{JailIo, SpawnError, Spawned, Spawner, empty_network_namespace, send_program};
-pub use spec::{Bind, Network, Program};
+pub use spec::{Bind, FileSpec, Network, Program};

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Bind, CgroupJoin, JailSpec, Network, Rlimit, RootSpec};
+use crate::spec::{Bind, CgroupJoin, FileSpec, JailSpec, Rlimit, RootSpec};
 
 /// One operation in the jail's first process, in its new namespaces, as root.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +29,9 @@ pub enum Step {
     MakeDir {
         path: PathBuf,
     },
+    /// The overlay's options name its layers by neutral paths (the lower layer through a
+    /// descriptor, upper and work relative to the scratch directory), so that the jail's
+    /// mountinfo shows no host path.
     MountOverlay {
         lower: PathBuf,
         upper: PathBuf,
@@ -44,6 +47,11 @@ pub enum Step {
         target: PathBuf,
         writable: bool,
     },
+    /// Write a file into the new root (owned by root, read-only to the jail).
+    WriteFile {
+        path: PathBuf,
+        contents: String,
+    },
     MountProc {
         target: PathBuf,
         subset_pid: bool,
@@ -51,10 +59,9 @@ pub enum Step {
     SetHostname {
         name: String,
     },
-    /// Enter the spawner's shared, empty network namespace.
-    JoinEmptyNetwork,
-    /// Enter the network namespace the host passed for this jail.
-    JoinGivenNetwork,
+    /// Enter the network namespace passed with the jail (its slot's own, or one prepared
+    /// for it): never the host's, never another running jail's.
+    JoinNetwork,
     PivotRoot {
         new_root: PathBuf,
     },
@@ -69,6 +76,11 @@ pub enum Step {
     },
     /// Clear the inheritable and ambient sets too, so nothing comes back at `exec`.
     ClearCapabilities,
+    /// Enter the working directory, as the jail's user (after the switch, so that it is a
+    /// directory the jail itself may enter).
+    ChangeDir {
+        path: PathBuf,
+    },
     /// Die with the host: SIGKILL when the process that owns the jail goes away. Set
     /// after `SwitchUser`, because a credential change clears it.
     DieWithHost,
@@ -91,14 +103,15 @@ impl fmt::Display for Step {
             Step::Bind { source, target, .. } => {
                 write!(f, "bind {} on {}", source.display(), target.display())
             }
+            Step::WriteFile { path, .. } => write!(f, "write {}", path.display()),
             Step::MountProc { target, .. } => write!(f, "mount proc on {}", target.display()),
             Step::SetHostname { name } => write!(f, "set hostname {name}"),
-            Step::JoinEmptyNetwork => f.write_str("join the empty network namespace"),
-            Step::JoinGivenNetwork => f.write_str("join the jail's network namespace"),
+            Step::JoinNetwork => f.write_str("join the jail's network namespace"),
             Step::PivotRoot { new_root } => write!(f, "pivot_root into {}", new_root.display()),
             Step::SetRlimits { .. } => f.write_str("set rlimits"),
             Step::SwitchUser { uid, gid } => write!(f, "switch to uid {uid} gid {gid}"),
             Step::ClearCapabilities => f.write_str("clear capabilities"),
+            Step::ChangeDir { path } => write!(f, "enter the working directory {}", path.display()),
             Step::DieWithHost => f.write_str("set the parent-death signal"),
             Step::NoNewPrivs => f.write_str("set no_new_privs"),
             Step::Seccomp => f.write_str("install the seccomp filter"),
@@ -146,17 +159,20 @@ pub fn plan(spec: &JailSpec) -> Vec<Step> {
         target: inside(&root, target),
         writable: *writable,
     }));
+    steps.extend(
+        spec.files.iter().map(|FileSpec { path, contents }| Step::WriteFile {
+            path: inside(&root, path),
+            contents: contents.clone(),
+        }),
+    );
     steps.push(Step::MountProc { target: root.join("proc"), subset_pid: spec.proc_subset_pid });
     steps.push(Step::SetHostname { name: spec.name.clone() });
-    match spec.network {
-        Network::None => steps.push(Step::JoinEmptyNetwork),
-        Network::Given => steps.push(Step::JoinGivenNetwork),
-        Network::Host => {}
-    }
+    steps.push(Step::JoinNetwork);
     steps.push(Step::PivotRoot { new_root: root });
     steps.push(Step::SetRlimits { limits: spec.rlimits.clone() });
     steps.push(Step::SwitchUser { uid: spec.uid, gid: spec.gid });
     steps.push(Step::ClearCapabilities);
+    steps.push(Step::ChangeDir { path: spec.cwd.clone() });
     steps.push(Step::DieWithHost);
     steps.push(Step::NoNewPrivs);
     steps.push(Step::Seccomp);
@@ -173,18 +189,18 @@ mod tests {
     use super::*;
     use crate::spec::{Program, Resource};
 
-    fn spec(root: RootSpec, network: Network) -> JailSpec {
+    fn spec(root: RootSpec) -> JailSpec {
         JailSpec {
             name: "sky-test".into(),
             root,
             binds: vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }],
+            files: vec![FileSpec { path: "/etc/resolv.conf".into(), contents: "nameserver 10.0.0.1\n".into() }],
             program: Program::Fd,
             argv: vec!["fn".into()],
             env: vec![],
-            cwd: "/".into(),
+            cwd: "/tmp".into(),
             uid: 1000001,
             gid: 1000001,
-            network,
             cgroup: CgroupJoin::Procs(vec!["/cg/memory/x/cgroup.procs".into()]),
             rlimits: vec![Rlimit { resource: Resource::Core, limit: 0 }],
             proc_subset_pid: true,
@@ -197,8 +213,7 @@ mod tests {
 
     #[test]
     fn overlay_root_is_assembled_inside_the_scratch_tmpfs() {
-        let s =
-            spec(RootSpec::Overlay { lower: "/base".into(), scratch: "/run/j/1".into(), size: 1 << 20 }, Network::None);
+        let s = spec(RootSpec::Overlay { lower: "/base".into(), scratch: "/run/j/1".into(), size: 1 << 20 });
         let steps = plan(&s);
         assert_eq!(steps[0], Step::JoinCgroup { procs: "/cg/memory/x/cgroup.procs".into() });
         assert_eq!(steps[1], Step::NewCgroupNamespace);
@@ -215,33 +230,52 @@ mod tests {
             target: "/run/j/1/root/usr".into(),
             writable: false
         }));
-        assert!(steps.contains(&Step::JoinEmptyNetwork));
+        assert!(steps.contains(&Step::WriteFile {
+            path: "/run/j/1/root/etc/resolv.conf".into(),
+            contents: "nameserver 10.0.0.1\n".into()
+        }));
+        assert!(steps.contains(&Step::JoinNetwork));
+        assert!(steps.contains(&Step::ChangeDir { path: "/tmp".into() }));
     }
 
     #[test]
     fn security_order_holds() {
-        for network in [Network::None, Network::Given, Network::Host] {
-            let s = spec(RootSpec::Dir { path: "/btrfs/jails/1".into() }, network);
-            let steps = plan(&s);
+        for root in [
+            RootSpec::Dir { path: "/btrfs/jails/1".into() },
+            RootSpec::Overlay { lower: "/base".into(), scratch: "/run/j/1".into(), size: 1 << 20 },
+        ] {
+            let steps = plan(&spec(root));
             let pivot = position(&steps, |s| matches!(s, Step::PivotRoot { .. }));
             let last_mount = steps
                 .iter()
-                .rposition(|s| matches!(s, Step::Bind { .. } | Step::MountProc { .. } | Step::BindSelf { .. }))
+                .rposition(|s| {
+                    matches!(
+                        s,
+                        Step::Bind { .. }
+                            | Step::MountProc { .. }
+                            | Step::BindSelf { .. }
+                            | Step::MountOverlay { .. }
+                            | Step::WriteFile { .. }
+                    )
+                })
                 .unwrap();
+            let cgroup = position(&steps, |s| matches!(s, Step::JoinCgroup { .. }));
+            let first_mount = position(&steps, |s| matches!(s, Step::MountTmpfs { .. } | Step::BindSelf { .. }));
+            let join = position(&steps, |s| *s == Step::JoinNetwork);
             let user = position(&steps, |s| matches!(s, Step::SwitchUser { .. }));
+            let caps = position(&steps, |s| *s == Step::ClearCapabilities);
+            let cwd = position(&steps, |s| matches!(s, Step::ChangeDir { .. }));
             let death = position(&steps, |s| *s == Step::DieWithHost);
             let nnp = position(&steps, |s| *s == Step::NoNewPrivs);
-            assert!(last_mount < pivot, "every mount happens before pivot_root");
-            if network != Network::Host {
-                let join = position(&steps, |s| matches!(s, Step::JoinEmptyNetwork | Step::JoinGivenNetwork));
-                assert!(join < user, "setns needs CAP_SYS_ADMIN");
-            }
+            assert!(cgroup < first_mount, "the jail's tmpfs is charged to its cgroup");
+            assert!(last_mount < pivot, "every mount and file happens before pivot_root");
+            assert!(join < user, "setns needs CAP_SYS_ADMIN");
             assert!(pivot < user, "root until the new root is in place");
+            assert!(user < caps && caps < cwd, "the working directory is entered as the jail's user");
             assert!(user < death, "a uid change clears the parent-death signal");
             assert!(user < nnp);
             assert_eq!(steps.last(), Some(&Step::Seccomp), "seccomp is the last step before exec");
-            assert_eq!(steps.contains(&Step::JoinEmptyNetwork), network == Network::None);
-            assert_eq!(steps.contains(&Step::JoinGivenNetwork), network == Network::Given);
+            assert_eq!(steps.iter().filter(|s| **s == Step::JoinNetwork).count(), 1, "always a namespace of its own");
         }
     }
 }

@@ -34,6 +34,10 @@ struct Slot {
     held: AtomicBool,
     /// The slot's cgroup as this process last set it up; valid while `held`.
     cgroup: Mutex<Option<crate::cgroup::SlotCgroup>>,
+    /// The slot's own empty network namespace, made the first time this process needs it
+    /// and kept: the slot's jails use it one at a time, each after the previous one's
+    /// processes (and so its sockets) are gone.
+    netns: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
 /// A set of slots of one kind (execution or build).
@@ -66,6 +70,7 @@ impl SlotPool {
                 lock: std::sync::OnceLock::new(),
                 held: AtomicBool::new(false),
                 cgroup: Mutex::new(None),
+                netns: std::sync::OnceLock::new(),
             });
         }
         let free = (0..slots.len()).rev().collect();
@@ -148,6 +153,19 @@ impl Lease {
     /// The slot's cgroup as this process last set it up.
     pub(crate) fn cgroup(&self) -> &Mutex<Option<crate::cgroup::SlotCgroup>> {
         &self.pool.slots[self.index].cgroup
+    }
+
+    /// A duplicate of the slot's own network namespace, made by `make` the first time.
+    pub(crate) fn network_namespace(
+        &self,
+        make: impl FnOnce() -> io::Result<std::os::fd::OwnedFd>,
+    ) -> io::Result<std::os::fd::OwnedFd> {
+        let slot = &self.pool.slots[self.index];
+        if let Some(ns) = slot.netns.get() {
+            return ns.try_clone();
+        }
+        let made = make()?;
+        slot.netns.get_or_init(|| made).try_clone()
     }
 }
 

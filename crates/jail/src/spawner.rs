@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::child::{self, Context, Fds};
 use crate::plan;
 use crate::seccomp::Policy;
-use crate::spec::{CgroupJoin, JailSpec, Network, Program};
+use crate::spec::{CgroupJoin, JailSpec, Program};
 use crate::sys::{self, Cloned};
 
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -58,7 +58,7 @@ pub struct JailIo {
     /// The jail's end of the host's control channel (a `SOCK_SEQPACKET` socket) on which
     /// a warm jail ([`crate::spec::Program::Later`]) receives its program.
     pub go: Option<OwnedFd>,
-    /// The network namespace to join, for [`crate::spec::Network::Given`].
+    /// The network namespace to join: the slot's own, or one prepared for this jail.
     pub netns: Option<OwnedFd>,
 }
 
@@ -295,7 +295,6 @@ struct Helper {
 struct Cloner {
     /// pidfd of the process that owns the jails: readable once it has exited.
     host: OwnedFd,
-    empty_netns: OwnedFd,
     policy: Policy,
     /// Make the jails the children of the cloner's parent (the helper's server).
     clone_parent: bool,
@@ -359,21 +358,25 @@ impl Cloner {
         // to it; emptying it once here empties it for every jail, which inherits it.
         sys::drop_bounding_set().map_err(|e| format!("drop the capability bounding set: {e}"))?;
         let policy = Policy::compile()?;
-        let empty_netns = empty_network_namespace().map_err(|e| format!("empty network namespace: {e}"))?;
-        Ok(Cloner { host, empty_netns, policy, clone_parent })
+        Ok(Cloner { host, policy, clone_parent })
     }
 }
 
 /// A new network namespace with nothing in it (not even loopback up). The calling
-/// thread enters it for a moment and comes back. (The spawner's one is shared by every
-/// jail without a network: joining one costs nothing, creating one per jail ~0.6 ms.)
+/// thread enters it for a moment and comes back. (Each jail slot gets one, made once and
+/// reused by the slot's jails one at a time: creating one per jail would cost ~0.6 ms.)
 pub fn empty_network_namespace() -> io::Result<OwnedFd> {
     let open = || rustix::fs::open("/proc/thread-self/ns/net", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
     let host = open()?;
     sys::unshare_network_namespace()?;
-    let empty = open()?;
-    rustix::thread::move_into_link_name_space(host.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))?;
-    Ok(empty)
+    let empty = open();
+    if rustix::thread::move_into_link_name_space(host.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .is_err()
+    {
+        // This thread would make every later socket in the wrong namespace.
+        std::process::abort();
+    }
+    Ok(empty?)
 }
 
 impl Helper {
@@ -409,7 +412,7 @@ impl Cloner {
         if spec.program == Program::Later && fds.go.is_none() {
             return Err("a warm jail needs a go socket".into());
         }
-        if spec.network == Network::Given && fds.netns.is_none() {
+        if fds.netns.is_none() {
             return Err("no network namespace was passed to join".into());
         }
         let steps = plan::plan(&spec);
@@ -428,8 +431,7 @@ impl Cloner {
         // that the process is before it gets here.
         match unsafe { sys::clone3(flags, cgroup.as_ref().map(|fd| fd.as_fd())) } {
             Ok(Cloned::Child) => {
-                let ctx =
-                    Context { empty_netns: self.empty_netns.as_fd(), host: self.host.as_fd(), policy: &self.policy };
+                let ctx = Context { host: self.host.as_fd(), policy: &self.policy };
                 child::run(&spec, &steps, fds, &ctx)
             }
             Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),

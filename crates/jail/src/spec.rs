@@ -13,6 +13,9 @@ pub struct JailSpec {
     pub root: RootSpec,
     /// Host directories or files mounted into the jail, after the root is in place.
     pub binds: Vec<Bind>,
+    /// Small files written into the jail's own root (read-only to the jail), rather than
+    /// bound from the host: their mounts would show host paths in the jail's mountinfo.
+    pub files: Vec<FileSpec>,
     pub program: Program,
     /// `argv`, including `argv[0]`.
     pub argv: Vec<String>,
@@ -22,7 +25,6 @@ pub struct JailSpec {
     pub cwd: PathBuf,
     pub uid: u32,
     pub gid: u32,
-    pub network: Network,
     pub cgroup: CgroupJoin,
     pub rlimits: Vec<Rlimit>,
     /// Mount /proc with `subset=pid` (only processes, no /proc/sys, /proc/kcore, …).
@@ -61,15 +63,24 @@ pub enum Program {
     Later,
 }
 
+/// A file written into the jail's root before it starts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct FileSpec {
+    /// Absolute path inside the jail; its directory must exist in the root.
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// Which network namespace a jail joins. Every jail has one of its own at any moment: no
+/// two jails that could run at once share one, and none is the host's.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Network {
-    /// Join the spawner's one shared network namespace, which has no interfaces up.
+    /// The jail slot's own empty namespace (not even loopback up), made once per slot and
+    /// used by that slot's jails one at a time.
     None,
-    /// Join the network namespace passed as [`JailIo::netns`](crate::JailIo): one the
-    /// host has set up for this jail alone (a link to the bridge, an address).
+    /// A namespace the caller prepared for this jail alone and passes with the launch (an
+    /// address of the IPv4 pool, or the build jail's egress proxy).
     Given,
-    /// The host's network namespace (the build jail's clones of remote repositories).
-    Host,
 }
 
 /// How the jail's first process enters its cgroup.
@@ -123,6 +134,15 @@ impl JailSpec {
         }
         if !self.cwd.is_absolute() {
             return Err(format!("working directory {} must be absolute", self.cwd.display()));
+        }
+        for file in &self.files {
+            let plain = file.path.components().skip(1).all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !file.path.is_absolute() || !plain || file.path.parent().is_none_or(|p| p == std::path::Path::new("/")) {
+                return Err(format!(
+                    "file path {} must be absolute, below a directory, without '..'",
+                    file.path.display()
+                ));
+            }
         }
         Ok(())
     }

@@ -20,20 +20,21 @@
 //! sockets for another namespace are opened from a blocking thread that enters it and
 //! comes straight back.
 
+pub mod egress;
 pub mod pool;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rustix::fs::{FlockOperation, flock};
 use skyisland_config::{Config, Ip4};
-use skyisland_jail::Bind;
+use skyisland_jail::FileSpec;
 use skyisland_runner::{BoxFuture, JailNetwork};
 
 pub use pool::{Address, Lease, Pool, PoolError, State};
@@ -65,10 +66,24 @@ pub struct Ip4Network {
     bridge: u32,
     /// The bridge's namespace, when it is not ours.
     netns: Option<OwnedFd>,
-    resolv_conf: PathBuf,
+    /// The jails' /etc/resolv.conf.
+    resolv_conf: String,
     created_bridge: bool,
-    /// Namespaces of addresses no jail holds now, with when they were last used.
-    idle: std::sync::Mutex<std::collections::HashMap<Ipv4Addr, (AddressNamespace, std::time::Instant)>>,
+    /// `<run_dir>/net/<bridge>.lock`, share-locked by every server using the bridge: the
+    /// last one to stop removes the rules.
+    users: std::fs::File,
+    /// Namespaces of addresses no jail holds now, with their address's lease (so that no
+    /// one, in this process or another, leases the address while its namespace lives) and
+    /// when they were last used.
+    idle: std::sync::Mutex<Vec<Idle>>,
+}
+
+/// A namespace waiting for the next jail of its address.
+#[derive(Debug)]
+struct Idle {
+    namespace: AddressNamespace,
+    lease: Lease,
+    since: std::time::Instant,
 }
 
 /// An address's network namespace, set up, and the host end of its link.
@@ -76,6 +91,9 @@ pub struct Ip4Network {
 struct AddressNamespace {
     ns: OwnedFd,
     host_link: String,
+    /// The host end's index: links are deleted by index, never by name, so that a stale
+    /// deletion can never remove a link made since under the same name.
+    host_index: u32,
 }
 
 impl fmt::Debug for Ip4Network {
@@ -220,10 +238,16 @@ impl Ip4Network {
                 .map_err(nl_err(format!("give bridge {} address {}", ip4.bridge, ip4.gateway)))?;
         }
         set_up(&handle, bridge, &ip4.bridge).await?;
-        let resolv_conf = config.run_dir.join("net").join(format!("resolv.conf.{}", ip4.bridge));
-        std::fs::create_dir_all(resolv_conf.parent().expect("has a parent")).map_err(io_err("create run_dir/net"))?;
-        let text: String = ip4.dns.iter().map(|server| format!("nameserver {server}\n")).collect();
-        std::fs::write(&resolv_conf, text).map_err(io_err(format!("write {}", resolv_conf.display())))?;
+        let users_path = config.run_dir.join("net").join(format!("{}.lock", ip4.bridge));
+        std::fs::create_dir_all(users_path.parent().expect("has a parent")).map_err(io_err("create run_dir/net"))?;
+        let users = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&users_path)
+            .map_err(io_err(format!("open {}", users_path.display())))?;
+        flock(&users, FlockOperation::LockShared).map_err(|e| io_err("lock run_dir/net")(e.into()))?;
+        let resolv_conf: String = ip4.dns.iter().map(|server| format!("nameserver {server}\n")).collect();
         let network = Ip4Network {
             config: ip4,
             pool,
@@ -233,11 +257,10 @@ impl Ip4Network {
             resolv_conf,
             created_bridge,
             idle: std::sync::Mutex::default(),
+            users,
         };
         network.reconcile().await?;
-        if network.config.nat {
-            network.nat(true)?;
-        }
+        network.install_rules()?;
         let network = Arc::new(network);
         tokio::spawn(sweep(Arc::downgrade(&network)));
         Ok(Some(network))
@@ -271,7 +294,13 @@ impl Ip4Network {
                 link.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(i) if *i == self.bridge));
             bridge_links += usize::from(on_bridge);
         }
-        Ok(NetCensus { leases: self.pool.in_use(), idle_namespaces: self.lock_idle().len(), bridge_links })
+        let idle_namespaces = self.lock_idle().len();
+        Ok(NetCensus {
+            leases: self.pool.in_use() - idle_namespaces,
+            idle_namespaces,
+            bridge_links,
+            egress_rules: self.rules_present(),
+        })
     }
 
     pub fn config(&self) -> &Ip4 {
@@ -280,22 +309,65 @@ impl Ip4Network {
 
     /// Leases an address for one jail; refused at once when the pool is exhausted.
     pub fn request(self: &Arc<Self>, holder: &str) -> Result<Box<dyn JailNetwork>, PoolError> {
+        // An idle namespace first (the most recently used): its lease comes with it.
+        if let Some(Idle { namespace, lease, .. }) = self.lock_idle().pop() {
+            lease.set_holder(holder);
+            return Ok(Box::new(JailLink { network: Arc::clone(self), lease, namespace: Some(namespace) }));
+        }
         let lease = self.pool.lease(holder)?;
         Ok(Box::new(JailLink { network: Arc::clone(self), lease, namespace: None }))
     }
 
-    /// Masquerades the pool's traffic leaving through anything but the bridge (on), or
-    /// stops (off). Runs `nft` (at start-up and shutdown, not per request).
-    fn nat(&self, on: bool) -> Result<(), NetError> {
-        let table = format!("skyisland_{}", self.config.bridge.replace(['-', '.'], "_"));
-        let script = if on {
-            format!(
-                "table ip {table} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {} oifname != \"{}\" masquerade\n }}\n}}\n",
-                self.config.cidr, self.config.bridge
-            )
-        } else {
-            format!("delete table ip {table}\n")
-        };
+    /// The nftables table holding this bridge's rules.
+    fn table(&self) -> String {
+        format!("skyisland_{}", self.config.bridge.replace(['-', '.'], "_"))
+    }
+
+    /// The rules, as one `nft -f` script that replaces the table atomically (another server
+    /// on the same bridge never sees it missing): traffic from the jails to any address of
+    /// this host is refused but for DNS to the configured resolvers and the operator's
+    /// `allow` entries; traffic routed onwards is refused to the private, loopback,
+    /// link-local, shared, multicast and reserved ranges (and all IPv6) unless allowed;
+    /// and, with `nat`, what leaves through another interface is masqueraded. Refused
+    /// packets are answered "administratively prohibited", so a jail sees "no route to
+    /// host" at once rather than a timeout.
+    fn rules(&self) -> String {
+        let c = &self.config;
+        let table = self.table();
+        let mut allow: Vec<String> = Vec::new();
+        for dns in &c.dns {
+            allow.push(format!("ip daddr {dns} udp dport 53 accept"));
+            allow.push(format!("ip daddr {dns} tcp dport 53 accept"));
+        }
+        for rule in &c.allow {
+            allow.push(match rule.port {
+                Some((port, proto)) => format!("ip daddr {} {proto} dport {port} accept", rule.net),
+                None => format!("ip daddr {} accept", rule.net),
+            });
+        }
+        let allow = allow.join("\n    ");
+        const REFUSE: &str = "reject with icmpx type admin-prohibited";
+        let mut script = format!(
+            "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n  \
+             chain input {{ type filter hook input priority filter - 5; policy accept; iifname \"{b}\" jump jails_to_host; }}\n  \
+             chain forward {{ type filter hook forward priority filter - 5; policy accept; iifname \"{b}\" jump jails_onward; }}\n  \
+             chain jails_to_host {{\n    {allow}\n    {REFUSE}\n  }}\n  \
+             chain jails_onward {{\n    {allow}\n    ip daddr {{ {ranges} }} {REFUSE}\n    meta nfproto ipv6 {REFUSE}\n  }}\n}}\n",
+            b = c.bridge,
+            ranges = PRIVATE_RANGES.join(", "),
+        );
+        if c.nat {
+            script.push_str(&format!(
+                "table ip {table}_nat {{}}\ndelete table ip {table}_nat\ntable ip {table}_nat {{\n  \
+                 chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ip saddr {} oifname != \"{}\" masquerade; }}\n}}\n",
+                c.cidr, c.bridge
+            ));
+        }
+        script
+    }
+
+    /// Runs `nft -f -` with `script`, in the bridge's namespace.
+    fn nft(&self, script: &str) -> Result<String, NetError> {
         let mut command = match &self.config.netns {
             Some(path) => {
                 let mut c = std::process::Command::new("nsenter");
@@ -304,40 +376,61 @@ impl Ip4Network {
             }
             None => std::process::Command::new("nft"),
         };
-        command.args(["-f", "-"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        command
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut child = command.spawn().map_err(io_err("run nft (is nftables installed?)"))?;
         std::io::Write::write_all(&mut child.stdin.take().expect("piped"), script.as_bytes())
             .map_err(io_err("write the nft rules"))?;
         let out = child.wait_with_output().map_err(io_err("run nft"))?;
-        if on {
-            let forward = match &self.netns {
-                Some(_) => None,
-                None => Some(Path::new("/proc/sys/net/ipv4/ip_forward")),
-            };
-            if let Some(sysctl) = forward {
-                std::fs::write(sysctl, "1").map_err(io_err("enable IPv4 forwarding"))?;
-            }
+        if !out.status.success() {
+            return Err(io_err("nft")(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned())));
         }
-        if !out.status.success() && on {
-            return Err(io_err("set up NAT with nft")(std::io::Error::other(
-                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            )));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Installs the rules (and IPv4 forwarding for NAT).
+    fn install_rules(&self) -> Result<(), NetError> {
+        self.nft(&self.rules())
+            .map_err(|e| io_err("set up the jails' egress rules")(std::io::Error::other(e.to_string())))?;
+        if self.config.nat && self.netns.is_none() {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(io_err("enable IPv4 forwarding"))?;
         }
         Ok(())
     }
 
-    /// Stops NAT and removes the bridge if this process created it and no other process
+    /// Whether the egress rules are in place (for the resources endpoint).
+    pub fn rules_present(&self) -> bool {
+        self.nft(&format!("list table inet {}\n", self.table())).is_ok_and(|out| out.contains("jails_to_host"))
+    }
+
+    /// Removes the rules, unless another server on this host still uses the bridge.
+    fn remove_rules(&self) {
+        if flock(&self.users, FlockOperation::NonBlockingLockExclusive).is_err() {
+            tracing::info!(bridge = %self.config.bridge, "another server uses the bridge; its rules stay");
+            return;
+        }
+        let table = self.table();
+        let mut script = format!("delete table inet {table}\n");
+        if self.config.nat {
+            script.push_str(&format!("delete table ip {table}_nat\n"));
+        }
+        if let Err(e) = self.nft(&script) {
+            tracing::warn!(error = %e, "removing the jails' egress rules");
+        }
+    }
+
+    /// Removes the rules and the bridge if this process created it and no other process
     /// holds an address (their jails are on it).
     pub async fn shutdown(&self) {
-        let idle: Vec<AddressNamespace> = self.lock_idle().drain().map(|(_, (namespace, _))| namespace).collect();
-        for namespace in idle {
+        let idle: Vec<Idle> = self.lock_idle().drain(..).collect();
+        for Idle { namespace, lease, .. } in idle {
             self.take_down(namespace).await;
+            drop(lease);
         }
-        if self.config.nat
-            && let Err(e) = self.nat(false)
-        {
-            tracing::warn!(error = %e, "removing the NAT rules");
-        }
+        self.remove_rules();
         if self.created_bridge
             && self.config.addresses().all(|ip| self.pool.is_free(ip))
             && let Err(e) = self.handle.link().del(self.bridge).execute().await
@@ -348,9 +441,7 @@ impl Ip4Network {
 }
 
 impl Ip4Network {
-    fn lock_idle(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Ipv4Addr, (AddressNamespace, std::time::Instant)>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -386,12 +477,16 @@ impl Ip4Network {
             }
             Err(e) => return Err(nl_err(format!("create link {name}"))(e)),
         }
-        let namespace = AddressNamespace { ns, host_link: name.clone() };
+        let index = match link_index(&self.handle, &name).await {
+            Ok(Some(index)) => index,
+            Ok(None) => {
+                return Err(io_err(format!("find link {name}"))(std::io::Error::other("missing after creation")));
+            }
+            Err(e) => return Err(e),
+        };
+        let namespace = AddressNamespace { ns, host_link: name.clone(), host_index: index };
         let configured = async {
             if !config.jail_to_jail {
-                let index = link_index(&self.handle, &name).await?.ok_or_else(|| {
-                    io_err(format!("find link {name}"))(std::io::Error::other("missing after creation"))
-                })?;
                 let isolated = LinkBridgePort::new(index).append_info_data(InfoBridgePort::Isolated(true)).build();
                 self.handle.link().set_port(isolated).execute().await.map_err(nl_err(format!("isolate {name}")))?;
             }
@@ -421,8 +516,7 @@ impl Ip4Network {
 
     /// Deletes an address's link (the namespace goes with its last descriptor).
     async fn take_down(&self, namespace: AddressNamespace) {
-        let link = LinkUnspec::new_with_name(&namespace.host_link).build();
-        if let Err(e) = self.handle.link().del_with_message(link).execute().await {
+        if let Err(e) = self.handle.link().del(namespace.host_index).execute().await {
             tracing::warn!(link = %namespace.host_link, error = %e, "deleting a jail network link");
         }
     }
@@ -434,6 +528,8 @@ pub struct NetCensus {
     pub leases: usize,
     pub idle_namespaces: usize,
     pub bridge_links: usize,
+    /// Whether the jails' egress rules are in place.
+    pub egress_rules: bool,
 }
 
 /// Takes down namespaces unused for `keep_idle`, until the network is dropped.
@@ -441,20 +537,38 @@ async fn sweep(network: std::sync::Weak<Ip4Network>) {
     loop {
         let Some(net) = network.upgrade() else { return };
         let keep = net.config.keep_idle.get();
-        let expired: Vec<AddressNamespace> = {
+        let expired: Vec<Idle> = {
             let mut idle = net.lock_idle();
-            let old: Vec<Ipv4Addr> =
-                idle.iter().filter(|(_, (_, since))| since.elapsed() >= keep).map(|(ip, _)| *ip).collect();
-            old.into_iter().filter_map(|ip| idle.remove(&ip)).map(|(namespace, _)| namespace).collect()
+            let (old, kept): (Vec<Idle>, Vec<Idle>) = idle.drain(..).partition(|i| i.since.elapsed() >= keep);
+            *idle = kept;
+            old
         };
-        for namespace in expired {
+        // Each keeps its lease until its link is gone.
+        for Idle { namespace, lease, .. } in expired {
             net.take_down(namespace).await;
+            drop(lease);
         }
         let pause = (keep / 4).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5));
         drop(net);
         tokio::time::sleep(pause).await;
     }
 }
+
+/// What jails may not reach unless the operator allows it: "this network", private,
+/// shared (CGNAT), loopback, link-local, IETF, benchmarking, multicast and reserved ranges.
+const PRIVATE_RANGES: [&str; 11] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
 
 /// The index of `eth0` in an address's namespace (after `lo`).
 const JAIL_ETH0: u32 = 2;
@@ -468,15 +582,14 @@ struct JailLink {
 }
 
 impl JailNetwork for JailLink {
-    fn binds(&self) -> Vec<Bind> {
-        vec![Bind { source: self.network.resolv_conf.clone(), target: "/etc/resolv.conf".into(), writable: false }]
+    fn files(&self) -> Vec<FileSpec> {
+        vec![FileSpec { path: "/etc/resolv.conf".into(), contents: self.network.resolv_conf.clone() }]
     }
 
     fn prepare(&mut self) -> BoxFuture<'_, Result<(OwnedFd, String), String>> {
         Box::pin(async move {
             let ip = self.lease.ip;
-            let idle = self.network.lock_idle().remove(&ip).map(|(namespace, _)| namespace);
-            let namespace = match idle {
+            let namespace = match self.namespace.take() {
                 Some(namespace) => namespace,
                 None => self.network.make_namespace(ip).await.map_err(|e| e.to_string())?,
             };
@@ -486,15 +599,42 @@ impl JailNetwork for JailLink {
         })
     }
 
-    /// The jail has ended and its processes with it: the namespace waits for the next
-    /// jail of this address, and the address goes back to the pool.
+    /// The jail has ended and its processes with it. If no socket of theirs lingers in the
+    /// namespace (a connection still closing), it waits, with its address's lease, for the
+    /// next jail; otherwise it is taken down, so the next jail of the address never sees
+    /// the previous one's sockets.
     fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let JailLink { network, lease, namespace } = *self;
-            if let Some(namespace) = namespace {
-                network.lock_idle().insert(lease.ip, (namespace, std::time::Instant::now()));
+            let Some(namespace) = namespace else { return };
+            let left = match namespace.ns.try_clone() {
+                Ok(ns) => inside(ns, sockets_in_namespace).await.unwrap_or(usize::MAX),
+                Err(_) => usize::MAX,
+            };
+            if left == 0 {
+                // Held for the namespace, not by a jail.
+                lease.set_holder("");
+                network.lock_idle().push(Idle { namespace, lease, since: std::time::Instant::now() });
+            } else {
+                metrics::counter!("skyisland_ip4_namespaces_replaced_total").increment(1);
+                tracing::debug!(ip = %lease.ip, sockets = left, "a jail left sockets behind; replacing its namespace");
+                network.take_down(namespace).await;
+                drop(lease);
             }
-            drop(lease);
         })
     }
+}
+
+/// Sockets of any kind in the calling thread's network namespace.
+fn sockets_in_namespace() -> std::io::Result<usize> {
+    let mut count = 0;
+    for table in ["tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix", "packet"] {
+        match std::fs::read_to_string(format!("/proc/thread-self/net/{table}")) {
+            // A header line, then one line per socket.
+            Ok(text) => count += text.lines().count().saturating_sub(1),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(count)
 }

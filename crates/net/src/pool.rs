@@ -39,7 +39,8 @@ impl std::str::FromStr for State {
 pub struct Address {
     pub ip: Ipv4Addr,
     pub state: State,
-    /// Who holds it now: a jail of this server, or "another process".
+    /// Who holds it now: a jail of this server, or "another process" (whose jail, or whose
+    /// idle namespace for the address, holds it).
     pub in_use_by: Option<String>,
 }
 
@@ -150,6 +151,8 @@ impl Pool {
             .iter()
             .map(|&ip| {
                 let in_use_by = match inner.held.get(&ip) {
+                    // Held by an idle namespace of this process, waiting for a jail.
+                    Some(held) if held.holder.is_empty() => None,
                     Some(held) => Some(held.holder.clone()),
                     None => {
                         let busy = self

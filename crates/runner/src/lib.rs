@@ -68,8 +68,8 @@ pub struct RunRequest {
 
 /// Gives a jail a network of its own (the pool's address, a link to the bridge).
 pub trait JailNetwork: Send + std::fmt::Debug {
-    /// Host files to mount into the jail (its /etc/resolv.conf).
-    fn binds(&self) -> Vec<skyisland_jail::Bind>;
+    /// Files to write into the jail's root (its /etc/resolv.conf).
+    fn files(&self) -> Vec<skyisland_jail::FileSpec>;
     /// A network namespace for this jail alone while it runs (a link to the bridge, its
     /// address, a default route), and the address.
     fn prepare(&mut self) -> BoxFuture<'_, Result<(OwnedFd, String), String>>;
@@ -225,7 +225,7 @@ impl Jails {
         let network = match network {
             Some(mut network) => {
                 launch.network = skyisland_jail::Network::Given;
-                launch.binds.extend(network.binds());
+                launch.files.extend(network.files());
                 match network.prepare().await {
                     Ok((ns, address)) => {
                         netns = Some(ns);

@@ -3,7 +3,9 @@
 
 use skyisland_config::{Backend, CgroupVersion, Config};
 use skyisland_jail::rootfs::RootfsError;
-use skyisland_jail::{AnyBackend, Btrfs, Cgroups, CloneBackend, HostConfig, Overlay};
+use skyisland_jail::{
+    AnyBackend, Btrfs, Cgroups, CloneBackend, HostConfig, Launch, Limits, Network, Overlay, Program, SlotKind,
+};
 
 /// Why the jail machinery cannot be set up on this host.
 #[derive(Debug, thiserror::Error)]
@@ -61,4 +63,28 @@ pub fn host_config(config: &Config, one_shot: bool) -> Result<HostConfig, Machin
         keep_slots: !one_shot,
         inline_spawner: one_shot,
     })
+}
+
+/// An execution jail as the configuration describes it: its limits (the memory cgroup
+/// also carries the disk limit, because the jail's writable tmpfs is charged to it), an
+/// environment of its own, `/tmp` as its working directory, no network, only its own
+/// processes in `/proc`; the program comes as a descriptor with `argv`. The server, `jail
+/// run` and the benchmarks all start from this, so their jails are the same.
+pub fn exec_launch(config: &Config, argv: Vec<String>) -> Launch {
+    let j = &config.jails;
+    Launch {
+        kind: SlotKind::Exec,
+        name: String::new(),
+        limits: Limits { memory: j.memory_limit.bytes() + j.disk_limit.bytes(), pids: j.pids_limit, cpu: j.cpu_limit },
+        disk: j.disk_limit.bytes(),
+        program: Program::Fd,
+        argv,
+        env: vec!["PATH=/usr/bin:/bin".into(), "HOME=/tmp".into(), "TMPDIR=/tmp".into()],
+        cwd: "/tmp".into(),
+        binds: Vec::new(),
+        files: Vec::new(),
+        network: Network::None,
+        proc_subset_pid: true,
+        max_open_files: 1024,
+    }
 }

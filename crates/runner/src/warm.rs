@@ -27,12 +27,13 @@ impl Profile {
             launch.kind == SlotKind::Exec && launch.program == Program::Fd && launch.network == Network::None;
         eligible.then(|| {
             Profile(format!(
-                "{:?}|{:?}|{}|{:?}|{:?}|{}|{}",
+                "{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{}",
                 launch.kind,
                 launch.limits,
                 launch.disk,
                 launch.cwd,
                 launch.binds,
+                launch.files,
                 launch.proc_subset_pid,
                 launch.max_open_files
             ))

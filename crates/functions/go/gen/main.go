@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -21,11 +22,15 @@ import (
 	"go/build"
 	"go/parser"
 	"go/token"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/template"
 )
 
@@ -57,14 +62,29 @@ func main() {
 	mainDir := flag.String("main", "", "name of the directory (in the module root) to write the main package to")
 	call := flag.String("call", "", "the call, for a per-call main program")
 	out := flag.String("out", "", "build the main program into this file")
+	countTree := flag.Int64("count-tree", -1, "read `git ls-tree -r -l` on stdin and refuse (exit 11) a tree over this many bytes")
 	flag.Parse()
+	if *countTree >= 0 {
+		os.Exit(treeSize(os.Stdin, *countTree))
+	}
 	if *root == "" || *repo == "" || *mainDir == "" || *goVersion == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
 	pkgDir := filepath.Join(*root, filepath.FromSlash(*subdir))
+	// The checkout holds no symbolic links (Sky Island checks them out as plain files);
+	// checked again here, for every directory on the way to the package.
+	if err := noLinksBetween(*root, pkgDir); err != nil {
+		refuse("%v", err)
+	}
 	modRoot, modPath, err := findModule(*root, pkgDir, *repo, *goVersion)
 	if err != nil {
+		refuse("%v", err)
+	}
+	if err := checkReplaces(*root, modRoot); err != nil {
+		refuse("%v", err)
+	}
+	if err := checkIncludes(*root); err != nil {
 		refuse("%v", err)
 	}
 	rel, err := filepath.Rel(modRoot, pkgDir)
@@ -83,7 +103,11 @@ func main() {
 		refuse("%v", err)
 	}
 	dir := filepath.Join(modRoot, *mainDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Whatever the repository holds under that name goes: the directory is ours.
+	if err := os.RemoveAll(dir); err != nil {
+		refuse("%v", err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		refuse("%v", err)
 	}
 	data := struct {
@@ -113,7 +137,7 @@ func main() {
 // above it within root, or a go.mod written at root for a repository without one.
 func findModule(root, pkgDir, repo, goVersion string) (string, string, error) {
 	for dir := pkgDir; ; dir = filepath.Dir(dir) {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		data, err := readNoFollow(filepath.Join(dir, "go.mod"))
 		if err == nil {
 			path := modulePath(data)
 			if path == "" {
@@ -129,14 +153,181 @@ func findModule(root, pkgDir, repo, goVersion string) (string, string, error) {
 		}
 	}
 	gomod := fmt.Sprintf("module %s\n\ngo %s\n", repo, goVersion)
-	tmp := filepath.Join(root, fmt.Sprintf(".go.mod.%d", os.Getpid()))
-	if err := os.WriteFile(tmp, []byte(gomod), 0o644); err != nil {
+	tmp := filepath.Join(root, fmt.Sprintf(".skyisland-go.mod.%d", os.Getpid()))
+	os.Remove(tmp)
+	if err := writeNew(tmp, []byte(gomod)); err != nil {
 		return "", "", err
 	}
 	if err := os.Rename(tmp, filepath.Join(root, "go.mod")); err != nil {
 		return "", "", err
 	}
 	return root, repo, nil
+}
+
+// treeSize adds up a tree listed by `git ls-tree -r -l` (a 4 KiB block per entry on top of
+// the blobs' bytes) and prints "entries bytes"; a tree over limit is refused with exit
+// status 11, before anything of it is written.
+func treeSize(listing io.Reader, limit int64) int {
+	var entries, bytes int64
+	scanner := bufio.NewScanner(listing)
+	scanner.Buffer(make([]byte, 64*1024), 1<<20)
+	for scanner.Scan() {
+		meta, _, _ := strings.Cut(scanner.Text(), "\t")
+		fields := strings.Fields(meta)
+		if len(fields) < 4 {
+			continue
+		}
+		entries++
+		if size, err := strconv.ParseInt(fields[3], 10, 64); err == nil && size > 0 {
+			bytes += size
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 10
+	}
+	if bytes+entries*4096 > limit {
+		fmt.Fprintf(os.Stderr, "repository too large: it checks out to %d files and %d bytes; the limit is %d bytes\n", entries, bytes, limit)
+		return 11
+	}
+	fmt.Printf("%d %d\n", entries, bytes)
+	return 0
+}
+
+// readNoFollow reads a file that must not be a symbolic link.
+func readNoFollow(path string) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if err == syscall.ENOENT {
+			return nil, os.ErrNotExist
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// writeNew creates a file that must not exist yet (not even as a link) and writes it.
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// noLinksBetween fails if any directory from root down to dir is a symbolic link or not
+// a directory.
+func noLinksBetween(root, dir string) error {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("the package directory is outside the repository")
+	}
+	path := root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if part == "." || part == "" {
+			continue
+		}
+		path = filepath.Join(path, part)
+		info, err := os.Lstat(path)
+		if err != nil {
+			if os.IsNotExist(err) {
+				return fmt.Errorf("no directory %s in the repository", relTo(root, path))
+			}
+			return err
+		}
+		if !info.IsDir() {
+			return fmt.Errorf("%s is not a directory", relTo(root, path))
+		}
+	}
+	return nil
+}
+
+// checkReplaces refuses replace directives of the module's go.mod whose target is a local
+// path outside the repository: a build sees only its own repository.
+func checkReplaces(root, modRoot string) error {
+	data, err := readNoFollow(filepath.Join(modRoot, "go.mod"))
+	if err != nil {
+		return err
+	}
+	block := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if i := strings.Index(line, "//"); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		switch {
+		case block && line == ")":
+			block = false
+			continue
+		case strings.HasPrefix(line, "replace") && strings.TrimSpace(strings.TrimPrefix(line, "replace")) == "(":
+			block = true
+			continue
+		case strings.HasPrefix(line, "replace"):
+			line = strings.TrimSpace(strings.TrimPrefix(line, "replace"))
+		case !block:
+			continue
+		}
+		_, target, ok := strings.Cut(line, "=>")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(target)
+		if len(fields) == 0 {
+			continue
+		}
+		path := strings.Trim(fields[0], "\"`")
+		local := filepath.IsAbs(path) || path == "." || path == ".." ||
+			strings.HasPrefix(path, "./") || strings.HasPrefix(path, "../")
+		if !local {
+			continue
+		}
+		resolved := path
+		if !filepath.IsAbs(path) {
+			resolved = filepath.Join(modRoot, path)
+		}
+		if rel, err := filepath.Rel(root, resolved); err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(path) {
+			return fmt.Errorf("go.mod replaces a module with %s, outside the repository; a build sees only its own repository", path)
+		}
+	}
+	return nil
+}
+
+// checkIncludes refuses assembly files that #include by absolute path or through "..":
+// the Go assembler would read any file the build can see.
+func checkIncludes(root string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".s") {
+			return nil
+		}
+		data, err := readNoFollow(path)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			if !strings.HasPrefix(line, "#") {
+				continue
+			}
+			directive := strings.TrimSpace(strings.TrimPrefix(line, "#"))
+			if !strings.HasPrefix(directive, "include") {
+				continue
+			}
+			name := strings.Trim(strings.TrimSpace(strings.TrimPrefix(directive, "include")), "\"<>")
+			if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") || strings.Contains(name, "/../") {
+				return fmt.Errorf("%s includes %q: assembly may include only files of its own package or Go's", relTo(root, path), name)
+			}
+		}
+		return nil
+	})
 }
 
 func relTo(root, dir string) string {
@@ -231,7 +422,11 @@ func goBuild(modRoot, mainDir, out string) bool {
 		goCmd = "go"
 	}
 	args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", out}
-	if _, err := os.Stat(filepath.Join(modRoot, "vendor")); err != nil {
+	// A vendor directory with its list is used as it is; otherwise go.mod (and go.sum) may
+	// be completed from the module cache or the proxy the operator allows.
+	if info, err := os.Lstat(filepath.Join(modRoot, "vendor", "modules.txt")); err == nil && info.Mode().IsRegular() {
+		args = append(args, "-mod=vendor")
+	} else {
 		args = append(args, "-mod=mod")
 	}
 	cmd := exec.Command(goCmd, append(args, "./"+mainDir)...)
@@ -246,7 +441,7 @@ func render(path, name string, data interface{}) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return err
 	}

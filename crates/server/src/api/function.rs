@@ -100,9 +100,10 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
     let message = e.to_string();
     match e {
         FunctionError::BadRequest(_) => ApiError::bad_request(message),
-        FunctionError::NotExported { .. } | FunctionError::PackageRefused(_) | FunctionError::Argument(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-        }
+        FunctionError::NotExported { .. }
+        | FunctionError::PackageRefused(_)
+        | FunctionError::Argument(_)
+        | FunctionError::TooLarge(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
         FunctionError::BuildFailed { output } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with("output", output)
         }

@@ -26,12 +26,18 @@ pub async fn healthcheck(State(app): State<Arc<App>>) -> Json<Value> {
         "git_sha": crate::GIT_SHA,
         "uptime_seconds": app.stats.uptime().as_secs(),
         "jails": app.jails.summary(),
-                "queued": {
+        "queued": {
             "requests": app.guard.queued(),
             "executions": app.functions.queued().0,
             "builds": app.functions.queued().1,
         },
-        "binary_cache": { "bytes": caches.binary_cache_bytes, "entries": caches.binary_cache_entries },
+        "binary_cache": {
+            "bytes": caches.binary_cache_bytes,
+            "entries": caches.binary_cache_entries,
+            "in_memory": caches.binaries_in_memory,
+            "memory_bytes": caches.binary_memory_bytes,
+        },
+        "source_cache": { "bytes": caches.source_cache_bytes, "entries": caches.source_cache_entries },
         "request_cache": { "bytes": caches.request_cache_bytes, "entries": caches.request_cache_entries },
         "redis": caches.redis,
         "open_circuits": caches.open_circuits,

@@ -42,6 +42,7 @@ pub async fn resources(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiEr
         "open_fds": system.open_fds,
         "fds": system.fds,
         "binary_cache_entries": app.functions.cache_status().binary_cache_entries,
+        "binaries_in_memory": app.functions.cache_status().binaries_in_memory,
         "child_processes": system.children,
         "threads": system.threads,
         "ip4": ip4,
@@ -72,12 +73,12 @@ fn system_counts(app: &App) -> std::io::Result<SystemCounts> {
         .filter(|point| roots.iter().any(|root| Path::new(point).starts_with(root)))
         .count();
     // Descriptors by what they are: those held by design (a lock per slot used, a
-    // slot's cgroup files, one per cached binary) and the transient rest. The directory's
-    // own descriptor, open while it is read, is not counted.
-    let (mut slot_locks, mut cgroup_files, mut cached_binaries) = (0, 0, 0);
+    // slot's cgroup files, a slot's network namespace, one per binary held in memory) and
+    // the transient rest. The directory's own descriptor, open while it is read, is not
+    // counted.
+    let (mut slot_locks, mut cgroup_files, mut cached_binaries, mut namespaces) = (0, 0, 0, 0);
     let (mut sockets, mut pipes, mut other) = (0usize, 0usize, 0usize);
     let slots = config.run_dir.join("slots");
-    let binaries = config.data_dir.join("binaries");
     let entries: Vec<_> = std::fs::read_dir("/proc/self/fd")?.filter_map(Result::ok).collect();
     for entry in &entries {
         let Ok(target) = std::fs::read_link(entry.path()) else { continue };
@@ -86,8 +87,10 @@ fn system_counts(app: &App) -> std::io::Result<SystemCounts> {
             slot_locks += 1;
         } else if target.starts_with(&config.cgroup.root) {
             cgroup_files += 1;
-        } else if target.starts_with(&binaries) {
+        } else if text.starts_with("/memfd:skyisland-fn") {
             cached_binaries += 1;
+        } else if text.starts_with("net:[") {
+            namespaces += 1;
         } else if text.starts_with("socket:") {
             sockets += 1;
         } else if text.starts_with("pipe:") {
@@ -101,6 +104,7 @@ fn system_counts(app: &App) -> std::io::Result<SystemCounts> {
         "slot_locks": slot_locks,
         "cgroup_files": cgroup_files,
         "cached_binaries": cached_binaries,
+        "network_namespaces": namespaces,
         "sockets": sockets,
         "pipes": pipes,
         "other": other.saturating_sub(1),

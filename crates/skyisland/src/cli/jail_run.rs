@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use skyisland_jail::{Bind, Launch, Limits, Network, Program, SlotKind};
+use skyisland_jail::{Bind, Limits};
 use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 
 use super::{JailRunArgs, load};
@@ -34,25 +34,13 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let memory = args.memory.unwrap_or(j.memory_limit).bytes();
     let disk = args.disk.unwrap_or(j.disk_limit).bytes();
     let timeout = args.timeout.unwrap_or(j.exec_timeout).get();
-    let launch = Launch {
-        kind: SlotKind::Exec,
-        name: String::new(),
-        // The jail's tmpfs is charged to its memory cgroup: room for both.
-        limits: Limits { memory: memory + disk, pids: args.pids.unwrap_or(j.pids_limit), cpu: j.cpu_limit },
-        disk,
-        program: Program::Fd,
-        argv: args.program.clone(),
-        env: vec!["PATH=/usr/bin:/bin".into(), "HOME=/tmp".into(), "TMPDIR=/tmp".into()],
-        cwd: "/tmp".into(),
-        binds: if dynamic {
-            vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }]
-        } else {
-            Vec::new()
-        },
-        network: Network::None,
-        proc_subset_pid: false,
-        max_open_files: 1024,
-    };
+    let mut launch = skyisland_runner::machine::exec_launch(&config, args.program.clone());
+    // The jail's tmpfs is charged to its memory cgroup: room for both.
+    launch.limits = Limits { memory: memory + disk, pids: args.pids.unwrap_or(j.pids_limit), cpu: j.cpu_limit };
+    launch.disk = disk;
+    if dynamic {
+        launch.binds.push(Bind { source: "/usr".into(), target: "/usr".into(), writable: false });
+    }
     let request = RunRequest {
         launch,
         label: args.program.join(" "),
