@@ -71,7 +71,7 @@ async fn results_print_like_fmt_print_on_both_paths() {
     {
         let (_, a) = server.call(json!({"url": url, "call": literal})).await;
         let (_, b) = server.call(json!({"url": url, "call": expression})).await;
-        assert_eq!((a["path"].as_str(), b["path"].as_str()), (Some("dispatch"), Some("build")));
+        assert_eq!((a["path"].as_str(), b["path"].as_str()), (Some("dispatch"), Some("build")), "{a} {b}");
         assert_eq!(a["data"], b["data"], "{literal} vs {expression}");
     }
     server.stop();

@@ -342,7 +342,9 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
     assert!(count(&after["cgroups"]) <= slots, "one cgroup per slot at most: {after}");
     assert!(count(&after["fds"]["slot_locks"]) <= slots, "a lock per slot at most: {after}");
     assert!(count(&after["fds"]["cgroup_files"]) <= 2 * slots, "two cgroup files per slot at most: {after}");
-    assert_eq!(after["fds"]["cached_binaries"], after["binary_cache_entries"], "one per cached binary: {after}");
+    assert_eq!(after["fds"]["cached_binaries"], after["binaries_in_memory"], "one per binary in memory: {after}");
+    assert!(count(&after["binaries_in_memory"]) <= count(&after["binary_cache_entries"]), "{after}");
+    assert!(count(&after["fds"]["network_namespaces"]) <= slots, "a namespace per slot at most: {after}");
     server.stop();
     sandbox.assert_clean();
     assert_eq!(netns.links().iter().filter(|l| l.starts_with("sk") && *l != "skyl0").count(), 0, "{:?}", netns.links());

@@ -29,27 +29,40 @@ async fn call(server: &Server, call: &str, ip4: bool, repo: &Repo) -> (u16, Valu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ip4_jails_reach_the_gateway_and_nothing_else() {
-    if !root_or_skip("ip4_jails_reach_the_gateway_and_nothing_else") {
+async fn ip4_jails_reach_what_the_operator_allows_and_nothing_of_the_host() {
+    if !root_or_skip("ip4_jails_reach_what_the_operator_allows_and_nothing_of_the_host") {
         return;
     }
     let netns = NetNs::new();
-    let sandbox = sandbox(&netns, 4, "exec_timeout = \"10s\"");
+    // Listeners in the bridge's namespace, up before the server: on the gateway address
+    // (one allowed by the operator, the positive control; one not) and on every address.
+    let allowed = Listener::start(&netns, GATEWAY);
+    let on_gateway = Listener::start(&netns, GATEWAY);
+    let everywhere = Listener::start(&netns, std::net::Ipv4Addr::UNSPECIFIED);
+    let mut sandbox = sandbox(&netns, 4, "exec_timeout = \"10s\"");
+    sandbox.extra_config.push_str(&format!("allow = [\"10.213.7.1:{}/tcp\"]\n", allowed.addr.port()));
     let repo = Repo::from_fixture(&sandbox, "acme", "netcheck", "netcheck");
     let mut server = Server::start(&sandbox);
     assert!(netns.links().contains(&"skyt0".to_owned()), "the server made its bridge: {:?}", netns.links());
-    let listener = Listener::start(&netns, GATEWAY);
-    let target = listener.addr.to_string();
+    let (_, resources) = server.admin(Method::GET, "/api/v1/admin/resources").await;
+    assert_eq!(resources["ip4"]["egress_rules"], true, "{resources}");
 
-    let (status, body) = call(&server, &format!("Dial({target:?})"), true, &repo).await;
+    let (status, body) = call(&server, &format!("Dial(\"{}\")", allowed.addr), true, &repo).await;
     assert_eq!(status, 200, "{body}");
     let data = body["data"].as_str().unwrap();
     assert!(data.starts_with("ok 10.213.7.2"), "{data}");
     let from = data.trim_start_matches("ok ");
-    let seen = || listener.peers.lock().unwrap().iter().any(|p| p.ip().to_string() == from);
+    let seen = || allowed.peers.lock().unwrap().iter().any(|p| p.ip().to_string() == from);
     support::eventually("the listener to see the jail's address", Duration::from_secs(5), seen).await;
 
-    let (_, body) = call(&server, &format!("Dial({target:?})"), false, &repo).await;
+    // Everything else of the host is refused at once, whatever address it listens on.
+    for port in [on_gateway.addr.port(), everywhere.addr.port()] {
+        let (_, body) = call(&server, &format!("Dial(\"10.213.7.1:{port}\")"), true, &repo).await;
+        assert!(body["data"].as_str().unwrap().ends_with("connect: no route to host"), "port {port}: {body}");
+    }
+    assert!(on_gateway.peers.lock().unwrap().is_empty() && everywhere.peers.lock().unwrap().is_empty());
+
+    let (_, body) = call(&server, &format!("Dial(\"{}\")", allowed.addr), false, &repo).await;
     assert!(body["data"].as_str().unwrap().contains("network is unreachable"), "no network without ip4: {body}");
     let (_, body) = call(&server, "Addr(0)", false, &repo).await;
     assert_eq!(body["data"], "none");
@@ -81,6 +94,47 @@ async fn ip4_jails_reach_the_gateway_and_nothing_else() {
     server.stop();
     assert!(jail_links(&netns).is_empty(), "no link is left: {:?}", netns.links());
     assert!(!netns.links().contains(&"skyt0".to_owned()), "the bridge the server made is gone");
+    let tables =
+        support::run(std::process::Command::new("ip").args(["netns", "exec", &netns.name, "nft", "list", "tables"]));
+    assert!(!tables.contains("skyisland"), "the rules are gone with the server: {tables}");
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_address_shows_nothing_of_the_previous_jail() {
+    if !root_or_skip("a_reused_address_shows_nothing_of_the_previous_jail") {
+        return;
+    }
+    let netns = NetNs::new();
+    // A peer that accepts and never reads: a jail that writes more than fits and exits
+    // leaves its connection behind, still trying to deliver.
+    let sink = Listener::start_holding(&netns, GATEWAY);
+    // One address: every ip4 jail uses the same one, one after the other.
+    let mut sandbox = sandbox(&netns, 1, "exec_timeout = \"10s\"");
+    sandbox.extra_config = format!(
+        "{}keep_idle = \"60s\"\nallow = [\"10.213.7.1:{}/tcp\"]\n",
+        support::ip4_config(&netns, "skyt0", 7, 1),
+        sink.addr.port()
+    );
+    let repo = Repo::from_fixture(&sandbox, "acme", "hostile", "hostile");
+    let mut server = Server::start(&sandbox);
+    let run = |command: &str, arg: String| json!({"url": repo.import_path, "call": format!("Run({command:?}, {arg:?})"), "ip4": true, "cache": false});
+    let (status, body) = server.call(run("socket-tables", String::new())).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"].as_str().unwrap().contains("tcp=0"), "{body}");
+    let (status, body) = server.call(run("linger", sink.addr.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"].as_str().unwrap().starts_with("linger sent="), "{body}");
+    assert_eq!(sink.peers.lock().unwrap().len(), 1, "the jail reached its peer");
+    let (status, body) = server.call(run("socket-tables", String::new())).await;
+    assert_eq!(status, 200, "{body}");
+    let tables = body["data"].as_str().unwrap();
+    assert!(
+        tables.contains("tcp=0\n") && tables.contains("tcp6=0\n"),
+        "the next jail of the address sees no socket: {tables}"
+    );
+    assert!(server.metric("skyisland_ip4_namespaces_replaced_total", &[]).await >= 1.0, "the namespace was replaced");
+    server.stop();
     sandbox.assert_clean();
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ pub struct Sandbox {
     pub extra_config: String,
     /// Top-level keys at the start of the configuration.
     pub top_config: String,
+    /// More keys for the `[git]` table.
+    pub git_config: String,
     /// Serve another sandbox's git repositories (two servers, one set of repositories).
     pub shared_git_root: Option<PathBuf>,
 }
@@ -76,6 +79,7 @@ impl Sandbox {
             jails_config: String::new(),
             extra_config: String::new(),
             top_config: String::new(),
+            git_config: String::new(),
             shared_git_root: None,
         }
     }
@@ -109,6 +113,8 @@ build_timeout = "120s"
 {jails}
 [cgroup]
 parent = "{cgroup}"
+[git]
+{git_keys}
 [git.url_rewrite]
 "https://example.test/" = "file://{git}/example.test/"
 {extra}
@@ -121,6 +127,7 @@ parent = "{cgroup}"
             jails = self.jails_config,
             extra = self.extra_config,
             top = self.top_config,
+            git_keys = self.git_config,
         );
         fs::write(&path, text).unwrap();
         path
@@ -416,6 +423,14 @@ fn git(dir: &Path) -> Command {
     cmd
 }
 
+/// What a repository made by a test holds at a path.
+pub enum Item {
+    File(String),
+    Bytes(Vec<u8>),
+    /// A symbolic link to this target.
+    Link(String),
+}
+
 /// A git repository served to the sandbox's server as `example.test/<owner>/<name>`.
 pub struct Repo {
     pub work: PathBuf,
@@ -428,6 +443,28 @@ impl Repo {
     pub fn from_fixture(sandbox: &Sandbox, owner: &str, name: &str, fixture: &str) -> Repo {
         let work = sandbox.path().join("work").join(owner).join(name);
         copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture), &work);
+        run(git(&work).args(["init", "-q", "-b", "main"]));
+        let bare = sandbox.git_root().join("example.test").join(owner).join(format!("{name}.git"));
+        fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        let repo = Repo { work, bare, import_path: format!("example.test/{owner}/{name}") };
+        repo.commit("initial");
+        run(git(repo.bare.parent().unwrap()).args(["clone", "-q", "--bare"]).arg(&repo.work).arg(&repo.bare));
+        repo
+    }
+
+    /// A repository of the given files and symbolic links (`Item::Link`), committed.
+    pub fn from_items(sandbox: &Sandbox, owner: &str, name: &str, items: &[(&str, Item)]) -> Repo {
+        let work = sandbox.path().join("work").join(owner).join(name);
+        fs::create_dir_all(&work).unwrap();
+        for (path, item) in items {
+            let path = work.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            match item {
+                Item::File(text) => fs::write(&path, text).unwrap(),
+                Item::Bytes(bytes) => fs::write(&path, bytes).unwrap(),
+                Item::Link(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
+            }
+        }
         run(git(&work).args(["init", "-q", "-b", "main"]));
         let bare = sandbox.git_root().join("example.test").join(owner).join(format!("{name}.git"));
         fs::create_dir_all(bare.parent().unwrap()).unwrap();
@@ -482,15 +519,21 @@ pub fn attack() -> PathBuf {
     static ATTACK: OnceLock<PathBuf> = OnceLock::new();
     ATTACK
         .get_or_init(|| {
+            // Built under a name of this process's, then renamed: test binaries running at
+            // once never see each other's half-written file.
             let out = scratch().join("attack");
+            let temp = scratch().join(format!("attack.{}", std::process::id()));
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attack");
             run(Command::new("go")
                 .args(["build", "-trimpath", "-o"])
-                .arg(&out)
+                .arg(&temp)
                 .arg(".")
                 .current_dir(src)
                 .env("CGO_ENABLED", "0")
-                .env("GOFLAGS", "-buildvcs=false"));
+                .env("GOTOOLCHAIN", "local")
+                .env("GOPROXY", "off")
+                .env("GOFLAGS", "-buildvcs=false -mod=mod"));
+            fs::rename(&temp, &out).unwrap();
             out
         })
         .clone()
@@ -539,6 +582,15 @@ fn warm_go_cache(sandbox: &Sandbox) {
     }
 }
 
+/// Waits until the future `f` makes is true, or fails after `timeout`.
+pub async fn eventually_async<F: Future<Output = bool>>(what: &str, timeout: Duration, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `f` is true, or fails after `timeout`.
 pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -584,8 +636,18 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Listens on `ip` (port chosen by the kernel) inside `netns`.
+    /// Listens on `ip` (port chosen by the kernel) inside `netns`; accepted connections are
+    /// closed at once.
     pub fn start(netns: &NetNs, ip: std::net::Ipv4Addr) -> Listener {
+        Self::start_with(netns, ip, false)
+    }
+
+    /// Like [`Listener::start`], but keeps accepted connections open and never reads them.
+    pub fn start_holding(netns: &NetNs, ip: std::net::Ipv4Addr) -> Listener {
+        Self::start_with(netns, ip, true)
+    }
+
+    fn start_with(netns: &NetNs, ip: std::net::Ipv4Addr, hold: bool) -> Listener {
         let ns = fs::File::open(&netns.path).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -601,9 +663,15 @@ impl Listener {
             let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
             listener.set_nonblocking(true).unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
+            let mut held = Vec::new();
             while !thread_stop.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((_, peer)) => thread_peers.lock().unwrap().push(peer),
+                    Ok((stream, peer)) => {
+                        thread_peers.lock().unwrap().push(peer);
+                        if hold {
+                            held.push(stream);
+                        }
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -720,4 +788,58 @@ pub fn ip4_config(netns: &NetNs, bridge: &str, net: u8, range: u32) -> String {
         "[network.ip4]\nbridge = \"{bridge}\"\ncidr = \"10.213.{net}.0/24\"\ngateway = \"10.213.{net}.1\"\nstart_addr = \"10.213.{net}.20\"\nrange = {range}\ndns = [\"10.213.{net}.1\"]\nnetns = \"{}\"\n",
         netns.path.display()
     )
+}
+
+/// What a jail answers to each attempt of the hostile program's `syscalls` command: the
+/// errno its seccomp filter gives. The first group is refused by seccomp alone (an
+/// unprivileged process outside a jail may make each of these calls); the rest would also
+/// fail for lack of capabilities.
+pub const SYSCALL_REFUSALS: &[(&str, &str)] = &[
+    ("unshare_user", "operation not permitted"),
+    ("clone_newuser", "operation not permitted"),
+    ("io_uring_setup", "operation not permitted"),
+    ("keyctl", "operation not permitted"),
+    ("bpf", "operation not permitted"),
+    ("perf_event_open", "operation not permitted"),
+    ("userfaultfd", "operation not permitted"),
+    ("kcmp", "operation not permitted"),
+    ("modify_ldt", "operation not permitted"),
+    ("mbind", "operation not permitted"),
+    ("set_mempolicy", "operation not permitted"),
+    ("migrate_pages", "operation not permitted"),
+    ("memfd_secret", "operation not permitted"),
+    ("personality_exec", "operation not permitted"),
+    ("name_to_handle_at", "operation not permitted"),
+    ("process_vm_readv", "operation not permitted"),
+    // Not listed at all: the default.
+    ("sysfs", "function not implemented"),
+    ("clone3", "function not implemented"),
+    ("unshare_net", "operation not permitted"),
+    ("clone_newpid", "operation not permitted"),
+    ("kexec_load", "operation not permitted"),
+    ("init_module", "operation not permitted"),
+    ("reboot", "operation not permitted"),
+    ("setns", "operation not permitted"),
+];
+
+/// The answers to the hostile program's `sockets` command in a jail.
+pub const SOCKET_ANSWERS: &[(&str, &str)] = &[
+    ("unix", "ok"),
+    ("inet", "ok"),
+    ("inet6", "ok"),
+    ("netlink_route", "ok"),
+    ("netlink_audit", "operation not permitted"),
+    ("netlink_uevent", "operation not permitted"),
+    ("vsock", "operation not permitted"),
+    ("packet", "operation not permitted"),
+    ("alg", "operation not permitted"),
+    ("socketpair_vsock", "operation not permitted"),
+];
+
+/// Fails unless `output` (of `syscalls` or `sockets`) has exactly `expected` for each line.
+pub fn assert_answers(what: &str, output: &str, expected: &[(&str, &str)]) {
+    for (name, answer) in expected {
+        let line = format!("{name}: {answer}");
+        assert!(output.lines().any(|l| l == line), "{what}: expected {line:?} in:\n{output}");
+    }
 }
