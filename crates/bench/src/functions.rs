@@ -85,15 +85,25 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
+    start_binary(
+        dir,
+        extra,
+        &std::env::current_exe()?.with_file_name("skyisland"),
+        4_100_000,
+        "skyisland-bench-functions",
+    )
+}
+
+/// A server of the `skyisland` binary at `exe`, with its own data, uids and cgroups.
+fn start_binary(dir: &Path, extra: &str, exe: &Path, uid_base: u32, cgroup: &str) -> anyhow::Result<Server> {
     let config = dir.join("skyisland.toml");
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = 4100000\n[cgroup]\nparent = \"skyisland-bench-functions\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{d}/git/example.test/\"\n{extra}",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = {uid_base}\n[cgroup]\nparent = \"{cgroup}\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{d}/git/example.test/\"\n{extra}",
             d = dir.display()
         ),
     )?;
-    let exe = std::env::current_exe()?.with_file_name("skyisland");
     let mut child = Command::new(exe)
         .args(["serve", "--config"])
         .arg(&config)
@@ -388,5 +398,99 @@ pub fn run_cache(args: Args) -> anyhow::Result<()> {
         "hits per second / fresh-jail calls per second: {:.1}x (target: >= 20000 hits/s, median < 0.5 ms)",
         loaded_hits.rate / loaded_jails.rate
     );
+    Ok(())
+}
+
+/// This build against another `skyisland` binary (an earlier commit's, say), both serving
+/// at once and called alternately, one call each in turn, so that the machine's noise falls
+/// on both alike: the first call of a package (clone and build, the source changed each time
+/// so that it is compiled) and repeated cached calls in fresh jails.
+pub fn run_compare(args: Args, other: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(&args.dir);
+    let dirs = [args.dir.join("this"), args.dir.join("other")];
+    for dir in &dirs {
+        fs::create_dir_all(dir)?;
+        repository(dir, "geo")?;
+        repository(dir, "misc")?;
+    }
+    let this = std::env::current_exe()?.with_file_name("skyisland");
+    let servers = [
+        start_binary(&dirs[0], "", &this, 4_100_000, "skyisland-bench-this")?,
+        start_binary(&dirs[1], "", other, 4_200_000, "skyisland-bench-other")?,
+    ];
+    let (runtime, http) = client()?;
+    let first_runs = 9;
+    let samples = runtime.block_on(async {
+        for server in &servers {
+            call(&http, &server.url, json!({"url": "example.test/bench/misc", "call": "Hello()"})).await?;
+        }
+        let mut first = [Vec::new(), Vec::new()];
+        for i in 0..first_runs {
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            for k in order {
+                let server = &servers[k];
+                // A new commit each time: what a first call of a new version costs.
+                change_geo(&dirs[k], i)?;
+                let started = Instant::now();
+                let body = call(
+                    &http,
+                    &server.url,
+                    json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache_bust": true}),
+                )
+                .await?;
+                first[k].push(started.elapsed());
+                anyhow::ensure!(body["built"] == true, "{body}");
+            }
+        }
+        let mut cached = [Vec::new(), Vec::new()];
+        for i in 0..args.runs {
+            // A B, then B A: neither is always the one that runs right after the other.
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            for k in order {
+                let server = &servers[k];
+                let started = Instant::now();
+                call(&http, &server.url, json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false}))
+                    .await?;
+                cached[k].push(started.elapsed());
+            }
+        }
+        anyhow::Ok((first, cached))
+    })?;
+    let (mut first, mut cached) = samples;
+    println!("\n## This build against {} ({} calls each, alternating)\n", other.display(), args.runs);
+    stats::header();
+    let [first_this, first_other] = &mut first;
+    let [cached_this, cached_other] = &mut cached;
+    let (f0, f1, c0, c1) =
+        (summarize(first_this), summarize(first_other), summarize(cached_this), summarize(cached_other));
+    stats::row("first call of a new commit: this build", &f0);
+    stats::row("first call of a new commit: the other", &f1);
+    stats::row("cached call, fresh jail: this build", &c0);
+    stats::row("cached call, fresh jail: the other", &c1);
+    println!();
+    stats::ratio("first call: this / the other", f0.median, f1.median);
+    stats::ratio("cached call: this / the other", c0.median, c1.median);
+    Ok(())
+}
+
+/// Commits a change to the geo repository's source (a new comment).
+fn change_geo(dir: &Path, i: usize) -> anyhow::Result<()> {
+    let work = dir.join("work/geo");
+    let file = work.join("geo.go");
+    let source = fs::read_to_string(&file)?;
+    fs::write(&file, format!("{source}\n// change {i}\n"))?;
+    let git = |args: &[&str], cwd: &Path| {
+        sh(Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@example.test")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@example.test"))
+    };
+    git(&["commit", "-qam", "change"], &work)?;
+    let bare = dir.join("git/example.test/bench/geo.git");
+    git(&["push", "-q", bare.to_str().expect("utf-8"), "main"], &work)?;
     Ok(())
 }

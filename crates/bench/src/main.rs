@@ -53,6 +53,15 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-net")]
         dir: PathBuf,
     },
+    /// This build's server against another skyisland binary, called alternately.
+    Compare {
+        /// The other `skyisland` binary.
+        other: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-compare")]
+        dir: PathBuf,
+    },
     #[command(hide = true)]
     CrunInner { bundle: PathBuf, runs: usize },
 }
@@ -63,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Functions { runs, dir } => functions::run(functions::Args { runs, dir }),
         Bench::Cache { runs, dir } => functions::run_cache(functions::Args { runs, dir }),
         Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
+        Bench::Compare { other, runs, dir } => functions::run_compare(functions::Args { runs, dir }, &other),
         Bench::CrunInner { bundle, runs } => jail::crun_inner(&bundle, runs),
     }
 }
