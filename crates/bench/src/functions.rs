@@ -161,7 +161,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     fs::create_dir_all(&args.dir)?;
     repository(&args.dir, "geo")?;
     repository(&args.dir, "misc")?;
-    let server = start(&args.dir, "")?;
+    // Every first call busts the repository: no limit on how often.
+    let server = start(&args.dir, "[cache]\nbust_interval = \"0s\"\n")?;
     let (runtime, http) = client()?;
     let url = server.url.clone();
     let first_runs = 5;
@@ -473,8 +474,8 @@ pub fn run_compare(args: Args, other: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commits a change to the geo repository's source (a new comment).
-fn change_geo(dir: &Path, i: usize) -> anyhow::Result<()> {
+/// Commits a change to the geo repository's source (a new comment); returns the commit.
+fn change_geo(dir: &Path, i: usize) -> anyhow::Result<String> {
     let work = dir.join("work/geo");
     let file = work.join("geo.go");
     let source = fs::read_to_string(&file)?;
@@ -492,5 +493,5 @@ fn change_geo(dir: &Path, i: usize) -> anyhow::Result<()> {
     git(&["commit", "-qam", "change"], &work)?;
     let bare = dir.join("git/example.test/bench/geo.git");
     git(&["push", "-q", bare.to_str().expect("utf-8"), "main"], &work)?;
-    Ok(())
+    Ok(git(&["rev-parse", "HEAD"], &work)?.trim().to_owned())
 }

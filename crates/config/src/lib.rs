@@ -18,9 +18,42 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// A value the types accept but the server cannot use; `message` starts with `key`.
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, key: String, message: String },
 }
+
+impl ConfigError {
+    /// The key a validation error is about.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Config::validate`] finds wrong, before it knows the file: the key and the rest.
+#[derive(Debug)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(key: impl Into<String>, rest: impl std::fmt::Display) -> Invalid {
+        let key = key.into();
+        Invalid { message: format!("{key} {rest}"), key }
+    }
+
+    /// The error, naming the file (or what else the configuration came from).
+    pub fn at(self, origin: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Invalid { origin: origin.to_string(), key: self.key, message: self.message }
+    }
+}
+
+/// Where an embedded default configuration comes from, in errors.
+pub const DEFAULTS: &str = "(the embedded defaults)";
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -571,6 +604,9 @@ pub struct Cache {
     pub redis_prefix: String,
     /// How long a built binary stays in Redis.
     pub binary_expiration: Span,
+    /// A `cache_bust` drops a repository's clone and binaries (so the next call fetches and
+    /// builds) at most once this often; one sooner drops its cached results only.
+    pub bust_interval: Span,
 }
 
 impl Default for Cache {
@@ -583,6 +619,7 @@ impl Default for Cache {
             redis_url: None,
             redis_prefix: "skyisland".into(),
             binary_expiration: Span::secs(7 * 24 * 3600),
+            bust_interval: Span::secs(10),
         }
     }
 }
@@ -646,7 +683,7 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let Some(path) = path else {
             let config = Config::default();
-            config.validate()?;
+            config.validate().map_err(|e| e.at(DEFAULTS))?;
             return Ok(config);
         };
         let text =
@@ -657,168 +694,253 @@ impl Config {
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError::Parse { path: origin.to_owned(), line, column, message: e.message().trim().replace('\n', " ") }
+            let offset = e.span().map_or(0, |span| span.start);
+            let (line, column) = line_column(text, offset);
+            let mut message = e.message().trim().replace('\n', " ");
+            if let Some(key) =
+                key_at(text, offset).filter(|key| !message.contains(key.rsplit('.').next().unwrap_or(key)))
+            {
+                message = format!("{key}: {message}");
+            }
+            ConfigError::Parse { path: origin.to_owned(), line, column, message }
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| e.at(origin.display()))?;
         Ok(config)
     }
 
-    /// Checks what the types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
+    /// Checks what the types alone cannot, and bounds every number to what the code can
+    /// carry. The one validation path: command-line flags are applied to the `Config` and
+    /// checked here too.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |key: &str, rest: String| Err(Invalid::new(key, rest));
+        const DAY: u64 = 24 * 3600;
         let j = &self.jails;
-        if j.exec_timeout.get().is_zero() || j.build_timeout.get().is_zero() {
-            return bad("jails.exec_timeout and jails.build_timeout must be longer than zero".into());
+        for (key, span, max) in [
+            ("jails.exec_timeout", j.exec_timeout, 24 * 3600),
+            ("jails.build_timeout", j.build_timeout, 24 * 3600),
+            ("limits.client_timeout", self.limits.client_timeout, 3600),
+            ("cache.default_expiration", self.cache.default_expiration, 366 * DAY),
+            ("cache.purge_after", self.cache.purge_after, 366 * DAY),
+            ("cache.binary_expiration", self.cache.binary_expiration, 366 * DAY),
+            ("circuit_breaker.cool_down", self.circuit_breaker.cool_down, DAY),
+        ] {
+            if span.get().is_zero() || span.get() > std::time::Duration::from_secs(max) {
+                return bad(key, format!("must be longer than zero and at most {}, not {span}", Span::secs(max)));
+            }
+        }
+        for (key, span, max) in
+            [("limits.drain", self.limits.drain, 3600), ("cache.bust_interval", self.cache.bust_interval, 366 * DAY)]
+        {
+            if span.get() > std::time::Duration::from_secs(max) {
+                return bad(key, format!("must be at most {}, not {span}", Span::secs(max)));
+            }
         }
         if !(1..=4096).contains(&j.max_jails) {
-            return bad(format!("jails.max_jails must be between 1 and 4096, not {}", j.max_jails));
+            return bad("jails.max_jails", format!("must be between 1 and 4096, not {}", j.max_jails));
         }
         if j.warm_jails > j.max_jails as usize {
-            return bad(format!("jails.warm_jails ({}) cannot exceed jails.max_jails ({})", j.warm_jails, j.max_jails));
+            return bad(
+                "jails.warm_jails",
+                format!("({}) cannot exceed jails.max_jails ({})", j.warm_jails, j.max_jails),
+            );
         }
         if !(1..=256).contains(&j.max_builds) {
-            return bad(format!("jails.max_builds must be between 1 and 256, not {}", j.max_builds));
+            return bad("jails.max_builds", format!("must be between 1 and 256, not {}", j.max_builds));
         }
         if j.uid_base < 1000 || u64::from(j.uid_base) + u64::from(j.max_jails) + 1 >= 1 << 31 {
-            return bad(format!(
-                "jails.uid_base {} must be at least 1000 and leave room for {} jail uids below 2^31",
-                j.uid_base, j.max_jails
-            ));
+            return bad(
+                "jails.uid_base",
+                format!(
+                    "{} must be at least 1000 and leave room for jails.max_jails ({}) jail uids below 2^31",
+                    j.uid_base, j.max_jails
+                ),
+            );
         }
-        for (key, pids) in [("pids_limit", j.pids_limit), ("build_pids_limit", j.build_pids_limit)] {
-            if pids == 0 {
-                return bad(format!("jails.{key} must be at least 1"));
+        for (key, pids) in [("jails.pids_limit", j.pids_limit), ("jails.build_pids_limit", j.build_pids_limit)] {
+            if !(1..=4_194_304).contains(&pids) {
+                return bad(key, format!("must be between 1 and 4194304, not {pids}"));
             }
         }
-        for (key, size, min) in [
-            ("memory_limit", j.memory_limit, Size::mib(8)),
-            ("build_memory_limit", j.build_memory_limit, Size::mib(64)),
-            ("disk_limit", j.disk_limit, Size::kib(64)),
-            ("build_disk_limit", j.build_disk_limit, Size::mib(16)),
-            ("output_limit", j.output_limit, Size(1)),
+        const TIB: u64 = 1 << 40;
+        for (key, size, min, max) in [
+            ("jails.memory_limit", j.memory_limit, Size::mib(8), Size(TIB)),
+            ("jails.build_memory_limit", j.build_memory_limit, Size::mib(64), Size(TIB)),
+            ("jails.disk_limit", j.disk_limit, Size::kib(64), Size(TIB)),
+            ("jails.build_disk_limit", j.build_disk_limit, Size::mib(16), Size(TIB)),
+            ("jails.output_limit", j.output_limit, Size(1), Size::mib(1024)),
+            ("limits.max_body", self.limits.max_body, Size::kib(1), Size::mib(1024)),
+            ("cache.max_memory", self.cache.max_memory, Size(0), Size(TIB)),
+            ("go.binary_cache_size", self.go.binary_cache_size, Size::mib(1), Size(64 * TIB)),
+            ("go.binary_memory", self.go.binary_memory, Size::mib(1), Size(TIB)),
+            ("go.source_cache_size", self.go.source_cache_size, Size::mib(1), Size(64 * TIB)),
         ] {
-            if size < min {
-                return bad(format!("jails.{key} must be at least {min}, not {size}"));
+            if size < min || size > max {
+                return bad(key, format!("must be between {min} and {max}, not {size}"));
             }
         }
-        if !(j.cpu_limit.is_finite() && j.cpu_limit > 0.0 && j.cpu_limit <= 1024.0) {
-            return bad(format!("jails.cpu_limit must be a number of CPUs above 0, not {}", j.cpu_limit));
+        if !(j.cpu_limit.is_finite() && (0.01..=1024.0).contains(&j.cpu_limit)) {
+            return bad("jails.cpu_limit", format!("must be a number of CPUs from 0.01 to 1024, not {}", j.cpu_limit));
         }
         if self.storage.backend == Backend::Btrfs && self.storage.btrfs_dir.is_none() {
-            return bad("storage.backend = \"btrfs\" needs storage.btrfs_dir".into());
+            return bad("storage.btrfs_dir", "is required by storage.backend = \"btrfs\"".into());
         }
         let header = &self.admin.header;
-        if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return bad(format!("admin.header {header:?} is not a valid HTTP header name"));
+        if header.is_empty()
+            || header.len() > 256
+            || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad("admin.header", format!("{header:?} is not a valid HTTP header name"));
         }
-        if self.admin.token.as_deref().is_some_and(|t| t.len() < 8) {
-            return bad("admin.token must be at least 8 characters long".into());
+        if let Some(token) = &self.admin.token
+            && (token.len() < 8 || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad("admin.token", "must be 8 to 4096 printable characters without spaces".into());
         }
         let parent = &self.cgroup.parent;
         if parent.is_empty() || parent.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return bad(format!("cgroup.parent {parent:?} must be a relative cgroup path"));
+            return bad("cgroup.parent", format!("{parent:?} must be a relative cgroup path"));
         }
         for (from, to) in &self.git.url_rewrite {
             if from.is_empty() || to.is_empty() {
-                return bad("git.url_rewrite entries must not be empty".into());
+                return bad("git.url_rewrite", "entries must not be empty".into());
             }
         }
         if let Some(ip4) = &self.network.ip4 {
-            ip4.validate().map_err(ConfigError::Invalid)?;
+            ip4.validate()?;
         }
-        if self.limits.max_body < Size::kib(1) {
-            return bad(format!("limits.max_body must be at least 1KiB, not {}", self.limits.max_body));
+        // A call's literals travel to the jail in one message of the spawner's (1 MiB).
+        if self.limits.max_call < Size(16) || self.limits.max_call > self.limits.max_body.min(Size::kib(64)) {
+            return bad(
+                "limits.max_call",
+                format!(
+                    "must be at least 16B and at most limits.max_body ({}) and 64KiB, not {}",
+                    self.limits.max_body, self.limits.max_call
+                ),
+            );
         }
-        if self.limits.max_call < Size(16) || self.limits.max_call > self.limits.max_body {
-            return bad(format!(
-                "limits.max_call must be at least 16B and at most limits.max_body ({}), not {}",
-                self.limits.max_body, self.limits.max_call
-            ));
+        if !(1..=100_000).contains(&self.limits.max_in_flight) {
+            return bad(
+                "limits.max_in_flight",
+                format!("must be between 1 and 100000, not {}", self.limits.max_in_flight),
+            );
         }
-        if self.limits.client_timeout.get().is_zero() {
-            return bad("limits.client_timeout must be longer than zero".into());
-        }
-        if self.limits.max_in_flight == 0 {
-            return bad("limits.max_in_flight must be at least 1".into());
+        if self.limits.max_queue > 1_000_000 {
+            return bad("limits.max_queue", format!("must be at most 1000000, not {}", self.limits.max_queue));
         }
         let cache = &self.cache;
-        if cache.default_expiration.get().is_zero() || cache.purge_after.get().is_zero() {
-            return bad("cache.default_expiration and cache.purge_after must be longer than zero".into());
-        }
         if let Some(url) = &cache.redis_url {
             let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| url.starts_with(s));
             if !scheme_ok {
-                return bad(format!("cache.redis_url {url:?} must start with redis://, rediss:// or unix://"));
+                return bad("cache.redis_url", format!("{url:?} must start with redis://, rediss:// or unix://"));
             }
         }
-        if cache.redis_prefix.is_empty() || cache.redis_prefix.contains(char::is_whitespace) {
-            return bad(format!("cache.redis_prefix {:?} must be a non-empty word", cache.redis_prefix));
+        if cache.redis_prefix.is_empty()
+            || cache.redis_prefix.len() > 256
+            || cache.redis_prefix.contains(char::is_whitespace)
+        {
+            return bad("cache.redis_prefix", format!("{:?} must be a non-empty word", cache.redis_prefix));
         }
-        if let Some(rate) = self.rate_limit.per_second {
-            if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
-                return bad(format!("rate_limit.per_second must be above 0 and at most 1000000, not {rate}"));
-            }
-            if self.rate_limit.burst == Some(0) {
-                return bad("rate_limit.burst must be at least 1".into());
-            }
-        }
+        validate_rate(
+            ["rate_limit.per_second", "rate_limit.burst"],
+            self.rate_limit.per_second,
+            self.rate_limit.burst,
+        )?;
         let key_header = &self.auth.key_header;
-        if key_header.is_empty() || !key_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return bad(format!("auth.key_header {key_header:?} is not a valid HTTP header name"));
+        if key_header.is_empty()
+            || key_header.len() > 256
+            || !key_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad("auth.key_header", format!("{key_header:?} is not a valid HTTP header name"));
         }
-        if let Some(short) =
-            self.auth.api_keys.iter().find(|k| k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()))
+        if let Some(short) = self
+            .auth
+            .api_keys
+            .iter()
+            .find(|k| k.len() < 16 || k.len() > 4096 || !k.bytes().all(|b| b.is_ascii_graphic()))
         {
             let shown: String = short.chars().take(4).collect();
-            return bad(format!(
-                "auth.api_keys: the key starting {shown:?} must be at least 16 printable characters without spaces"
-            ));
+            return bad(
+                "auth.api_keys",
+                format!("the key starting {shown:?} must be 16 to 4096 printable characters without spaces"),
+            );
         }
-        if self.circuit_breaker.cool_down.get().is_zero() {
-            return bad("circuit_breaker.cool_down must be longer than zero".into());
+        if self.circuit_breaker.failures > 1_000_000 {
+            return bad(
+                "circuit_breaker.failures",
+                format!("must be at most 1000000, not {}", self.circuit_breaker.failures),
+            );
         }
-        if self.statsd_prefix.contains(|c: char| c.is_whitespace() || c == ':' || c == '|') {
-            return bad(format!("statsd_prefix {:?} must not contain spaces, ':' or '|'", self.statsd_prefix));
+        if self.statsd_prefix.len() > 256
+            || self.statsd_prefix.contains(|c: char| c.is_whitespace() || c == ':' || c == '|')
+        {
+            return bad("statsd_prefix", format!("{:?} must not contain spaces, ':' or '|'", self.statsd_prefix));
         }
         for (key, path) in [("data_dir", &self.data_dir), ("run_dir", &self.run_dir)] {
             if !path.is_absolute() {
-                return bad(format!("{key} must be an absolute path, not {}", path.display()));
+                return bad(key, format!("must be an absolute path, not {}", path.display()));
             }
         }
         Ok(())
     }
 }
 
+/// Checks a rate (requests per second) and burst, of `[rate_limit]` or of an API key, named
+/// in errors by `keys` (`["rate_limit.per_second", "rate_limit.burst"]`, or flags).
+pub fn validate_rate(keys: [&str; 2], per_second: Option<f64>, burst: Option<u32>) -> Result<(), Invalid> {
+    if let Some(rate) = per_second
+        && !(rate.is_finite() && (0.001..=1e6).contains(&rate))
+    {
+        return Err(Invalid::new(keys[0], format!("must be from 0.001 to 1000000, not {rate}")));
+    }
+    if let Some(burst) = burst
+        && !(1..=1_000_000).contains(&burst)
+    {
+        return Err(Invalid::new(keys[1], format!("must be between 1 and 1000000, not {burst}")));
+    }
+    Ok(())
+}
+
 impl Ip4 {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
+        let bad = |key: &str, rest: String| Err(Invalid::new(format!("network.ip4.{key}"), rest));
         let net = &self.cidr;
         if !(8..=30).contains(&net.prefix) {
-            return Err(format!("network.ip4.cidr {net} must have a prefix length between 8 and 30"));
+            return bad("cidr", format!("{net} must have a prefix length between 8 and 30"));
         }
         if !net.contains(self.gateway) {
-            return Err(format!("network.ip4.gateway {} is not in {net}", self.gateway));
+            return bad("gateway", format!("{} is not in network.ip4.cidr {net}", self.gateway));
         }
         if self.range == 0 {
-            return Err("network.ip4.range must be at least 1".into());
+            return bad("range", "must be at least 1".into());
         }
         let first = u32::from(self.start_addr);
-        let last = first.checked_add(self.range - 1).ok_or("network.ip4.range runs past 255.255.255.255")?;
+        let Some(last) = first.checked_add(self.range - 1) else {
+            return bad("range", "runs past 255.255.255.255".into());
+        };
         let broadcast = u32::from(net.addr) | !net.mask();
         if !net.contains(self.start_addr) || last >= broadcast || first <= u32::from(net.addr) & net.mask() {
-            return Err(format!(
-                "network.ip4: {} addresses from {} do not fit in {net} (without its network and broadcast addresses)",
-                self.range, self.start_addr
-            ));
+            return bad(
+                "range",
+                format!(
+                    "{} addresses from network.ip4.start_addr {} do not fit in network.ip4.cidr {net} (without its network and broadcast addresses)",
+                    self.range, self.start_addr
+                ),
+            );
         }
         if (first..=last).contains(&u32::from(self.gateway)) {
-            return Err(format!("network.ip4.gateway {} is inside the pool", self.gateway));
+            return bad("gateway", format!("{} is inside the pool (network.ip4.start_addr, range)", self.gateway));
         }
         let name_ok = !self.bridge.is_empty()
             && self.bridge.len() <= 15
             && self.bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !name_ok {
-            return Err(format!("network.ip4.bridge {:?} is not a valid interface name", self.bridge));
+            return bad("bridge", format!("{:?} is not a valid interface name", self.bridge));
+        }
+        if self.keep_idle.get().is_zero() || self.keep_idle.get() > std::time::Duration::from_secs(24 * 3600) {
+            return bad("keep_idle", format!("must be longer than zero and at most 1d, not {}", self.keep_idle));
+        }
+        if self.dns.len() > 16 || self.allow.len() > 1024 {
+            return bad("dns", "and network.ip4.allow are too long (16 and 1024 entries at most)".into());
         }
         Ok(())
     }
@@ -828,6 +950,29 @@ impl Ip4 {
         let first = u32::from(self.start_addr);
         (0..self.range).map(move |i| Ipv4Addr::from(first + i))
     }
+}
+
+/// The dotted key whose value is at `offset` (`jails.exec_timeout`): the name before `=` on
+/// that line, in the last table opened above it. `None` outside a `key = value` line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let (name, _) = line.split_once('=')?;
+    let name = name.trim().trim_matches('"');
+    if name.is_empty() || name.starts_with('[') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{name}"),
+        _ => name.to_owned(),
+    })
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -889,27 +1034,39 @@ mod tests {
     fn errors_name_the_problem() {
         for (text, expect) in [
             ("lisen = \"1.2.3.4:5\"", "test.toml:1:1: unknown field `lisen`"),
-            ("[jails]\nmemory_limit = \"lots\"", "test.toml:2:16: invalid size \"lots\""),
-            ("[jails]\nexec_timeout = \"5 parsecs\"", "test.toml:2:16: invalid duration"),
-            ("[jails]\nexec_timeout = \"0s\"", "must be longer than zero"),
+            ("[jails]\nmemory_limit = \"lots\"", "test.toml:2:16: jails.memory_limit: invalid size \"lots\""),
+            ("[jails]\nexec_timeout = \"5 parsecs\"", "test.toml:2:16: jails.exec_timeout: invalid duration"),
+            ("[jails]\nexec_timeout = \"0s\"", "jails.exec_timeout must be longer than zero"),
+            ("[jails]\nexec_timeout = \"100000y\"", "jails.exec_timeout must be longer than zero and at most 1day"),
+            ("[rate_limit]\nper_second = 1e-30", "rate_limit.per_second must be from 0.001"),
+            ("[jails]\ncpu_limit = 1e-30", "jails.cpu_limit must be a number of CPUs"),
             ("[jails]\nmax_jails = 0", "jails.max_jails must be between 1 and 4096"),
             ("[storage]\nbackend = \"zfs\"", "unknown variant `zfs`"),
-            ("[storage]\nbackend = \"btrfs\"", "needs storage.btrfs_dir"),
+            ("[storage]\nbackend = \"btrfs\"", "storage.btrfs_dir is required"),
             ("[admin]\nheader = \"X Bad\"", "not a valid HTTP header name"),
             ("[cgroup]\nparent = \"../escape\"", "must be a relative cgroup path"),
             ("data_dir = \"relative\"", "data_dir must be an absolute path"),
             ("[network.ip4]\ncidr = \"10.0.0.0\"", "invalid network \"10.0.0.0\""),
-            ("[network.ip4]\ngateway = \"10.9.0.1\"", "gateway 10.9.0.1 is not in 10.213.0.0/24"),
-            ("[network.ip4]\nrange = 300", "300 addresses from 10.213.0.20 do not fit"),
-            ("[network.ip4]\nstart_addr = \"10.213.0.1\"\nrange = 5", "gateway 10.213.0.1 is inside the pool"),
+            (
+                "[network.ip4]\ngateway = \"10.9.0.1\"",
+                "network.ip4.gateway 10.9.0.1 is not in network.ip4.cidr 10.213.0.0/24",
+            ),
+            (
+                "[network.ip4]\nrange = 300",
+                "network.ip4.range 300 addresses from network.ip4.start_addr 10.213.0.20 do not fit",
+            ),
+            (
+                "[network.ip4]\nstart_addr = \"10.213.0.1\"\nrange = 5",
+                "network.ip4.gateway 10.213.0.1 is inside the pool",
+            ),
             ("[network.ip4]\nbridge = \"a-very-long-bridge-name\"", "not a valid interface name"),
             ("[network.ip4]\nallow = [\"10.0.0.1:53\"]", "expected ADDR[/PREFIX][:PORT/PROTO]"),
             ("[network.ip4]\nallow = [\"10.0.0.1:53/icmp\"]", "expected ADDR[/PREFIX][:PORT/PROTO]"),
             ("[git]\nallow_hosts = [\"http://x\"]", "invalid host"),
             ("[cache]\nredis_url = \"http://x\"", "must start with redis://"),
             ("[cache]\ndefault_expiration = \"0s\"", "must be longer than zero"),
-            ("[rate_limit]\nper_second = 0", "rate_limit.per_second must be above 0"),
-            ("[auth]\napi_keys = [\"short\"]", "at least 16 printable characters"),
+            ("[rate_limit]\nper_second = 0", "rate_limit.per_second must be from 0.001"),
+            ("[auth]\napi_keys = [\"short\"]", "must be 16 to 4096 printable characters"),
             ("[limits]\nmax_call = \"1MiB\"", "limits.max_call must be at least 16B"),
             ("statsd_addr = \"nowhere\"", "invalid socket address"),
         ] {

@@ -342,12 +342,17 @@ impl Functions {
         let url = path.clone_url(&inner.config.git.url_rewrite);
         let repo = inner.repos.repo(&path.repo);
         if request.cache_bust {
-            inner.repos.bust(&repo).await?;
-            inner.binaries.remove_repo(&path.repo);
+            let full = repo.claim_full_bust(inner.config.cache.bust_interval.get());
+            if full {
+                inner.repos.bust(&repo).await?;
+                inner.binaries.remove_repo(&path.repo);
+            }
             inner.results.bust_repo(&path.repo);
             if let Some(shared) = &inner.shared {
-                shared.bust_repo(&path.repo, &repo.key).await;
+                shared.bust_repo(&path.repo, &repo.key, full).await;
             }
+            metrics::counter!("skyisland_cache_busts_total", "scope" => if full { "full" } else { "results" })
+                .increment(1);
         }
         let commit = match inner.repos.resolve(&inner.jails, &repo, &url, request.version.as_deref()).await {
             Ok(commit) => commit,
@@ -437,6 +442,8 @@ impl Functions {
                 expires_at_ms: now.saturating_add(inner.results.ttl().as_millis() as u64),
             };
             if let Some(shared) = &inner.shared {
+                // Awaited (500 ms at most): the other servers find the result from the
+                // moment this answer is out.
                 shared.put_result(key, &stored, &repo.key).await;
             }
             inner.results.put(key, stored);
@@ -666,7 +673,7 @@ impl BuildJob {
         metrics::counter!("skyisland_builds_total", "result" => outcome).increment(1);
         metrics::histogram!("skyisland_build_duration_seconds").record(started.elapsed().as_secs_f64());
         if let (Ok(built), Some(shared)) = (&result, &self.shared) {
-            self.publish(shared, built).await;
+            self.publish(shared, built);
         }
         result
     }
@@ -693,11 +700,14 @@ impl BuildJob {
         Some(Built { binary: out, index, meta, fetched: true })
     }
 
-    /// Offers a new binary to the other servers.
-    async fn publish(&self, shared: &Shared, built: &Built) {
+    /// Offers a new binary to the other servers, in the background: no request waits
+    /// for the upload.
+    fn publish(&self, shared: &Arc<Shared>, built: &Built) {
         let info = SharedInfo { index: built.index.clone(), meta: built.meta.clone() };
         let (Ok(info), Ok(data)) = (serde_json::to_vec(&info), std::fs::read(&built.binary)) else { return };
-        shared.put_binary(&self.key, &info, &data, &self.repo.key, self.binary_expiration).await;
+        let (shared, key, repo_key, ttl) =
+            (Arc::clone(shared), self.key.clone(), self.repo.key.clone(), self.binary_expiration);
+        tokio::spawn(async move { shared.put_binary(&key, &info, &data, &repo_key, ttl).await });
     }
 
     async fn build(&self) -> Result<Built, FunctionError> {

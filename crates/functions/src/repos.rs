@@ -55,6 +55,23 @@ pub struct Repo {
     /// Directory name of its clone, sources and state.
     pub key: String,
     pub(crate) state: RwLock<Option<State>>,
+    /// When a `cache_bust` last dropped the clone and binaries.
+    last_full_bust: Mutex<Option<std::time::Instant>>,
+}
+
+impl Repo {
+    /// Whether a `cache_bust` now may drop the clone and the binaries (and so make the next
+    /// call build): at most once per `interval` per repository, so that a loop of busts
+    /// cannot keep a server rebuilding. Claims it if so.
+    pub fn claim_full_bust(&self, interval: std::time::Duration) -> bool {
+        let mut last = self.last_full_bust.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -114,6 +131,7 @@ impl Repos {
                 path: path.to_owned(),
                 key: crate::binaries::key(&["repo", path]),
                 state: RwLock::new(None),
+                last_full_bust: Mutex::new(None),
             })
         }))
     }

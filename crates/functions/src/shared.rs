@@ -28,9 +28,10 @@ use tokio::sync::Notify;
 
 use crate::results::{Results, Stored};
 
-/// Small operations on the request path give up after this.
+/// Operations on a request's path give up after this: no request waits longer because of
+/// Redis (a binary not fetched in time is built here instead).
 const QUICK: Duration = Duration::from_millis(500);
-/// Moving a binary may take longer.
+/// Storing a binary, in the background, may take longer.
 const SLOW: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -47,8 +48,9 @@ pub struct Shared {
     /// Wakes the maintenance task when an operation finds Redis gone.
     lost: Notify,
     status: Mutex<Status>,
-    /// Busts that did not reach Redis (repository → its key), to carry out when it is back.
-    pending_busts: Mutex<BTreeMap<String, String>>,
+    /// Busts that did not reach Redis (repository → its key, and whether its binaries go
+    /// too), to carry out when it is back.
+    pending_busts: Mutex<BTreeMap<String, (String, bool)>>,
 }
 
 /// What the health endpoint says about Redis.
@@ -136,6 +138,18 @@ impl Shared {
         limit: Duration,
         f: impl AsyncFnOnce(MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Option<T> {
+        self.run_with(what, limit, true, f).await
+    }
+
+    /// [`Shared::run`]; a command that runs out of time marks Redis as lost only if
+    /// `timeout_is_loss` (a large transfer may just be slow).
+    async fn run_with<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        limit: Duration,
+        timeout_is_loss: bool,
+        f: impl AsyncFnOnce(MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
         let connection = self.connection()?;
         match tokio::time::timeout(limit, f(connection)).await {
             Ok(Ok(value)) => Some(value),
@@ -147,8 +161,12 @@ impl Shared {
                 self.lose(&e.to_string());
                 None
             }
-            Err(_) => {
+            Err(_) if timeout_is_loss => {
                 self.lose(&format!("{what} took longer than {limit:?}"));
+                None
+            }
+            Err(_) => {
+                tracing::info!(redis = %self.shown_url, "Redis {what} took longer than {limit:?}; going without");
                 None
             }
         }
@@ -277,7 +295,7 @@ impl Shared {
     pub async fn get_binary(&self, key: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let key = self.key("binary", key);
         let (info, data): (Option<Vec<u8>>, Option<Vec<u8>>) = self
-            .run("HMGET", SLOW, async |mut c| {
+            .run_with("HMGET", QUICK, false, async |mut c| {
                 redis::cmd("HMGET").arg(&key).arg("info").arg("data").query_async(&mut c).await
             })
             .await?;
@@ -316,37 +334,40 @@ impl Shared {
         .await;
     }
 
-    /// Drops the repository's shared results and binaries and tells the other servers;
-    /// while Redis is unreachable, keeps the bust for when it is back.
-    pub async fn bust_repo(&self, repo: &str, repo_key: &str) {
+    /// Drops the repository's shared results (and its binaries, with `binaries`) and tells
+    /// the other servers; while Redis is unreachable, keeps the bust for when it is back.
+    pub async fn bust_repo(&self, repo: &str, repo_key: &str, binaries: bool) {
         // (A failure with Redis up, such as a refused script, was logged and is not retried.)
-        if self.bust_now(repo, repo_key).await.is_none() && !self.is_up() {
+        if self.bust_now(repo, repo_key, binaries).await.is_none() && !self.is_up() {
             tracing::info!(%repo, "Redis is unreachable; the bust reaches the other servers once it is back");
-            self.pending().insert(repo.to_owned(), repo_key.to_owned());
+            let mut pending = self.pending();
+            let entry = pending.entry(repo.to_owned()).or_insert_with(|| (repo_key.to_owned(), false));
+            entry.1 |= binaries;
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, bool)>> {
         self.pending_busts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Carries out the busts Redis missed.
     async fn replay_busts(&self) {
         loop {
-            let Some((repo, repo_key)) = self.pending().pop_first() else { return };
-            if self.bust_now(&repo, &repo_key).await.is_some() {
+            let Some((repo, (repo_key, binaries))) = self.pending().pop_first() else { return };
+            if self.bust_now(&repo, &repo_key, binaries).await.is_some() {
                 tracing::info!(%repo, "carried out a bust made while Redis was unreachable");
             } else if !self.is_up() {
                 // Unreachable again: keep it for the next connection.
-                self.pending().insert(repo, repo_key);
+                self.pending().insert(repo, (repo_key, binaries));
                 return;
             }
         }
     }
 
-    async fn bust_now(&self, repo: &str, repo_key: &str) -> Option<i64> {
+    async fn bust_now(&self, repo: &str, repo_key: &str, with_binaries: bool) -> Option<i64> {
         let results = self.key("repo-results", repo_key);
-        let binaries = self.key("repo-binaries", repo_key);
+        // Without the binaries: the results' set twice (the script takes two sets).
+        let binaries = if with_binaries { self.key("repo-binaries", repo_key) } else { results.clone() };
         let channel = self.bust_channel();
         // One script, so that nothing is added between reading the sets and deleting.
         let script = redis::Script::new(

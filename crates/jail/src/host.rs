@@ -67,8 +67,8 @@ pub struct HostConfig {
     pub exec_uids: Vec<u32>,
     pub build_uid: u32,
     pub build_slots: u32,
-    /// Keep the locks of used slots until shutdown (a server), rather than releasing each
-    /// after its jail (a one-shot command).
+    /// Keep the lock of a used slot until [`JailHost::release_idle_slots`] lets go of it (a
+    /// server), rather than releasing it after its jail (a one-shot command).
     pub keep_slots: bool,
     /// Clone jails from this process instead of a helper (a one-shot command, which must
     /// stay single-threaded while it launches).
@@ -265,6 +265,13 @@ impl JailHost {
                 Err(e.into())
             }
         }
+    }
+
+    /// Lets go of the slots this process has not used for `idle`, so other Sky Island
+    /// processes on the host can use them.
+    pub fn release_idle_slots(&self, idle: Duration) {
+        self.inner.exec.release_idle(idle);
+        self.inner.build.release_idle(idle);
     }
 
     /// Removes the cgroups and scratch directories of every slot no process holds, and

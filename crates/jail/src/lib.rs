@@ -11,6 +11,9 @@
 //! them in the new process) ← [`spawner`] (clones it); [`host`] ties the [`slots`],
 //! [`cgroup`]s and [`rootfs`] backends together for one jail's life cycle.
 
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("Sky Island runs on x86_64 only: its seccomp policy and system call table are x86_64's");
+
 mod child;
 mod sys;
 

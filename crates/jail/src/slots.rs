@@ -4,9 +4,11 @@
 //! `skyisland jail run` alike) shares the slots safely, and a crashed owner's slots are
 //! recognisable by their free locks and reaped by the next process that opens them.
 //!
-//! A long-lived owner (the server) keeps the locks of slots it has used until it shuts
-//! down, so what it knows of a slot's cgroup stays true between its jails without being
-//! checked again; a one-shot owner (`jail run`) lets go at once.
+//! A long-lived owner (the server) keeps the lock of a slot it has used for a short while
+//! after its jail ends (until [`SlotPool::release_idle`] lets go of it), so that under load
+//! what it knows of the slot's cgroup stays true between its jails without being checked
+//! again, while an idle server holds no slot another server on the host could use; a
+//! one-shot owner (`jail run`) lets go at once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -34,6 +36,8 @@ struct Slot {
     held: AtomicBool,
     /// The slot's cgroup as this process last set it up; valid while `held`.
     cgroup: Mutex<Option<crate::cgroup::SlotCgroup>>,
+    /// Since when this process has held the slot's lock without using the slot.
+    idle_since: Mutex<Option<std::time::Instant>>,
     /// The slot's own empty network namespace, made the first time this process needs it
     /// and kept: the slot's jails use it one at a time, each after the previous one's
     /// processes (and so its sockets) are gone.
@@ -70,6 +74,7 @@ impl SlotPool {
                 lock: std::sync::OnceLock::new(),
                 held: AtomicBool::new(false),
                 cgroup: Mutex::new(None),
+                idle_since: Mutex::new(None),
                 netns: std::sync::OnceLock::new(),
             });
         }
@@ -97,6 +102,7 @@ impl SlotPool {
             let index = free[attempt];
             if self.lock(index) {
                 free.remove(attempt);
+                *self.slots[index].idle_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 return Some(Lease { pool: Arc::clone(self), index });
             }
         }
@@ -113,6 +119,18 @@ impl SlotPool {
         let locked = flock(file, FlockOperation::NonBlockingLockExclusive).is_ok();
         slot.held.store(locked, Ordering::Release);
         locked
+    }
+
+    /// Lets go of the locks of the slots this process has held unused for `idle` or longer.
+    pub fn release_idle(&self, idle: std::time::Duration) {
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for &index in free.iter() {
+            let slot = &self.slots[index];
+            let since = *slot.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+            if since.is_some_and(|at| at.elapsed() >= idle) {
+                slot.unlock();
+            }
+        }
     }
 
     /// Lets go of the locks of every slot this process holds and is not using.
@@ -141,6 +159,9 @@ impl SlotPool {
             drop(free);
             let lease = Lease { pool: Arc::clone(self), index };
             f(&lease);
+            drop(lease);
+            // Reaped, not used: another process may have it at once.
+            self.slots[index].unlock();
         }
     }
 }
@@ -186,6 +207,7 @@ impl Slot {
     fn unlock(&self) {
         // Another process may change the slot once we let go: forget what we knew.
         *self.cgroup.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if self.held.swap(false, Ordering::AcqRel) {
             // Unlocking a lock we hold cannot fail in a way we could act on.
             if let Some(file) = self.lock.get() {
@@ -197,8 +219,11 @@ impl Slot {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.pool.keep_locks {
-            self.pool.slots[self.index].unlock();
+        let slot = &self.pool.slots[self.index];
+        if self.pool.keep_locks {
+            *slot.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        } else {
+            slot.unlock();
         }
         self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(self.index);
     }
@@ -239,15 +264,33 @@ mod tests {
     }
 
     #[test]
-    fn a_long_lived_owner_keeps_its_locks_until_release_all() {
+    fn a_long_lived_owner_keeps_an_idle_slot_only_a_while() {
         let dir = tempfile::tempdir().unwrap();
         let server = SlotPool::open(dir.path(), defs(1), true).unwrap();
         let cli = SlotPool::open(dir.path(), defs(1), false).unwrap();
         drop(server.acquire().unwrap());
         assert!(cli.acquire().is_none(), "the server still holds its idle slot");
-        assert!(server.acquire().is_some(), "and can use it again without locking");
-        server.release_all();
-        assert!(cli.acquire().is_some());
+        server.release_idle(std::time::Duration::from_secs(60));
+        assert!(cli.acquire().is_none(), "for a while");
+        let held = server.acquire().expect("it can use it again without locking");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        server.release_idle(std::time::Duration::from_millis(10));
+        assert!(cli.acquire().is_none(), "not while it is in use");
+        drop(held);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        server.release_idle(std::time::Duration::from_millis(10));
+        assert!(cli.acquire().is_some(), "idle long enough, it goes back to the host");
+    }
+
+    #[test]
+    fn reaping_an_unheld_slot_does_not_keep_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SlotPool::open(dir.path(), defs(1), true).unwrap();
+        let other = SlotPool::open(dir.path(), defs(1), false).unwrap();
+        let mut reaped = 0;
+        server.for_each_unheld(|_| true, |_| reaped += 1);
+        assert_eq!(reaped, 1);
+        assert!(other.acquire().is_some(), "free for another process right after");
     }
 
     #[test]

@@ -29,7 +29,9 @@ use crate::seccomp::Policy;
 use crate::spec::{CgroupJoin, JailSpec, Program};
 use crate::sys::{self, Cloned};
 
-const MAX_MESSAGE: usize = 256 * 1024;
+/// A jail request: its spec, with `argv` of up to `limits.max_call` (64 KiB at most) of
+/// literals, quoted (up to 2.5 times longer) and JSON-escaped (up to twice).
+const MAX_MESSAGE: usize = 1 << 20;
 const MAX_FDS: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +99,7 @@ pub(crate) struct ProgramMessage {
 }
 
 /// The largest program message a warm jail accepts.
-pub(crate) const MAX_PROGRAM_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_PROGRAM_MESSAGE: usize = 1 << 20;
 
 /// Hands a warm jail ([`crate::spec::Program::Later`]) its program, `argv` and `env`
 /// through the host's end of its `go` socket. Non-blocking in practice: one small message.

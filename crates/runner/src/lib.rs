@@ -24,6 +24,15 @@ use tokio::sync::Notify;
 pub use machine::MachineError;
 pub use registry::{JailInfo, JailState, LimitsInfo, Registry};
 
+/// How long a server keeps an idle slot's lock (and what it knows of the slot's cgroup)
+/// before another process on the host may take it.
+pub const SLOT_HOLD: Duration = Duration::from_secs(2);
+
+/// How long a call waits for an execution slot when every slot of the host is busy (its
+/// own server's gates keep it from waiting for its own slots long); a build waits up to its
+/// build timeout. Then it is refused (503).
+const EXEC_SLOT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How a jail ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
@@ -192,6 +201,18 @@ impl Jails {
         }
     }
 
+    /// Lets go, every half second, of the slots that have been idle for [`SLOT_HOLD`], so
+    /// that several servers on one host share them. Runs until the process ends.
+    pub async fn share_slots(self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            self.host.release_idle_slots(SLOT_HOLD);
+        }
+    }
+
     /// Refuses new jails, kills every running one and waits (up to `patience`) until all
     /// runs are over, then removes the slots' cgroups and directories.
     pub async fn shutdown(&self, patience: Duration) -> Result<(), HostError> {
@@ -251,7 +272,11 @@ impl Jails {
             }
             (_, exec) => {
                 let since = Instant::now();
-                let mut started = match self.start(launch.clone(), exec, netns, false).await {
+                let patience = match launch.kind {
+                    SlotKind::Build => timeout,
+                    SlotKind::Exec => EXEC_SLOT_PATIENCE,
+                };
+                let mut started = match self.start(launch.clone(), exec, netns, false, patience).await {
                     Ok(started) => started,
                     Err(e) => {
                         if let Some((network, _)) = network {
@@ -282,15 +307,17 @@ impl Jails {
         exec: Option<OwnedFd>,
         netns: Option<OwnedFd>,
         warm: bool,
+        patience: Duration,
     ) -> Result<Started, RunError> {
         let id = new_id();
         launch.name = format!("sky-{id}");
         if warm {
             launch.program = Program::Later;
         }
-        // A request's slot comes free within this: requests never outnumber slots (the
-        // callers' gates), warm jails yield theirs, and none is warmed while one waits.
-        let yield_deadline = Instant::now() + Duration::from_secs(5);
+        // A request's slot comes free within this: requests never outnumber this server's
+        // slots (the callers' gates), warm jails yield theirs, none is warmed while one
+        // waits, and other servers on the host let go of theirs once done.
+        let yield_deadline = Instant::now() + patience;
         let mut _wanting = None;
         let (mut running, out_read, err_read, control) = loop {
             let (out_read, out_write) = pipe_pair()?;
@@ -334,7 +361,7 @@ impl Jails {
                     let victim = if kind == SlotKind::Exec { self.warm.evict_one() } else { None };
                     match victim {
                         Some(victim) => warm::discard(vec![victim]).await,
-                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                        None => tokio::time::sleep(Duration::from_millis(2)).await,
                     }
                 }
                 Err(e) => return Err(e.into()),

@@ -109,7 +109,11 @@ impl WarmPool {
             let active = Active::count(&jails.active);
             tokio::spawn(async move {
                 let _active = active;
-                let started = match tokio::time::timeout(WARMING_TIMEOUT, jails.start(template, None, None, true)).await
+                let started = match tokio::time::timeout(
+                    WARMING_TIMEOUT,
+                    jails.start(template, None, None, true, std::time::Duration::ZERO),
+                )
+                .await
                 {
                     Ok(started) => started,
                     Err(_) => Err(crate::RunError::Setup(format!("warming took longer than {WARMING_TIMEOUT:?}"))),

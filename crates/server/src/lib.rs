@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+mod linger;
 pub mod metrics;
 pub mod stats;
 
@@ -108,7 +109,10 @@ pub async fn serve(
             request
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(
+                TokioIo::new(linger::Lingering::new(stream)),
+                TowerToHyperService::new(service),
+            )
             .into_owned();
         let connection = connections.watch(connection);
         tokio::spawn(async move {

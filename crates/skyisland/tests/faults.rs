@@ -365,3 +365,75 @@ async fn random_literals_reach_the_function_exactly() {
     server.stop();
     sandbox.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_413_every_time_with_or_without_expect() {
+    if !root_or_skip("an_oversized_body_gets_413_every_time_with_or_without_expect") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let mut server = Server::start(&sandbox);
+    assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
+    // Busy: calls in flight all the while.
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let http = server.http.clone();
+            let url = format!("{}/api/v1/function", server.url);
+            let body = json!({"url": misc.import_path, "call": "Sleep(3000)", "cache": false});
+            tokio::spawn(async move { http.post(url).json(&body).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let addr = server.addr;
+    let size = 8 << 20;
+    let results = tokio::task::spawn_blocking(move || {
+        let mut answers = Vec::new();
+        for attempt in 0..40 {
+            let expect = attempt % 2 == 0;
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let head = format!(
+                "POST /api/v1/function HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n{}\r\n",
+                if expect { "Expect: 100-continue\r\n" } else { "" }
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            // Without Expect, the client sends its body at once, as curl does after a
+            // second without an answer: the server must not reset the connection under it.
+            let writer = (!expect).then(|| {
+                let mut stream = stream.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let chunk = vec![b' '; 64 << 10];
+                    let mut sent = 0;
+                    while sent < size && stream.write_all(&chunk).is_ok() {
+                        sent += chunk.len();
+                    }
+                })
+            });
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&answer).contains("}") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+            drop(stream);
+            if let Some(writer) = writer {
+                writer.join().unwrap();
+            }
+            answers.push((expect, String::from_utf8_lossy(&answer).into_owned()));
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    for (expect, answer) in &results {
+        assert!(answer.starts_with("HTTP/1.1 413 "), "expect {expect}: {answer:?}");
+        assert!(answer.contains("limits.max_body"), "{answer}");
+    }
+    for call in busy {
+        assert_eq!(call.await.unwrap().unwrap(), 200);
+    }
+    server.stop();
+    sandbox.assert_clean();
+}

@@ -42,6 +42,7 @@ pub async fn healthcheck(State(app): State<Arc<App>>) -> Json<Value> {
         "redis": caches.redis,
         "open_circuits": caches.open_circuits,
         "go": app.functions.toolchain().go_version,
+        "open_files_limit": rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
     }))
 }
 

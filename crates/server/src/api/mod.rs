@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.config.limits.max_body.bytes() as usize))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), refuse_large_bodies))
         .layer(RequestBodyTimeoutLayer::new(app.config.limits.client_timeout.get()))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), record_stats))
         .layer(
@@ -104,8 +105,31 @@ async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next
         )
         .closing());
     };
-    if !bool::from(given.as_bytes().ct_eq(app.admin_token.as_bytes())) {
+    // Digests of equal length compared in constant time: neither the token's bytes nor its
+    // length show in the time a wrong guess takes.
+    let digest = |bytes: &[u8]| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(bytes).into() };
+    if !bool::from(digest(given.as_bytes()).ct_eq(&digest(app.admin_token.as_bytes()))) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token").closing());
+    }
+    Ok(next.run(request).await)
+}
+
+/// A body declared larger than `limits.max_body` is refused (413) before any of it is read,
+/// so a client that asked `Expect: 100-continue` never gets `100 Continue` for it; the
+/// connection then closes (lingering: see `serve`) so the client can read the answer.
+async fn refuse_large_bodies(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let limit = app.config.limits.max_body;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&length| length > limit.bytes()) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {length} bytes long; the limit is {limit} (limits.max_body)"),
+        )
+        .closing());
     }
     Ok(next.run(request).await)
 }

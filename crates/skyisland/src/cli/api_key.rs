@@ -15,14 +15,9 @@ pub fn run(config: Option<PathBuf>, command: ApiKeyCommand) -> anyhow::Result<Ex
     let mut file = auth::read_key_file(&path).with_context(|| format!("reading {}", path.display()))?;
     match command {
         ApiKeyCommand::New { name, per_second, burst } => {
-            if let Some(rate) = per_second
-                && !(rate.is_finite() && rate > 0.0)
-            {
-                bail!("--per-second must be above 0, not {rate}");
-            }
-            if burst == Some(0) {
-                bail!("--burst must be at least 1");
-            }
+            // The same rules as [rate_limit] in the configuration.
+            skyisland_config::validate_rate(["--per-second", "--burst"], per_second, burst)
+                .map_err(|e| e.at("the command line"))?;
             let (secret, stored) = auth::new_key(&name, per_second, burst);
             let id = stored.id.clone();
             file.keys.push(stored);

@@ -9,16 +9,23 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use skyisland_jail::{Bind, Limits};
+use skyisland_jail::Bind;
 use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 
 use super::{JailRunArgs, load};
 
 pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let mut config = load(args.config)?;
-    skyisland_runner::machine::require_root("jail run")?;
+    // The flags are configuration for this one jail, checked like the file's own values.
+    let j = &mut config.jails;
+    j.memory_limit = args.memory.unwrap_or(j.memory_limit);
+    j.disk_limit = args.disk.unwrap_or(j.disk_limit);
+    j.exec_timeout = args.timeout.unwrap_or(j.exec_timeout);
+    j.pids_limit = args.pids.unwrap_or(j.pids_limit);
     // One jail and done: nothing to warm.
-    config.jails.warm_jails = 0;
+    j.warm_jails = 0;
+    config.validate().map_err(|e| e.at("the command line"))?;
+    skyisland_runner::machine::require_root("jail run")?;
     if args.net && config.network.ip4.is_none() {
         bail!("--net needs an IPv4 pool: configure [network.ip4]");
     }
@@ -31,13 +38,9 @@ pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let jails = if args.net { Jails::open(&config)? } else { Jails::open_one_shot(&config)? };
 
     let j = &config.jails;
-    let memory = args.memory.unwrap_or(j.memory_limit).bytes();
-    let disk = args.disk.unwrap_or(j.disk_limit).bytes();
-    let timeout = args.timeout.unwrap_or(j.exec_timeout).get();
+    let memory = j.memory_limit.bytes();
+    let timeout = j.exec_timeout.get();
     let mut launch = skyisland_runner::machine::exec_launch(&config, args.program.clone());
-    // The jail's tmpfs is charged to its memory cgroup: room for both.
-    launch.limits = Limits { memory: memory + disk, pids: args.pids.unwrap_or(j.pids_limit), cpu: j.cpu_limit };
-    launch.disk = disk;
     if dynamic {
         launch.binds.push(Bind { source: "/usr".into(), target: "/usr".into(), writable: false });
     }

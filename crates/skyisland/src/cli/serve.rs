@@ -24,6 +24,8 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         LogFormat::Json => logs.json().init(),
     }
+    let _data_dir = lock_data_dir(&config.data_dir)?;
+    raise_open_files_limit();
     if skyisland_runner::machine::init(&config)? {
         tracing::info!("laid down the base root filesystem");
     }
@@ -35,6 +37,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         // Everything is ready before the address is announced.
         let network = skyisland_net::Ip4Network::open(&config).await?;
         let functions = Functions::new(Arc::clone(&config), jails.clone(), network.clone())?;
+        tokio::spawn(jails.clone().share_slots());
         let warm = functions.clone();
         tokio::spawn(async move {
             if let Err(e) = warm.warm_up().await {
@@ -69,4 +72,39 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard one: every connection, jail pipe,
+/// slot and binary held in memory is one. The health check shows the limit.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        }
+    }
+}
+
+/// Takes the data directory for this server's life: two servers sharing one would evict
+/// each other's sources and binaries. (Several servers on a host share the jail slots
+/// through `run_dir`, and results and binaries through Redis.)
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data_dir {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        anyhow::bail!(
+            "data_dir {} is in use by another running server: give each server on a host its own data_dir",
+            dir.display()
+        );
+    }
+    Ok(file)
 }

@@ -62,6 +62,9 @@ pub struct Sandbox {
     pub git_config: String,
     /// Serve another sandbox's git repositories (two servers, one set of repositories).
     pub shared_git_root: Option<PathBuf>,
+    /// Share another sandbox's run directory (and so its jail slots): several servers on
+    /// one host. Set `uid_base` and `cgroup_parent` alike too.
+    pub shared_run_dir: Option<PathBuf>,
 }
 
 static SANDBOXES: AtomicU32 = AtomicU32::new(0);
@@ -81,6 +84,7 @@ impl Sandbox {
             top_config: String::new(),
             git_config: String::new(),
             shared_git_root: None,
+            shared_run_dir: None,
         }
     }
 
@@ -90,6 +94,21 @@ impl Sandbox {
 
     pub fn data_dir(&self) -> PathBuf {
         self.path().join("data")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.shared_run_dir.clone().unwrap_or_else(|| self.path().join("run"))
+    }
+
+    /// Makes this sandbox another server on `other`'s host: the same run directory, uids,
+    /// cgroups and repositories.
+    pub fn beside(other: &Sandbox) -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        sandbox.uid_base = other.uid_base;
+        sandbox.cgroup_parent = other.cgroup_parent.clone();
+        sandbox.shared_run_dir = Some(other.run_dir());
+        sandbox.shared_git_root = Some(other.git_root());
+        sandbox
     }
 
     pub fn git_root(&self) -> PathBuf {
@@ -120,7 +139,7 @@ parent = "{cgroup}"
 {extra}
 "#,
             data = self.data_dir().display(),
-            run = self.path().join("run").display(),
+            run = self.run_dir().display(),
             uid = self.uid_base,
             cgroup = self.cgroup_parent,
             git = self.git_root().display(),
@@ -183,7 +202,7 @@ parent = "{cgroup}"
                 processes.insert(pid);
             }
         }
-        let scratch = fs::read_dir(self.path().join("run/jails"))
+        let scratch = fs::read_dir(self.run_dir().join("jails"))
             .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         Census { mounts, cgroups, processes, scratch }
@@ -701,32 +720,37 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// A redis-server of a test's own on a loopback port, with no persistence.
+/// A redis-server of a test's own on a unix socket in its own directory (no port to race
+/// for with other tests), with no persistence.
 pub struct RedisServer {
     child: Option<Child>,
-    pub port: u16,
     dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::Builder::new().prefix("skyisland-redis-").tempdir().unwrap();
-        let mut redis = RedisServer { child: None, port, dir };
+        let mut redis = RedisServer { child: None, dir };
         redis.restart();
         redis
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
     }
 
-    /// Starts it (again, on the same port) and waits until it answers.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Starts it (again, on the same socket) and waits until it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"])
+            .args(["--port", "0", "--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--daemonize", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -735,14 +759,14 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.answers() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            assert!(Instant::now() < deadline, "redis-server did not start on {}", self.socket().display());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn answers(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.socket()) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
@@ -756,9 +780,25 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as with a stalled
+    /// server or a network that drops packets.
+    pub fn pause(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
     /// Runs a command through redis-cli; returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        run(Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args))
+        run(Command::new("redis-cli").arg("-s").arg(self.socket()).args(args))
     }
 }
 
