@@ -1,6 +1,7 @@
 //! Sky Island's configuration: one TOML schema with every key optional, the defaults in
 //! one place (the `Default` impls below), and one validation path used by every command.
 
+pub mod atomic;
 mod units;
 
 use std::collections::BTreeMap;

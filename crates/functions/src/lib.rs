@@ -19,7 +19,6 @@ pub mod shared;
 pub mod sources;
 pub mod toolchain;
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -820,18 +819,7 @@ pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
 }
 
 /// Writes `data` to `path` so that a crash leaves the old file or the new one, never a
-/// part: a temporary file, fsync, rename, fsync of the directory.
+/// part (see [`skyisland_config::atomic`]).
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension(format!("tmp-{:x}", rand::random::<u32>()));
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    skyisland_config::atomic::write(path, data, 0o644)
 }

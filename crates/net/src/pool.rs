@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -225,21 +224,9 @@ impl Drop for Lease {
     }
 }
 
-/// A temporary file, fsync, rename, fsync of the directory: a crash leaves the old
-/// states or the new ones.
+/// Saves the states atomically: a crash leaves the old states or the new ones.
 fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
-    let temp = path.with_extension(format!("tmp-{:x}", rand::random::<u32>()));
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(&serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    skyisland_config::atomic::write(path, &serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?, 0o644)
 }
 
 #[cfg(test)]

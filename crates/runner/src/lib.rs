@@ -3,6 +3,7 @@
 //! per jail), enforcing the timeout and the output bound, honouring kill requests from the
 //! admin API, and reporting how it ended. Dropping the future kills the jail and cleans up.
 
+pub mod census;
 pub mod machine;
 mod registry;
 mod warm;
@@ -491,28 +492,12 @@ impl Jails {
                     }
                 }
                 // Read into spare capacity (no zeroing); empty the buffer for the next read.
-                read = stdout.read_buf(&mut out_buf), if out_open => match read {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(_) => {
-                        let fits = sink.take(Stream::Out, &out_buf).await;
-                        out_buf.clear();
-                        if !fits && end == End::Exited {
-                            end = End::OutputLimit;
-                            running.kill().map_err(|e| RunError::Io("kill", e))?;
-                        }
-                    }
-                },
-                read = stderr.read_buf(&mut err_buf), if err_open => match read {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(_) => {
-                        let fits = sink.take(Stream::Err, &err_buf).await;
-                        err_buf.clear();
-                        if !fits && end == End::Exited {
-                            end = End::OutputLimit;
-                            running.kill().map_err(|e| RunError::Io("kill", e))?;
-                        }
-                    }
-                },
+                read = stdout.read_buf(&mut out_buf), if out_open => {
+                    out_open = take_output(read, Stream::Out, &mut out_buf, &mut sink, &mut end, &running).await?;
+                }
+                read = stderr.read_buf(&mut err_buf), if err_open => {
+                    err_open = take_output(read, Stream::Err, &mut err_buf, &mut sink, &mut end, &running).await?;
+                }
                 () = &mut deadline, if end == End::Exited && status.is_none() => {
                     end = End::TimedOut;
                     running.kill().map_err(|e| RunError::Io("kill", e))?;
@@ -530,6 +515,30 @@ impl Jails {
             end = End::MemoryLimit;
         }
         Ok(RunReport { id, end, status, stdout: sink.stdout, stderr: sink.stderr, duration })
+    }
+}
+
+/// Hands what a read of one of a jail's output streams brought to the sink, and kills the
+/// jail once its output bound is exceeded. Returns whether the stream is still open.
+async fn take_output(
+    read: io::Result<usize>,
+    stream: Stream,
+    buf: &mut Vec<u8>,
+    sink: &mut Sink,
+    end: &mut End,
+    running: &skyisland_jail::Running,
+) -> Result<bool, RunError> {
+    match read {
+        Ok(0) | Err(_) => Ok(false),
+        Ok(_) => {
+            let fits = sink.take(stream, buf).await;
+            buf.clear();
+            if !fits && *end == End::Exited {
+                *end = End::OutputLimit;
+                running.kill().map_err(|e| RunError::Io("kill", e))?;
+            }
+            Ok(true)
+        }
     }
 }
 

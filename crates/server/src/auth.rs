@@ -55,26 +55,13 @@ pub fn read_key_file(path: &Path) -> std::io::Result<KeyFile> {
     }
 }
 
-/// Writes the keys file readable by root only: a temporary file, fsync, rename.
+/// Writes the keys file readable by root only, atomically.
 pub fn write_key_file(path: &Path, file: &KeyFile) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let data = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temp = path.with_extension(format!("tmp-{:x}", rand::random::<u32>()));
-    let result = (|| {
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
-        out.write_all(&data)?;
-        out.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    skyisland_config::atomic::write(path, &data, 0o600)
 }
 
 /// A new key: the secret (shown once) and what is stored.
