@@ -106,6 +106,7 @@ impl From<RunError> for FunctionError {
         match e {
             RunError::Host(HostError::Busy(kind)) => Overloaded { what: format!("{kind} jails") }.into(),
             RunError::ShuttingDown => FunctionError::Unavailable("the server is shutting down".into()),
+            RunError::Busy(why) => Overloaded { what: format!("jails ({why})") }.into(),
             RunError::Network(e) => FunctionError::Internal(format!("setting up the jail's network failed: {e}")),
             other => FunctionError::Internal(other.to_string()),
         }

@@ -224,6 +224,12 @@ impl JailHost {
         let slot = lease.def().clone();
         {
             let mut cgroup = lease.cgroup().lock().unwrap_or_else(|p| p.into_inner());
+            if cgroup.is_none() {
+                // Newly taken (first use, or after another process had it): what a crashed
+                // owner left in it may still be dying, still charged to its cgroup. Only an
+                // empty slot is used.
+                inner.reap(&slot)?;
+            }
             if cgroup.as_ref().is_none_or(|c| c.limits != launch.limits) {
                 *cgroup = None;
                 *cgroup = Some(inner.cgroups.open_slot(&slot.name, &launch.limits)?);

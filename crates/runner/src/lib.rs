@@ -34,6 +34,10 @@ pub const SLOT_HOLD: Duration = Duration::from_secs(2);
 /// build timeout. Then it is refused (503).
 const EXEC_SLOT_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long a jail may take to set itself up (milliseconds, normally) before it is given
+/// up as a sign of a host too busy (503).
+const SETUP_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How a jail ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
@@ -115,6 +119,9 @@ pub enum RunError {
     Io(&'static str, io::Error),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The host was too busy to start the jail in time.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// This host's jails, for async callers. Cheap to clone.
@@ -263,16 +270,14 @@ impl Jails {
         };
         let profile = warm::Profile::of(&launch);
         let warm = profile.as_ref().and_then(|p| self.warm.take(p));
-        let (started, since) = match (warm, exec) {
+        let started = match (warm, exec) {
             (Some(warm), Some(exec)) => {
-                let since = Instant::now();
                 let control = warm.control.as_ref().expect("warm jails have a control socket");
                 skyisland_jail::send_program(control.as_fd(), exec.as_fd(), &launch.argv, &launch.env)
                     .map_err(|e| RunError::Io("hand the program to a warm jail", e))?;
-                (warm, since)
+                warm
             }
             (_, exec) => {
-                let since = Instant::now();
                 let patience = match launch.kind {
                     SlotKind::Build => timeout,
                     SlotKind::Exec => EXEC_SLOT_PATIENCE,
@@ -287,13 +292,13 @@ impl Jails {
                     }
                 };
                 started.network = network;
-                (started, since)
+                started
             }
         };
         if let Some(profile) = &profile {
             self.warm.replenish(self, profile.clone(), &launch);
         }
-        let report = self.supervise(started, &launch, label, since + timeout, timeout, output_limit, output).await;
+        let report = self.supervise(started, &launch, label, timeout, output_limit, output).await;
         // Under load there were no slots to spare for warming; now this one is free.
         if let Some(profile) = profile {
             self.warm.replenish(self, profile, &launch);
@@ -390,14 +395,13 @@ impl Jails {
         mut started: Started,
         launch: &Launch,
         label: String,
-        deadline: Instant,
         timeout: Duration,
         output_limit: u64,
         output: Output,
     ) -> Result<RunReport, RunError> {
         let network = started.network.take();
         let ip4 = network.as_ref().map(|(_, address)| address.clone());
-        let result = self.watch(started, ip4, launch, label, deadline, timeout, output_limit, output).await;
+        let result = self.watch(started, ip4, launch, label, timeout, output_limit, output).await;
         // (Were this future dropped instead, the jail's network namespace would die with
         // it, and the kernel remove its link with it.)
         if let Some((network, _)) = network {
@@ -414,7 +418,6 @@ impl Jails {
         ip4: Option<String>,
         launch: &Launch,
         label: String,
-        deadline: Instant,
         timeout: Duration,
         output_limit: u64,
         output: Output,
@@ -454,25 +457,28 @@ impl Jails {
         // SAFETY: the AsyncFd owns this OwnedFd (a duplicate of the jail's pidfd) and
         // nothing else closes or replaces it while it is registered.
         let exited = unsafe { AsyncFd::register(pidfd) }.map_err(|e| RunError::Io("watch pidfd", e.into()))?;
-        let deadline = tokio::time::sleep_until(deadline.into());
-        tokio::pin!(deadline);
-
-        // End-of-file on the setup pipe means the program is executing.
+        // End-of-file on the setup pipe means the program is executing. Setting up has a
+        // bound of its own: the timeout counts from the program's start.
         let mut reason = Vec::new();
-        tokio::select! {
-            read = setup.read_to_end(&mut reason) => { read.map_err(|e| RunError::Io("setup pipe", e))?; }
-            () = &mut deadline => reason.extend_from_slice(b"timed out while setting up the jail"),
-        }
+        let set_up = tokio::time::timeout(SETUP_PATIENCE, setup.read_to_end(&mut reason)).await;
         drop(control);
-        if !reason.is_empty() {
+        let failure = match set_up {
+            Ok(Ok(_)) if reason.is_empty() => None,
+            Ok(Ok(_)) => Some(RunError::Setup(String::from_utf8_lossy(&reason).into_owned())),
+            Ok(Err(e)) => Some(RunError::Io("setup pipe", e)),
+            Err(_) => Some(RunError::Busy(format!("setting up a jail took longer than {SETUP_PATIENCE:?}"))),
+        };
+        if let Some(failure) = failure {
             running.kill().map_err(|e| RunError::Io("kill", e))?;
             let _ = exited.readable().await;
             let status =
                 skyisland_jail::process::wait(exited.get_ref().as_fd()).map_err(|e| RunError::Io("wait", e))?;
             finish(running, status).await?;
-            return Err(RunError::Setup(String::from_utf8_lossy(&reason).into_owned()));
+            return Err(failure);
         }
         self.registry.update(&id, |info| info.state = JailState::Running);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
 
         let mut stdout = pipe::Receiver::from_owned_fd(stdout).map_err(|e| RunError::Io("stdout pipe", e))?;
         let mut stderr = pipe::Receiver::from_owned_fd(stderr).map_err(|e| RunError::Io("stderr pipe", e))?;

@@ -12,193 +12,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::mixed::{
+    AT_REST, FDS_AT_REST, Kind, Plan, Tally, at_rest_probe, env_or, holdings, own_sockets, plan, right,
+};
 use support::{NetNs, Repo, Sandbox, Server, root_or_skip};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Cached,
-    NewArguments,
-    Sum,
-    Build,
-    Timeout,
-    Panic,
-    MemoryBomb,
-    Ip4,
-}
-
-/// What a request must get back.
-enum Expect {
-    Data(String),
-    DataPrefix(String),
-    /// A status and a fragment of the error (or of its stderr).
-    Error(u16, String),
-}
-
-struct Plan {
-    kind: Kind,
-    body: Value,
-    expect: Expect,
-}
-
-fn plan(n: u64, geo: &str, misc: &str, net: &str) -> Plan {
-    let pick = n % 100;
-    let unique = n;
-    let (kind, body, expect) = match pick {
-        0..=29 => (
-            Kind::Cached,
-            json!({"url": geo, "call": "Encode(57.64911, 10.40744)"}),
-            Expect::Data("57.6491|10.4074".into()),
-        ),
-        30..=54 => {
-            let (lat, lng) = ((unique % 89) as f64 + 0.25, -((unique % 179) as i64));
-            (
-                Kind::NewArguments,
-                json!({"url": geo, "call": format!("Encode({lat}, {lng})"), "cache": false}),
-                Expect::Data(format!("{lat:.4}|{:.4}", lng as f64)),
-            )
-        }
-        55..=69 => {
-            let xs = [unique as i64, 7, -(unique as i64 % 1000), 1_000_000];
-            let call = format!("Sum({}, {}, {}, {})", xs[0], xs[1], xs[2], xs[3]);
-            (Kind::Sum, json!({"url": geo, "call": call}), Expect::Data(xs.iter().sum::<i64>().to_string()))
-        }
-        70..=71 => {
-            // A generic function: a build of its own for each new call.
-            let b = 1000 + unique;
-            (Kind::Build, json!({"url": geo, "call": format!("Max(3, {b})")}), Expect::Data(b.to_string()))
-        }
-        72..=75 => (
-            Kind::Timeout,
-            json!({"url": misc, "call": "Sleep(4000)", "cache": false}),
-            Expect::Error(504, "ran longer than".into()),
-        ),
-        76..=83 => (
-            Kind::Panic,
-            json!({"url": misc, "call": format!("Panic(\"boom-{unique}\")")}),
-            Expect::Error(500, format!("boom-{unique}")),
-        ),
-        84..=86 => (
-            Kind::MemoryBomb,
-            json!({"url": misc, "call": "Alloc()", "cache": false}),
-            Expect::Error(500, "memory limit".into()),
-        ),
-        _ => (
-            Kind::Ip4,
-            json!({"url": net, "call": "Addr(0)", "ip4": true, "cache": false}),
-            Expect::DataPrefix("10.213.12.".into()),
-        ),
-    };
-    Plan { kind, body, expect }
-}
-
-#[derive(Default)]
-struct Tally {
-    latencies: BTreeMap<Kind, Vec<Duration>>,
-    outcomes: BTreeMap<String, u64>,
-    wrong: Vec<String>,
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
-
-/// The counters that must be back where they were once the server is at rest (the rest
-/// is held by design, and bounded: checked below).
-const AT_REST: [&str; 5] = ["child_processes", "mounts", "root_clones", "ip4", "slots_in_use"];
-/// Sockets are compared by [`own_sockets`] instead.
-const FDS_AT_REST: [&str; 2] = ["pipes", "other"];
-
-/// What a process holds, for a leak report: its descriptors by kind (sockets by protocol,
-/// addresses and state) and its threads.
-fn holdings(pid: u32) -> String {
-    let sockets = sockets(pid);
-    let mut fds: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
-        let target = std::fs::read_link(entry.path()).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-        let kind = match target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
-            Some(inode) => sockets.get(inode).cloned().unwrap_or_else(|| "socket of another namespace".into()),
-            None if target.contains("/data/binaries/") => "a cached binary".into(),
-            None => target.split(['[', ':']).next().unwrap_or_default().to_owned(),
-        };
-        *fds.entry(kind).or_default() += 1;
-    }
-    let mut threads: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_owned();
-        *threads.entry(name).or_default() += 1;
-    }
-    format!("descriptors: {fds:?}\nthreads: {threads:?}")
-}
-
-/// The server's sockets but its HTTP connections: those are the clients' to keep alive or
-/// close (the server closes idle ones after `client_timeout`, which the fault tests
-/// check), and the test's own client holds a varying number.
-fn own_sockets(pid: u32) -> usize {
-    let sockets = sockets(pid);
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-        .filter_map(|t| Some(t.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
-        .filter(|inode| {
-            let described = sockets.get(inode).map_or("", String::as_str);
-            !described.starts_with("socket tcp") || described.ends_with("state 0A")
-        })
-        .count()
-}
-
-/// The sockets of `pid`'s network namespace by inode, described.
-fn sockets(pid: u32) -> BTreeMap<String, String> {
-    let mut found = BTreeMap::new();
-    let table = |name: &str| std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
-    for name in ["tcp", "tcp6", "udp", "udp6"] {
-        for line in table(name).lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [_, local, remote, state, _, _, _, _, _, inode, ..] = f[..] {
-                found.insert(inode.to_owned(), format!("socket {name} {local}->{remote} state {state}"));
-            }
-        }
-    }
-    for line in table("unix").lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let Some(inode) = f.get(6) {
-            found.insert((*inode).to_owned(), format!("socket unix type {} {}", f[4], f.get(7).unwrap_or(&"")));
-        }
-    }
-    for line in table("netlink").lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let Some(inode) = f.last() {
-            found.insert((*inode).to_owned(), format!("socket netlink protocol {}", f[1]));
-        }
-    }
-    found
-}
-
-/// The server's resources and health, each on a connection of its own that is closed
-/// after the answer: pooled keep-alive connections, used in turn, would stay open and
-/// count as the server's sockets.
-async fn at_rest_probe(server: &Server) -> (Value, Value) {
-    let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-    let get = async |path: &str| -> Value {
-        let request = probe.get(format!("{}{path}", server.url)).header("X-Sky-Island-Token", support::ADMIN_TOKEN);
-        request.send().await.unwrap().json().await.unwrap()
-    };
-    (get("/healthcheck").await, get("/api/v1/admin/resources").await)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
@@ -248,25 +70,15 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
         let (g, m, n) = (geo.import_path.clone(), misc.import_path.clone(), net.import_path.clone());
         tokio::spawn(async move {
             while Instant::now() < until {
-                let Plan { kind, body, expect } = plan(counter.fetch_add(1, Ordering::Relaxed), &g, &m, &n);
+                let Plan { kind, body, expect } =
+                    plan(counter.fetch_add(1, Ordering::Relaxed), &g, &m, &n, "10.213.12.");
                 let sent = Instant::now();
                 let response = http.post(format!("{url}/api/v1/function")).json(&body).send().await;
                 let outcome = match response {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         let answer: Value = response.json().await.unwrap_or(Value::Null);
-                        let text = format!("{} {}", answer["error"], answer["stderr"]);
-                        let right = match (&expect, status) {
-                            (Expect::Data(want), 200) => answer["data"].as_str() == Some(want.as_str()),
-                            (Expect::DataPrefix(want), 200) => {
-                                answer["data"].as_str().is_some_and(|d| d.starts_with(want.as_str()))
-                            }
-                            // The pool has fewer addresses than there are workers.
-                            (Expect::DataPrefix(_), 503) => text.contains("address"),
-                            (Expect::Error(want, fragment), got) => *want == got && text.contains(fragment.as_str()),
-                            _ => false,
-                        };
-                        if !right {
+                        if !right(&expect, status, &answer) {
                             tally.lock().unwrap().wrong.push(format!("{body} → {status} {answer}"));
                         }
                         format!("{kind:?} {status}")
@@ -293,22 +105,7 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
         "\n{total} requests in {elapsed:.1?} ({:.0}/s) at concurrency {concurrency}",
         total as f64 / elapsed.as_secs_f64()
     );
-    println!("| kind | n | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|");
-    let mut worst = Duration::ZERO;
-    for (kind, latencies) in tally.latencies.iter_mut() {
-        latencies.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let max = *latencies.last().unwrap();
-        worst = worst.max(max);
-        println!(
-            "| {kind:?} | {} | {:.1} | {:.1} | {:.1} |",
-            latencies.len(),
-            ms(percentile(latencies, 0.5)),
-            ms(percentile(latencies, 0.99)),
-            ms(max)
-        );
-    }
-    println!("outcomes: {:?}", tally.outcomes);
+    support::mixed::report(&mut tally);
     assert!(
         tally.wrong.is_empty(),
         "{} wrong answers, e.g.:\n{}",
@@ -316,7 +113,18 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
         tally.wrong[..tally.wrong.len().min(10)].join("\n")
     );
     assert!(tally.latencies.len() == 8, "every kind of request was made: {:?}", tally.outcomes);
-    assert!(worst < Duration::from_secs(60), "a request took {worst:?}");
+    // p99 per kind (a debug build on 2 cores, 16 at once): a call that waits for a slot
+    // it never gets, or for a jail that does not end, breaks these.
+    for (kind, latencies) in &tally.latencies {
+        let bound = match kind {
+            Kind::Build => Duration::from_secs(30),
+            // Its 2 s timeout, then cleaning up.
+            Kind::Timeout => Duration::from_secs(6),
+            _ => Duration::from_secs(5),
+        };
+        let p99 = support::mixed::percentile(latencies, 0.99);
+        assert!(p99 < bound, "{kind:?}: p99 {p99:?} over {bound:?}");
+    }
 
     // Back at rest, the server holds what it held before.
     let deadline = Instant::now() + Duration::from_secs(60);

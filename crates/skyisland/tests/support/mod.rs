@@ -4,6 +4,8 @@
 //! for leak checks.
 #![allow(dead_code)]
 
+pub mod mixed;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
