@@ -6,6 +6,7 @@ package skyisland
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -110,5 +111,23 @@ func TestAdmin(t *testing.T) {
 	}
 	if err := c.KillJail(ctx, "no-such-jail"); !IsStatus(err, 404) {
 		t.Fatalf("%v", err)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	port, err := strconv.Atoi(env(t, "KEYED_PORT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(env(t, "HOST"), port, 60*time.Second)
+	_, err = c.Function(env(t, "MISC"), "Hello()")
+	var refused *Error
+	if !errors.As(err, &refused) || refused.Status != 401 {
+		t.Fatalf("without a key: %v", err)
+	}
+	c.APIKey = env(t, "API_KEY")
+	res, err := c.Function(env(t, "MISC"), "Hello()")
+	if err != nil || res.Data != "hello" {
+		t.Fatalf("with the key: %+v %v", res, err)
 	}
 }

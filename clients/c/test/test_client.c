@@ -130,6 +130,23 @@ static void no_server(void) {
     free_response_t(res);
 }
 
+static void api_keys(void) {
+    char keyed[256];
+    snprintf(keyed, sizeof keyed, "%s:%s/api/v1/function", env("HOST"), env("KEYED_PORT"));
+    client_opt_t c = {keyed, 0, 0};
+    response_t *res = function(&c, env("MISC"), "Hello()");
+    CHECK(res == NULL && skyisland_last_error()->status == 401, "without a key: %d", skyisland_last_error()->status);
+    free_response_t(res);
+    request_opts_t opts = request_opts_default();
+    opts.api_key = env("API_KEY");
+    res = function_with(&c, env("MISC"), "Hello()", &opts);
+    CHECK(res != NULL, "with the key: %s", error_message());
+    if (res != NULL) {
+        CHECK(strcmp(res->data, "hello") == 0, "%s", res->data);
+        free_response_t(res);
+    }
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     char endpoint[256];
@@ -143,6 +160,7 @@ int main(void) {
     timeout(c);
     quotes_and_backslashes(c);
     admin(c);
+    api_keys();
     no_server();
     free(c);
     skyisland_clear_error();
@@ -151,6 +169,6 @@ int main(void) {
         fprintf(stderr, "%d checks failed\n", failures);
         return 1;
     }
-    printf("C client: all checks passed\n");
+    printf("C client: all 8 groups of checks passed\n");
     return 0;
 }

@@ -69,3 +69,9 @@ test("admin calls with and without the token", async () => {
 test("no server", async () => {
   await rejects(new Client("127.0.0.1", 1, { timeout: 5000 }).function(env("GEO"), "Encode(1, 2)"), 0);
 });
+
+test("api keys", async () => {
+  const keyed = (options) => new Client(env("HOST"), Number(env("KEYED_PORT")), options);
+  await rejects(keyed().function(env("MISC"), "Hello()"), 401);
+  assert.equal(await keyed({ apiKey: env("API_KEY") }).function(env("MISC"), "Hello()"), "hello");
+});

@@ -21,6 +21,15 @@ def client(**kwargs):
 
 
 class ClientTest(unittest.TestCase):
+    def test_api_keys(self):
+        def keyed(**kwargs):
+            return Client(env("HOST").replace("http://", ""), int(env("KEYED_PORT")), **kwargs)
+
+        with self.assertRaises(SkyIslandError) as refused:
+            keyed().function(env("MISC"), "Hello()")
+        self.assertEqual(refused.exception.status, 401)
+        self.assertEqual(keyed(api_key=env("API_KEY")).function(env("MISC"), "Hello()"), "hello")
+
     def test_the_original_shape(self):
         self.assertEqual(client().function(env("GEO"), "Encode(57.64911, 10.40744)"), "57.6491|10.4074")
         answer = client().function(env("GEO"), "Encode(57.64911, 10.40744)", full_resp=True)

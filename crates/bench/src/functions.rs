@@ -89,7 +89,7 @@ fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
         dir,
         extra,
         &std::env::current_exe()?.with_file_name("skyisland"),
-        4_100_000,
+        40_100_000,
         "skyisland-bench-functions",
     )
 }
@@ -416,8 +416,8 @@ pub fn run_compare(args: Args, other: &Path) -> anyhow::Result<()> {
     }
     let this = std::env::current_exe()?.with_file_name("skyisland");
     let servers = [
-        start_binary(&dirs[0], "", &this, 4_100_000, "skyisland-bench-this")?,
-        start_binary(&dirs[1], "", other, 4_200_000, "skyisland-bench-other")?,
+        start_binary(&dirs[0], "", &this, 40_100_000, "skyisland-bench-this")?,
+        start_binary(&dirs[1], "", other, 40_200_000, "skyisland-bench-other")?,
     ];
     let (runtime, http) = client()?;
     let first_runs = 9;

@@ -55,7 +55,7 @@ pub struct Args {
 /// The bench's own configuration: data and slots of its own.
 pub fn config(dir: &Path) -> anyhow::Result<(PathBuf, Config)> {
     let text = format!(
-        "data_dir = \"{}/data\"\nrun_dir = \"{}/run\"\n[jails]\nuid_base = 4000000\nmax_jails = 32\n[cgroup]\nparent = \"skyisland-bench\"\n",
+        "data_dir = \"{}/data\"\nrun_dir = \"{}/run\"\n[jails]\nuid_base = 40000000\nmax_jails = 32\n[cgroup]\nparent = \"skyisland-bench\"\n",
         dir.display(),
         dir.display()
     );

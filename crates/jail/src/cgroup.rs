@@ -331,6 +331,11 @@ impl Cgroups {
         }
     }
 
+    /// Whether the parent cgroup exists (in any controller).
+    pub fn parent_exists(&self) -> bool {
+        self.dirs("").iter().any(|dir| dir.is_dir())
+    }
+
     /// The slot cgroups that exist below the parent.
     pub fn list(&self) -> Vec<String> {
         let dir = self.dir("memory", "");

@@ -17,16 +17,21 @@ fn root() -> bool {
     false
 }
 
+/// This test process's own parent cgroup: no other test run collides with it.
+fn parent() -> String {
+    format!("skyisland-cgtest-{}", std::process::id())
+}
+
 fn exercise(cgroups: &Cgroups) {
     let name = format!("exercise-{}", std::process::id());
     assert!(cgroups.ensure(&name).unwrap());
     cgroups.set_limits(&name, &Limits { memory: 64 << 20, pids: 8, cpu: 0.5 }).unwrap();
     let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
     let procs = match cgroups.version() {
-        CgroupVersion::V1 => ["memory", "pids", "cpu"]
-            .map(|c| format!("/sys/fs/cgroup/{c}/skyisland-cgtest/{name}/cgroup.procs"))
-            .to_vec(),
-        CgroupVersion::V2 => vec![format!("/sys/fs/cgroup/skyisland-cgtest/{name}/cgroup.procs")],
+        CgroupVersion::V1 => {
+            ["memory", "pids", "cpu"].map(|c| format!("/sys/fs/cgroup/{c}/{}/{name}/cgroup.procs", parent())).to_vec()
+        }
+        CgroupVersion::V2 => vec![format!("/sys/fs/cgroup/{}/{name}/cgroup.procs", parent())],
     };
     for file in procs {
         std::fs::write(file, child.id().to_string()).unwrap();
@@ -46,13 +51,13 @@ fn the_hosts_own_hierarchy() {
         return;
     }
     let unified = Path::new("/sys/fs/cgroup/unified");
-    let auto = Cgroups::new(Path::new("/sys/fs/cgroup"), None, "skyisland-cgtest").unwrap();
+    let auto = Cgroups::new(Path::new("/sys/fs/cgroup"), None, &parent()).unwrap();
     match auto.version() {
         CgroupVersion::V2 => exercise(&auto),
         CgroupVersion::V1 => {
             if unified.join("cgroup.controllers").exists() {
                 // A hybrid host: cgroup2 is detected, and refused for lack of controllers.
-                let err = Cgroups::new(unified, None, "skyisland-cgtest").unwrap_err().to_string();
+                let err = Cgroups::new(unified, None, &parent()).unwrap_err().to_string();
                 assert!(err.contains("are not available"), "{err}");
             }
             exercise(&auto);

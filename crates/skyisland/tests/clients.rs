@@ -45,12 +45,53 @@ fn fixtures(sandbox: &Sandbox, server: &Server) -> Fixtures {
     Fixtures { env, geo, misc, broken, net }
 }
 
-/// Runs one client's suite; returns its output, or the failure.
-fn suite(name: &str, dir: &Path, command: &mut Command, env: &[(String, String)]) -> Result<String, String> {
+const API_KEY: &str = "sky_clients_test_key_0123456789";
+
+/// Runs one client's suite; returns its output, or the failure — also when it passed fewer
+/// tests than `at_least` (counted by `passed`, from the suite's own report).
+fn suite(
+    name: &str,
+    dir: &Path,
+    command: &mut Command,
+    env: &[(String, String)],
+    at_least: usize,
+    passed: fn(&str) -> usize,
+) -> Result<String, String> {
     command.current_dir(dir).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let out = command.output().map_err(|e| format!("{name}: cannot run {command:?}: {e}"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() { Ok(text) } else { Err(format!("{name} failed ({}):\n{text}", out.status)) }
+    if !out.status.success() {
+        return Err(format!("{name} failed ({}):\n{text}", out.status));
+    }
+    let ran = passed(&text);
+    if ran < at_least {
+        return Err(format!("{name} passed only {ran} tests, not at least {at_least}:\n{text}"));
+    }
+    Ok(text)
+}
+
+fn go_passed(text: &str) -> usize {
+    text.lines().filter(|l| l.trim_start().starts_with("--- PASS")).count()
+}
+
+fn python_passed(text: &str) -> usize {
+    let ran = text.lines().find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok());
+    if text.lines().any(|l| l == "OK") { ran.unwrap_or(0) } else { 0 }
+}
+
+fn node_passed(text: &str) -> usize {
+    // "ℹ pass 8" (node's spec reporter) or "# pass 8" (TAP).
+    text.lines()
+        .find_map(|l| l.split_once("pass ").filter(|(head, _)| head.chars().count() <= 2)?.1.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn c_passed(text: &str) -> usize {
+    text.lines().find_map(|l| l.strip_prefix("C client: all ")?.split(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+fn installed(_: &str) -> usize {
+    1
 }
 
 fn clients_dir(name: &str) -> PathBuf {
@@ -69,20 +110,35 @@ async fn every_client_against_a_real_server() {
     sandbox.extra_config = format!("[circuit_breaker]\nfailures = 0\n{}", support::ip4_config(&netns, "skyc0", 9, 4));
     let mut server = Server::start(&sandbox);
     let fx = fixtures(&sandbox, &server);
-    let env = fx.env.clone();
+    // A second server, beside it, that requires API keys: each client sends one.
+    let mut keyed_box = Sandbox::new();
+    keyed_box.shared_git_root = Some(sandbox.git_root());
+    keyed_box.extra_config = format!("[auth]\napi_keys_required = true\napi_keys = [\"{API_KEY}\"]\n");
+    let mut keyed = Server::start(&keyed_box);
+    let mut env = fx.env.clone();
+    env.push(("SKYISLAND_TEST_KEYED_PORT".into(), keyed.addr.port().to_string()));
+    env.push(("SKYISLAND_TEST_API_KEY".into(), API_KEY.into()));
     let scratch = sandbox.path().join("clients");
     std::fs::create_dir_all(&scratch).unwrap();
 
     // Each suite in turn (they share the server; each is a subprocess of its own).
     let mut failures = Vec::new();
-    let mut run = |name: &str, dir: PathBuf, command: &mut Command| match suite(name, &dir, command, &env) {
-        Ok(output) => eprintln!("--- {name}: ok\n{output}"),
-        Err(failure) => failures.push(failure),
-    };
+    let mut run =
+        |name: &str, dir: PathBuf, command: &mut Command, at_least: usize, passed: fn(&str) -> usize| match suite(
+            name, &dir, command, &env, at_least, passed,
+        ) {
+            Ok(output) => eprintln!("--- {name}: ok\n{output}"),
+            Err(failure) => failures.push(failure),
+        };
     run(
         "go",
         clients_dir("go"),
-        Command::new("go").args(["test", "-count=1", "./..."]).env("GOFLAGS", "-mod=mod").env("GOTOOLCHAIN", "local"),
+        Command::new("go")
+            .args(["test", "-v", "-count=1", "./..."])
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local"),
+        7,
+        go_passed,
     );
     // Installable with pip from its folder; tested as installed. (From a copy: pip leaves
     // build files beside the sources.)
@@ -96,14 +152,18 @@ async fn every_client_against_a_real_server() {
             .args(["-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target"])
             .arg(&site)
             .arg("."),
+        1,
+        installed,
     );
     run(
         "python",
         clients_dir("python").join("tests"),
         Command::new("python3").args(["-m", "unittest", "-v", "test_client"]).env("PYTHONPATH", &site),
+        8,
+        python_passed,
     );
-    run("c", clients_dir("c"), Command::new("make").args(["-s", "clean", "test"]));
-    run("javascript", clients_dir("js"), Command::new("node").args(["--test", "test/"]));
+    run("c", clients_dir("c"), Command::new("make").args(["-s", "clean", "test"]), 8, c_passed);
+    run("javascript", clients_dir("js"), Command::new("node").args(["--test", "test/"]), 8, node_passed);
 
     // Rust: the client crate, then `skyisland call`.
     let client = Client::new(&server.url).unwrap();
@@ -145,7 +205,20 @@ async fn every_client_against_a_real_server() {
     let out = cli(&[&fx.misc.import_path, "Sleep(10000)"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("504"), "{out:?}");
 
+    // The Rust client and the command, with a key.
+    let keyed_client = Client::new(&keyed.url).unwrap();
+    let refused = keyed_client.function(&fx.misc.import_path, "Hello()").await.unwrap_err();
+    assert_eq!(refused.status().map(|s| s.as_u16()), Some(401));
+    assert_eq!(keyed_client.api_key(API_KEY).function(&fx.misc.import_path, "Hello()").await.unwrap(), "hello");
+    let out = Command::new(bin())
+        .args(["call", "--server", &keyed.url, "--api-key", API_KEY, &fx.misc.import_path, "Hello()"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{out:?}");
+
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     server.stop();
+    keyed.stop();
     sandbox.assert_clean();
+    keyed_box.assert_clean();
 }

@@ -295,8 +295,18 @@ async fn hostile_requests_get_clear_errors_and_the_server_stays_healthy() {
     assert!(waited < Duration::from_secs(10), "a slow body held its connection for {waited:?}: {answer}");
 
     // Thousands of connections at once, then gone: the server answers throughout.
+    // As many as this process may open (its soft limit raised to the hard one), up to 3000.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit { current: Some(hard), maximum: limit.maximum },
+    )
+    .unwrap();
+    let crowd_size = hard.saturating_sub(256).min(3000);
+    assert!(crowd_size >= 500, "the descriptor limit ({hard}) leaves room for a crowd");
     let mut crowd = Vec::new();
-    for _ in 0..3000 {
+    for _ in 0..crowd_size {
         crowd.push(TcpStream::connect(server.addr).unwrap());
     }
     let started = Instant::now();

@@ -76,17 +76,28 @@ async fn ip4_jails_reach_what_the_operator_allows_and_nothing_of_the_host() {
         let body = json!({"url": repo.import_path, "call": "Serve(7000, 4000)", "ip4": true});
         async move { http.post(endpoint).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
     });
-    let mut serving_ip = None;
+    let mut found = None;
     for _ in 0..500 {
         let (_, jails) = server.admin(Method::GET, "/api/v1/admin/jails").await;
-        serving_ip = jails["jails"].as_array().unwrap().iter().find_map(|j| j["ip4"].as_str().map(str::to_owned));
-        if serving_ip.is_some() {
+        found = jails["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|j| Some((j["ip4"].as_str()?.to_owned(), j["pid"].as_u64()?)));
+        if found.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let serving_ip = serving_ip.expect("the jail's details show its address");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (serving_ip, pid) = found.expect("the jail's details show its address and pid");
+    // Until the jail listens on port 7000 (0x1B58, state 0A in its namespace's table).
+    let listening = || {
+        ["tcp", "tcp6"].iter().any(|table| {
+            std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+                .is_ok_and(|t| t.lines().any(|l| l.contains(":1B58 ") && l.split_whitespace().nth(3) == Some("0A")))
+        })
+    };
+    support::eventually("the serving jail to listen", Duration::from_secs(10), listening).await;
     let (_, body) = call(&server, &format!("Dial(\"{serving_ip}:7000\")"), true, &repo).await;
     assert!(body["data"].as_str().unwrap().starts_with("error"), "jail to jail must fail: {body}");
     assert_eq!(serving.await.unwrap()["data"], "nobody came");

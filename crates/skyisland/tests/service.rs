@@ -156,6 +156,9 @@ async fn the_operator_can_turn_the_request_cache_off_by_default() {
     let (c, _, _) = ok(&server, json!({"url": url, "call": "Hostname()", "cache": true})).await;
     let (d, cache_d, _) = ok(&server, json!({"url": url, "call": "Hostname()", "cache": true})).await;
     assert_eq!((d, cache_d.as_str()), (c, "hit"), "a request can ask for the cache");
+    let mut server = server;
+    server.stop();
+    sandbox.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,6 +364,9 @@ async fn rate_limits_per_address_and_per_key_and_api_keys() {
     api_key(&["revoke", &id]);
     wait_for_status(&server, &fresh, 403).await;
     assert!(server.metric("skyisland_auth_rejected_total", &[r#"reason="missing""#]).await >= 1.0);
+    let mut server = server;
+    server.stop();
+    sandbox.assert_clean();
 }
 
 async fn wait_for_status(server: &Server, key: &str, want: u16) {

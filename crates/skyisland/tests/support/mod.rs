@@ -170,20 +170,12 @@ parent = "{cgroup}"
             .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
             .filter(|mount_point| mount_point.starts_with(&root))
             .collect();
+        // The server's own code reads the hierarchy, v1 or v2, as it detects it.
         let mut cgroups = BTreeSet::new();
-        for controller in ["memory", "pids", "cpu"] {
-            let dir = Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroup_parent);
-            if dir.exists() {
-                cgroups.insert(format!("{controller}/{}", self.cgroup_parent));
-                for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        cgroups.insert(format!(
-                            "{controller}/{}/{}",
-                            self.cgroup_parent,
-                            entry.file_name().to_string_lossy()
-                        ));
-                    }
-                }
+        if let Some(found) = self.cgroups() {
+            cgroups.extend(found.list());
+            if found.parent_exists() {
+                cgroups.insert(format!("the parent {}", self.cgroup_parent));
             }
         }
         let uids = self.uid_base..=self.uid_base + MAX_JAILS + 1;
@@ -210,6 +202,12 @@ parent = "{cgroup}"
         Census { mounts, cgroups, processes, scratch }
     }
 
+    /// The sandbox's slot cgroups, through the server's own `Cgroups` (v1 or v2 as the
+    /// host has them).
+    pub fn cgroups(&self) -> Option<skyisland_jail::Cgroups> {
+        skyisland_jail::Cgroups::new(Path::new("/sys/fs/cgroup"), None, &self.cgroup_parent).ok()
+    }
+
     /// Fails unless the sandbox holds nothing on the host (after its server stopped or
     /// its `jail run` finished).
     pub fn assert_clean(&self) {
@@ -222,25 +220,12 @@ impl Drop for Sandbox {
     /// A failed test may have killed its server mid-flight: take its jails' cgroups (the
     /// only thing outside the sandbox's directory) with it.
     fn drop(&mut self) {
-        for controller in ["memory", "pids", "cpu"] {
-            let parent = Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroup_parent);
-            for slot in fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if slot.file_type().is_ok_and(|t| t.is_dir()) {
-                    for pid in fs::read_to_string(slot.path().join("cgroup.procs")).unwrap_or_default().lines() {
-                        if let Some(pid) = pid.trim().parse().ok().and_then(rustix::process::Pid::from_raw) {
-                            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                        }
-                    }
-                    // Killed processes take a moment to leave.
-                    for _ in 0..100 {
-                        if fs::remove_dir(slot.path()).is_ok() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
+        if let Some(cgroups) = self.cgroups() {
+            for slot in cgroups.list() {
+                let _ = cgroups.kill_all(&slot, Duration::from_secs(1));
+                let _ = cgroups.remove(&slot);
             }
-            let _ = fs::remove_dir(&parent);
+            cgroups.remove_parent_if_empty();
         }
     }
 }
