@@ -345,14 +345,21 @@ impl Ip4Network {
                 None => format!("ip daddr {} accept", rule.net),
             });
         }
+        let mut onward = allow.clone();
+        if c.jail_to_jail {
+            // Jail to jail is bridged, but passes these hooks too where br_netfilter is
+            // loaded (as with Docker): let it through when the operator allows it.
+            onward.push(format!("ip daddr {} accept", c.cidr));
+        }
         let allow = allow.join("\n    ");
+        let onward = onward.join("\n    ");
         const REFUSE: &str = "reject with icmpx type admin-prohibited";
         let mut script = format!(
             "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n  \
              chain input {{ type filter hook input priority filter - 5; policy accept; iifname \"{b}\" jump jails_to_host; }}\n  \
              chain forward {{ type filter hook forward priority filter - 5; policy accept; iifname \"{b}\" jump jails_onward; }}\n  \
              chain jails_to_host {{\n    {allow}\n    {REFUSE}\n  }}\n  \
-             chain jails_onward {{\n    {allow}\n    ip daddr {{ {ranges} }} {REFUSE}\n    meta nfproto ipv6 {REFUSE}\n  }}\n}}\n",
+             chain jails_onward {{\n    {onward}\n    ip daddr {{ {ranges} }} {REFUSE}\n    meta nfproto ipv6 {REFUSE}\n  }}\n}}\n",
             b = c.bridge,
             ranges = PRIVATE_RANGES.join(", "),
         );

@@ -645,3 +645,38 @@ impl Sink {
         fits == data.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_output_bound_counts_both_streams_together_and_keeps_what_fits() {
+        let mut sink = Sink::new(Output::Capture, 10);
+        assert!(sink.take(Stream::Out, b"hello").await);
+        assert!(sink.take(Stream::Err, b"four").await);
+        assert!(!sink.take(Stream::Out, b"xyz").await, "11 bytes are past 10");
+        assert_eq!((sink.stdout.as_slice(), sink.stderr.as_slice()), (&b"hellox"[..], &b"four"[..]));
+        assert!(!sink.take(Stream::Err, b"more").await);
+        assert_eq!(sink.stderr, b"four");
+    }
+
+    #[test]
+    fn jails_are_warmed_only_for_what_a_warm_jail_can_serve() {
+        let config = Config::default();
+        let launch = machine::exec_launch(&config, vec!["fn".into()]);
+        assert!(warm::Profile::of(&launch).is_some(), "an execution jail without a network");
+        let mut with_network = launch.clone();
+        with_network.network = skyisland_jail::Network::Given;
+        assert!(warm::Profile::of(&with_network).is_none(), "its namespace depends on its address");
+        let mut build = launch.clone();
+        build.kind = SlotKind::Build;
+        assert!(warm::Profile::of(&build).is_none());
+        let mut other_limits = launch.clone();
+        other_limits.limits.memory += 1;
+        assert_ne!(warm::Profile::of(&other_limits), warm::Profile::of(&launch), "limits are part of a profile");
+        let mut other_program = launch.clone();
+        other_program.argv = vec!["other".into()];
+        assert_eq!(warm::Profile::of(&other_program), warm::Profile::of(&launch), "the program comes later");
+    }
+}

@@ -347,3 +347,23 @@ async fn clones_reach_only_public_hosts_unless_the_operator_lists_them() {
     server.stop();
     sandbox.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_gets_a_jail_of_its_own_warm_or_cold() {
+    if !root_or_skip("every_call_gets_a_jail_of_its_own_warm_or_cold") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let repo = Repo::from_fixture(&sandbox, "acme", "hostile", "hostile");
+    let mut server = Server::start(&sandbox);
+    let mut hosts = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let mark = hostile(&server, &repo.import_path, "mark", "", false).await;
+        assert!(mark.starts_with("fresh sky-"), "a jail served a second call: {mark}");
+        hosts.insert(mark);
+    }
+    assert_eq!(hosts.len(), 12, "twelve calls, twelve jails");
+    assert!(server.metric("skyisland_jails_created_total", &[r#"kind="exec""#]).await >= 12.0);
+    server.stop();
+    sandbox.assert_clean();
+}

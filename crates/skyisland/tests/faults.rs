@@ -447,3 +447,39 @@ async fn an_oversized_body_gets_413_every_time_with_or_without_expect() {
     server.stop();
     sandbox.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_takes_its_jail_with_it_and_sigint_stops_cleanly() {
+    if !root_or_skip("a_client_that_goes_away_takes_its_jail_with_it_and_sigint_stops_cleanly") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "exec_timeout = \"60s\"".into();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let mut server = Server::start(&sandbox);
+    assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
+    let impatient = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let body = json!({"url": misc.import_path, "call": "Sleep(50000)", "cache": false});
+    let gone = impatient.post(format!("{}/api/v1/function", server.url)).json(&body).send().await;
+    assert!(gone.is_err(), "the client gave up: {gone:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, jails) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        if jails["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["kind"] != "exec" || !j["label"].as_str().unwrap_or("").contains("Sleep"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the jail outlived its caller: {jails}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGINT, as from a terminal: the same clean stop as SIGTERM.
+    let pid = rustix::process::Pid::from_raw(server.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert!(server.wait().success());
+    assert!(server.log().contains("SIGINT: shutting down"), "{}", server.log());
+    sandbox.assert_clean();
+}

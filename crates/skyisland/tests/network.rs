@@ -299,3 +299,81 @@ async fn exhaustion_and_the_admin_endpoints_with_states_that_survive_a_restart()
     server.stop();
     sandbox.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_cache_keeps_ip4_answers_apart_and_jails_may_talk_when_allowed() {
+    if !root_or_skip("the_request_cache_keeps_ip4_answers_apart_and_jails_may_talk_when_allowed") {
+        return;
+    }
+    let netns = NetNs::new();
+    let mut sandbox = sandbox(&netns, 4, "exec_timeout = \"10s\"");
+    sandbox.extra_config.push_str("jail_to_jail = true\nnat = true\n");
+    let repo = Repo::from_fixture(&sandbox, "acme", "netcheck", "netcheck");
+    let mut server = Server::start(&sandbox);
+    // With and without ip4 are two keys: a cached "none" is never an ip4 call's answer.
+    let addr = |ip4: bool| json!({"url": repo.import_path, "call": "Addr(0)", "ip4": ip4});
+    let (_, without) = server.call(addr(false)).await;
+    assert_eq!((&without["data"], &without["cache"]), (&json!("none"), &json!("miss")));
+    let (_, with) = server.call(addr(true)).await;
+    assert_eq!(with["cache"], "miss", "{with}");
+    assert!(with["data"].as_str().unwrap().starts_with("10.213.7."), "{with}");
+    let (_, again) = server.call(addr(true)).await;
+    assert_eq!((&again["data"], &again["cache"]), (&with["data"], &json!("hit")));
+
+    // jail_to_jail: one jail reaches another on the bridge.
+    let http = server.http.clone();
+    let endpoint = format!("{}/api/v1/function", server.url);
+    let serving = tokio::spawn({
+        let body = json!({"url": repo.import_path, "call": "Serve(7001, 8000)", "ip4": true, "cache": false});
+        async move { http.post(endpoint).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    let mut found = None;
+    for _ in 0..500 {
+        let (_, jails) = server.admin(Method::GET, "/api/v1/admin/jails").await;
+        found = jails["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|j| Some((j["ip4"].as_str()?.to_owned(), j["pid"].as_u64()?)));
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (ip, pid) = found.expect("the serving jail runs");
+    let listening = || {
+        ["tcp", "tcp6"].iter().any(|table| {
+            std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+                .is_ok_and(|t| t.lines().any(|l| l.contains(":1B59 ") && l.split_whitespace().nth(3) == Some("0A")))
+        })
+    };
+    support::eventually("the serving jail to listen", Duration::from_secs(10), listening).await;
+    let (_, body) = server
+        .call(json!({"url": repo.import_path, "call": format!("Dial(\"{ip}:7001\")"), "ip4": true, "cache": false}))
+        .await;
+    assert!(body["data"].as_str().unwrap().starts_with("ok 10.213.7."), "{body}");
+    assert_eq!(serving.await.unwrap()["data"], "accepted");
+    // nat: the masquerade rule is in place beside the egress rules.
+    let tables =
+        support::run(std::process::Command::new("ip").args(["netns", "exec", &netns.name, "nft", "list", "tables"]));
+    assert!(tables.contains("table ip skyisland_skyt0_nat"), "{tables}");
+    server.stop();
+    sandbox.assert_clean();
+}
+
+#[test]
+fn jail_run_with_a_network_of_its_own() {
+    if !root_or_skip("jail_run_with_a_network_of_its_own") {
+        return;
+    }
+    let netns = NetNs::new();
+    let sandbox = sandbox(&netns, 2, "");
+    let out = sandbox.jail_run(&["--net"], &[support::attack().to_str().unwrap(), "interfaces"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("eth0 up=true") && stdout.contains("lo up=true"), "{stdout}");
+    let out = sandbox.jail_run(&["--net"], &["/bin/cat", "/etc/resolv.conf"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "nameserver 10.213.7.1\n");
+    assert!(jail_links(&netns).is_empty() || jail_links(&netns).len() <= 1, "{:?}", netns.links());
+    sandbox.assert_clean();
+}
