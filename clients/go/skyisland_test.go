@@ -90,7 +90,7 @@ func TestQuotesAndBackslashes(t *testing.T) {
 func TestAdmin(t *testing.T) {
 	c := client(t)
 	ctx := context.Background()
-	if _, err := c.Jails(ctx); !IsStatus(err, 401) {
+	if _, err := c.Jails(ctx); !IsStatus(err, 403) {
 		t.Fatalf("without the token: %v", err)
 	}
 	c.AdminToken = "wrong-token"

@@ -103,7 +103,7 @@ static void quotes_and_backslashes(client_opt_t *c) {
 
 static void admin(client_opt_t *c) {
     char *answer = skyisland_jails(c, NULL);
-    CHECK(answer == NULL && skyisland_last_error()->status == 401, "%d", skyisland_last_error()->status);
+    CHECK(answer == NULL && skyisland_last_error()->status == 403, "%d", skyisland_last_error()->status);
     free(answer);
     answer = skyisland_api_stats(c, "wrong-token");
     CHECK(answer == NULL && skyisland_last_error()->status == 403, "%d", skyisland_last_error()->status);

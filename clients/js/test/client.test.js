@@ -57,7 +57,7 @@ test("quotes and backslashes", async () => {
 });
 
 test("admin calls with and without the token", async () => {
-  await rejects(client().jails(), 401);
+  await rejects(client().jails(), 403);
   await rejects(client({ adminToken: "wrong-token" }).apiStats(), 403);
   const admin = client({ adminToken: env("ADMIN_TOKEN") });
   assert.ok(Array.isArray(await admin.jails()));

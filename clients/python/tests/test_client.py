@@ -61,7 +61,7 @@ class ClientTest(unittest.TestCase):
     def test_admin(self):
         with self.assertRaises(SkyIslandError) as caught:
             client().jails()
-        self.assertEqual(caught.exception.status, 401)
+        self.assertEqual(caught.exception.status, 403)
         with self.assertRaises(SkyIslandError) as caught:
             client(admin_token="wrong-token").api_stats()
         self.assertEqual(caught.exception.status, 403)

@@ -21,21 +21,61 @@ use crate::toolchain::{Mount, NetworkNeed, Toolchain};
 /// the commit it resolved to and the repository's size in KiB. A pack that grew to the
 /// file size limit (`$3` bytes, where the kernel stopped it) means a repository too large
 /// (exit 11).
+///
+/// With a fourth argument (a hex prefix, which `$2` is too), a tag or branch of that name
+/// wins, as in git; if the remote has none, the commits whose ids start with the prefix
+/// are looked up in what was fetched so far, and only if there are none, the remote's
+/// whole history (its branches and tags) is fetched and they are looked up again. It
+/// prints `candidates`, one commit per line, and the size.
 const FETCH: &str = r#"set -eu
-repo=/build/repo url=$1 ref=$2 limit=$3
-[ -f "$repo/HEAD" ] || "$GIT" init -q --bare "$repo"
-if ! "$GIT" --git-dir="$repo" fetch -q --depth=1 --no-tags "$url" "$ref"; then
+repo=/build/repo url=$1 ref=$2 limit=$3 prefix=${4:-}
+git() { "$GIT" --git-dir="$repo" "$@"; }
+too_large() {
     if [ -n "$(find "$repo" -type f -size +$((limit - 1))c -print -quit)" ]; then
         echo "repository too large: its history takes more than the limit of $limit bytes" >&2
         exit 11
     fi
+}
+commits() {
+    git rev-parse --disambiguate="$prefix" | git cat-file --batch-check='%(objecttype) %(objectname)' |
+        while read -r type name; do if [ "$type" = commit ]; then echo "$name"; fi; done
+}
+[ -f "$repo/HEAD" ] || "$GIT" init -q --bare "$repo"
+if [ -n "$prefix" ]; then
+    if err=$(git fetch -q --depth=1 --no-tags "$url" "$ref" 2>&1); then
+        prefix=
+    else
+        case $err in
+        *"couldn't find remote ref"*) ;;
+        *) printf '%s
+' "$err" >&2; too_large; exit 1 ;;
+        esac
+    fi
+fi
+if [ -n "$prefix" ]; then
+    found=$(commits)
+    if [ -z "$found" ]; then
+        deepen=; [ ! -f "$repo/shallow" ] || deepen=--unshallow
+        git fetch -q $deepen --no-tags "$url" '+refs/heads/*:refs/skyisland-all/heads/*'             '+refs/tags/*:refs/skyisland-all/tags/*' || { too_large; exit 1; }
+        found=$(commits)
+    fi
+    echo candidates
+    for sha in $found; do git update-ref "refs/skyisland/$sha" "$sha"; echo "$sha"; done
+    du -sk "$repo" | cut -f1
+    exit 0
+fi
+if ! git fetch -q --depth=1 --no-tags "$url" "$ref"; then
+    too_large
     exit 1
 fi
-sha=$("$GIT" --git-dir="$repo" rev-parse --verify -q 'FETCH_HEAD^{commit}')
-"$GIT" --git-dir="$repo" update-ref "refs/skyisland/$sha" "$sha"
+sha=$(git rev-parse --verify -q 'FETCH_HEAD^{commit}')
+git update-ref "refs/skyisland/$sha" "$sha"
 echo "$sha"
 du -sk "$repo" | cut -f1
 "#;
+
+/// How many candidates an ambiguous abbreviated commit's answer names.
+const CANDIDATES_SHOWN: usize = 10;
 
 /// FETCH's exit status for a repository over the size limit.
 const TOO_LARGE: i32 = 11;
@@ -85,6 +125,20 @@ pub struct Repos {
 /// A `version` that names a commit.
 fn is_commit(version: &str) -> bool {
     version.len() == 40 && version.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// A `version` that may be an abbreviated commit (4 to 39 hex digits, as git takes them;
+/// it may also be a tag or branch, which wins).
+fn is_abbreviated(version: &str) -> bool {
+    (4..40).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// What a fetch found.
+enum Fetched {
+    /// The commit a ref (or full commit id) named.
+    Commit(String),
+    /// The commits an abbreviated id may name.
+    Candidates(Vec<String>),
 }
 
 /// A `version` that can name a tag or branch (git's ref-name rules, simplified to a
@@ -203,13 +257,37 @@ impl Repos {
             return Ok(commit);
         }
         let refspec = version.unwrap_or("HEAD");
-        let commit = self.fetch(jails, repo, url, refspec, version.is_some()).await?;
+        let commit = match self.fetch(jails, repo, url, refspec, version.is_some()).await? {
+            Fetched::Commit(commit) => commit,
+            Fetched::Candidates(candidates) => match candidates.as_slice() {
+                [] => {
+                    return Err(FunctionError::VersionNotFound {
+                        repo: repo.path.clone(),
+                        version: refspec.to_owned(),
+                    });
+                }
+                [commit] => commit.clone(),
+                _ => {
+                    let shown: Vec<&str> = candidates.iter().take(CANDIDATES_SHOWN).map(String::as_str).collect();
+                    let more = candidates.len().saturating_sub(CANDIDATES_SHOWN);
+                    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                    return Err(FunctionError::BadRequest(format!(
+                        "version {refspec:?} is ambiguous in repository {}: it starts {} commits: {}{more}",
+                        repo.path,
+                        candidates.len(),
+                        shown.join(", ")
+                    )));
+                }
+            },
+        };
         if version.is_some_and(is_commit) && Some(commit.as_str()) != version {
             return Err(FunctionError::VersionNotFound { repo: repo.path.clone(), version: refspec.to_owned() });
         }
         state.commits.insert(commit.clone());
         match version {
             None => state.current = Some(commit.clone()),
+            // Tags, branches and abbreviated commits keep what they resolved to, as tags do,
+            // until a `cache_bust`.
             Some(v) if !is_commit(v) => {
                 state.refs.insert(v.to_owned(), commit.clone());
             }
@@ -226,7 +304,7 @@ impl Repos {
         url: &str,
         refspec: &str,
         explicit: bool,
-    ) -> Result<String, FunctionError> {
+    ) -> Result<Fetched, FunctionError> {
         let started = std::time::Instant::now();
         let result = self.fetch_in_jail(jails, repo, url, refspec, explicit).await;
         let outcome = match &result {
@@ -248,7 +326,7 @@ impl Repos {
         url: &str,
         refspec: &str,
         explicit: bool,
-    ) -> Result<String, FunctionError> {
+    ) -> Result<Fetched, FunctionError> {
         let clone_dir = self.clone_dir(repo);
         // A clone without a HEAD is one whose first fetch was interrupted while git made
         // it: start again from an empty directory.
@@ -257,19 +335,24 @@ impl Repos {
                 .fresh_dir(&format!("repos/{}", repo.key))
                 .map_err(|e| FunctionError::Internal(format!("preparing the clone: {e}")))?;
         }
+        let limit = self.toolchain.disk_limit().to_string();
+        let mut args = vec![url, refspec, &limit];
+        if explicit && is_abbreviated(refspec) {
+            args.push(refspec);
+        }
         let report = self
             .toolchain
             .run(
                 jails,
                 format!("fetch {} {refspec}", repo.path),
                 FETCH,
-                &[url, refspec, &self.toolchain.disk_limit().to_string()],
+                &args,
                 &[Mount::new(clone_dir.clone(), "repo", true)],
                 NetworkNeed::Clone { url },
             )
             .await?;
         let raw = crate::tail(&report.stderr, 2000);
-        let stderr = public_git_error(&raw);
+        let stderr = redact_locations(&raw);
         if report.end == End::TimedOut {
             return Err(FunctionError::CloneFailed {
                 repo: repo.path.clone(),
@@ -303,15 +386,8 @@ impl Repos {
             });
         }
         let stdout = String::from_utf8_lossy(&report.stdout);
-        let mut lines = stdout.lines();
-        let commit = lines.next().unwrap_or_default().trim().to_owned();
-        if !is_commit(&commit) {
-            return Err(FunctionError::CloneFailed {
-                repo: repo.path.clone(),
-                detail: format!("unexpected fetch output {commit:?}"),
-            });
-        }
-        let kib: u64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(u64::MAX / 1024);
+        let mut lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+        let kib: u64 = lines.pop().and_then(|l| l.parse().ok()).unwrap_or(u64::MAX / 1024);
         if kib.saturating_mul(1024) > self.toolchain.disk_limit() {
             // Nothing of it stays: the next request starts from nothing.
             let _ = remove_tree(&clone_dir);
@@ -322,7 +398,17 @@ impl Repos {
                 self.toolchain.disk_limit()
             )));
         }
-        Ok(commit)
+        let unexpected = || FunctionError::CloneFailed {
+            repo: repo.path.clone(),
+            detail: format!("unexpected fetch output {stdout:?}"),
+        };
+        match lines.as_slice() {
+            ["candidates", candidates @ ..] if candidates.iter().all(|c| is_commit(c)) => {
+                Ok(Fetched::Candidates(candidates.iter().map(|c| (*c).to_owned()).collect()))
+            }
+            [commit] if is_commit(commit) => Ok(Fetched::Commit((*commit).to_owned())),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Forgets the repository: its clone, its extracted sources and its state. Waits for
@@ -337,17 +423,24 @@ impl Repos {
     }
 }
 
-/// git's message with the operator's paths (the local mirror a URL was rewritten to, the
-/// build data) taken out: an answer never shows where things are on the host.
-fn public_git_error(stderr: &str) -> String {
+/// The text with local paths and URLs replaced by `<local>` and `<remote>`: what error
+/// bodies may show of git's messages (the mirror an import path was rewritten to, the
+/// build data) and of internal errors. An answer never shows where things are.
+pub fn redact_locations(stderr: &str) -> String {
     stderr
         .lines()
         .map(|line| {
             line.split(' ')
                 .map(|word| {
-                    let core = word.trim_start_matches(['\'', '"']).trim_end_matches(['\'', '"', ':', ',', '.']);
-                    if core.starts_with('/') || core.starts_with("file://") {
+                    let core = word
+                        .trim_start_matches(['\'', '"', '(', '<'])
+                        .trim_end_matches(['\'', '"', ':', ',', '.', ')', '>']);
+                    if core.starts_with("file://") || (core.starts_with('/') && core.len() > 1) {
                         word.replacen(core, "<local>", 1)
+                    } else if core.contains("://") {
+                        // Where the import path was fetched from, after the operator's
+                        // rewrites (a mirror, an internal host): not the caller's business.
+                        word.replacen(core, "<remote>", 1)
                     } else {
                         word.to_owned()
                     }
@@ -372,7 +465,7 @@ mod tests {
 
     #[test]
     fn git_errors_name_no_local_path() {
-        let shown = public_git_error(
+        let shown = redact_locations(
             "fatal: '/srv/git/example.test/a/b.git' does not appear to be a git repository\nfatal: couldn't find remote ref v9",
         );
         assert_eq!(
@@ -380,8 +473,16 @@ mod tests {
             "fatal: '<local>' does not appear to be a git repository\nfatal: couldn't find remote ref v9"
         );
         assert_eq!(
-            public_git_error("fatal: unable to access file:///x/y.git/: no"),
+            redact_locations("fatal: unable to access file:///x/y.git/: no"),
             "fatal: unable to access <local>: no"
+        );
+        assert_eq!(
+            redact_locations("fatal: repository 'http://127.0.0.1:8080/mirror/a.git/' not found"),
+            "fatal: repository '<remote>' not found"
+        );
+        assert_eq!(
+            redact_locations("remote: Repository not found. (https://user@mirror.internal/x)"),
+            "remote: Repository not found. (<remote>)"
         );
     }
 

@@ -428,6 +428,7 @@ impl Jails {
         let _listed = self.registry.insert(
             JailInfo {
                 id: id.clone(),
+                jid: 0,
                 name: running.name.clone(),
                 hostname: running.name.clone(),
                 kind: match launch.kind {

@@ -11,6 +11,9 @@ use tokio::sync::Notify;
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct JailInfo {
     pub id: String,
+    /// A number unique among the running jails, counting up from 1 (as FreeBSD's jail
+    /// ids do); assigned when the jail is listed.
+    pub jid: u32,
     pub name: String,
     pub hostname: String,
     /// "exec" or "build".
@@ -56,6 +59,8 @@ struct Entry {
 #[derive(Default, Clone)]
 pub struct Registry {
     jails: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// The last jid given out.
+    last_jid: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -69,11 +74,21 @@ impl Registry {
         self.jails.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a jail; it stays listed until the returned guard is dropped.
-    pub(crate) fn insert(&self, info: JailInfo, kill: Arc<Notify>) -> Listed {
+    /// Adds a jail with the next jid; it stays listed until the returned guard is dropped.
+    /// Jids count up, as FreeBSD's do, so a jid an administrator read a moment ago never
+    /// names a newer jail (until the count wraps, past jids still in use).
+    pub(crate) fn insert(&self, mut info: JailInfo, kill: Arc<Notify>) -> Listed {
         let id = info.id.clone();
         let kind = info.kind;
-        self.lock().insert(id.clone(), Entry { info, kill });
+        let mut jails = self.lock();
+        info.jid = loop {
+            let jid = self.last_jid.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_add(1);
+            if jid != 0 && !jails.values().any(|e| e.info.jid == jid) {
+                break jid;
+            }
+        };
+        jails.insert(id.clone(), Entry { info, kill });
+        drop(jails);
         metrics::counter!("skyisland_jails_created_total", "kind" => kind).increment(1);
         metrics::gauge!("skyisland_jails_running", "kind" => kind).increment(1.0);
         Listed { registry: self.clone(), id, kind }
@@ -85,6 +100,16 @@ impl Registry {
 
     pub fn get(&self, id: &str) -> Option<JailInfo> {
         self.lock().get(id).map(|e| e.info.clone())
+    }
+
+    /// The jail whose id is `key`, or whose jid is `key` (a number).
+    pub fn find(&self, key: &str) -> Option<JailInfo> {
+        let jails = self.lock();
+        if let Some(entry) = jails.get(key) {
+            return Some(entry.info.clone());
+        }
+        let jid: u32 = key.parse().ok()?;
+        jails.values().find(|e| e.info.jid == jid).map(|e| e.info.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -137,5 +162,52 @@ impl Drop for Listed {
         self.registry.lock().remove(&self.id);
         metrics::counter!("skyisland_jails_removed_total", "kind" => self.kind).increment(1);
         metrics::gauge!("skyisland_jails_running", "kind" => self.kind).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> JailInfo {
+        JailInfo {
+            id: id.into(),
+            jid: 0,
+            name: id.into(),
+            hostname: id.into(),
+            kind: "exec",
+            label: String::new(),
+            path: String::new(),
+            pid: 1,
+            uid: 1,
+            slot: String::new(),
+            state: JailState::Running,
+            started_at_ms: 0,
+            limits: LimitsInfo { memory_bytes: 0, pids: 0, cpus: 0.0, disk_bytes: 0, timeout_ms: 0, output_bytes: 0 },
+            ip4: None,
+        }
+    }
+
+    #[test]
+    fn jids_count_up_and_find_jails_like_ids() {
+        let registry = Registry::default();
+        let a = registry.insert(info("a"), Arc::default());
+        let b = registry.insert(info("b"), Arc::default());
+        assert_eq!((registry.find("a").unwrap().jid, registry.find("b").unwrap().jid), (1, 2));
+        assert_eq!(registry.find("2").unwrap().id, "b");
+        drop(b);
+        assert_eq!(registry.find("2"), None, "a gone jail's jid finds nothing");
+        let _c = registry.insert(info("c"), Arc::default());
+        assert_eq!(registry.find("c").unwrap().jid, 3, "jids are not reused at once");
+        assert_eq!(registry.find("x"), None);
+        // Past the wrap, jids still in use are skipped, and 0 is never given.
+        registry.last_jid.store(u32::MAX - 1, std::sync::atomic::Ordering::Relaxed);
+        let _d = registry.insert(info("d"), Arc::default());
+        let _e = registry.insert(info("e"), Arc::default());
+        let _f = registry.insert(info("f"), Arc::default());
+        assert_eq!(registry.find("d").unwrap().jid, u32::MAX);
+        assert_eq!(registry.find("e").unwrap().jid, 2, "1 is a's, 0 is never given");
+        assert_eq!(registry.find("f").unwrap().jid, 4, "3 is c's");
+        drop(a);
     }
 }

@@ -1,5 +1,8 @@
 //! Request statistics for `/api/v1/admin/api-stats`: counts and response times per route
-//! and counts per status, since start-up.
+//! and counts per status, since start-up; and the fields of the Go `thoas/stats`
+//! middleware the original server answered with (`pid`, `uptime` as Go prints a duration,
+//! `status_code_count` for the current second and `total_status_code_count` since
+//! start-up, response times…), so that its dashboards keep working.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -67,6 +70,10 @@ pub struct Stats {
 struct Inner {
     routes: BTreeMap<String, Route>,
     statuses: BTreeMap<u16, u64>,
+    total_us: u64,
+    /// The current second (Unix time) and its counts per status.
+    second: u64,
+    this_second: BTreeMap<u16, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +82,31 @@ pub struct Snapshot {
     pub requests: u64,
     pub routes: BTreeMap<String, RouteSnapshot>,
     pub statuses: BTreeMap<u16, u64>,
+    /// The original's (`thoas/stats`) fields.
+    #[serde(flatten)]
+    pub original: Original,
+}
+
+/// What the Go `thoas/stats` middleware answered.
+#[derive(Debug, Serialize)]
+pub struct Original {
+    pub pid: u32,
+    /// Go's `time.Duration` text, e.g. "1h2m3.5s".
+    pub uptime: String,
+    pub uptime_sec: f64,
+    /// Go's `time.Time` text.
+    pub time: String,
+    pub unixtime: i64,
+    /// Per status ("200"), in the current second.
+    pub status_code_count: BTreeMap<String, u64>,
+    /// Per status, since start-up.
+    pub total_status_code_count: BTreeMap<String, u64>,
+    pub count: u64,
+    pub total_count: u64,
+    pub total_response_time: String,
+    pub total_response_time_sec: f64,
+    pub average_response_time: String,
+    pub average_response_time_sec: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +135,13 @@ impl Stats {
         let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *inner.statuses.entry(status).or_default() += 1;
+        inner.total_us = inner.total_us.saturating_add(us);
+        let second = unix_seconds();
+        if inner.second != second {
+            inner.second = second;
+            inner.this_second.clear();
+        }
+        *inner.this_second.entry(status).or_default() += 1;
         let entry = match inner.routes.get_mut(route) {
             Some(entry) => entry,
             None => inner.routes.entry(route.to_owned()).or_default(),
@@ -137,13 +176,85 @@ impl Stats {
                 (name.clone(), snapshot)
             })
             .collect();
+        let uptime = self.uptime();
+        let total_count: u64 = inner.statuses.values().sum();
+        let this_second = if inner.second == unix_seconds() { inner.this_second.clone() } else { BTreeMap::new() };
+        let by_text = |counts: &BTreeMap<u16, u64>| counts.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+        let total = Duration::from_micros(inner.total_us);
+        let average = if total_count == 0 { Duration::ZERO } else { total / total_count as u32 };
+        let now = std::time::SystemTime::now();
+        let original = Original {
+            pid: std::process::id(),
+            uptime: go_duration(uptime),
+            uptime_sec: uptime.as_secs_f64(),
+            time: go_time(now),
+            unixtime: unix_seconds() as i64,
+            count: this_second.values().sum(),
+            status_code_count: by_text(&this_second),
+            total_status_code_count: by_text(&inner.statuses),
+            total_count,
+            total_response_time: go_duration(total),
+            total_response_time_sec: total.as_secs_f64(),
+            average_response_time: go_duration(average),
+            average_response_time_sec: average.as_secs_f64(),
+        };
         Snapshot {
-            uptime_seconds: self.uptime().as_secs(),
-            requests: inner.statuses.values().sum(),
+            uptime_seconds: uptime.as_secs(),
+            requests: total_count,
             routes,
             statuses: inner.statuses.clone(),
+            original,
         }
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A duration as Go's `time.Duration.String` prints it: "1h2m3.5s", "1.5ms", "0s".
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    // Below a second: the largest unit with a whole part, up to nine decimals trimmed.
+    let fraction = |value: u128, unit: u128| {
+        let whole = value / unit;
+        let rest = value % unit;
+        let digits = unit.ilog10() as usize;
+        let decimals = format!("{rest:0digits$}");
+        let decimals = decimals.trim_end_matches('0');
+        if decimals.is_empty() { whole.to_string() } else { format!("{whole}.{decimals}") }
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", fraction(nanos, 1_000));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", fraction(nanos, 1_000_000));
+    }
+    let seconds = nanos / 1_000_000_000;
+    let (hours, minutes) = (seconds / 3600, (seconds % 3600) / 60);
+    let secs = fraction(nanos % 60_000_000_000, 1_000_000_000);
+    match (hours, minutes) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
+    }
+}
+
+/// A time as Go's `time.Time.String` prints a UTC time: "2026-12-02 15:04:05.123456789 +0000 UTC".
+fn go_time(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let date = t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"));
+    // Go trims the fraction's trailing zeros (and the dot, for whole seconds).
+    let nanos = format!("{:09}", t.nanosecond());
+    let nanos = nanos.trim_end_matches('0');
+    let fraction = if nanos.is_empty() { String::new() } else { format!(".{nanos}") };
+    format!("{}{fraction} +0000 UTC", date.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -166,5 +277,29 @@ mod tests {
         assert_eq!(x.max_ms, 40.0);
         assert_eq!(x.p99_ms, 40.0);
         assert_eq!(s.statuses[&500], 1);
+        assert_eq!(s.original.total_count, 7);
+        assert_eq!(s.original.total_status_code_count["200"], 5);
+        assert_eq!(s.original.pid, std::process::id());
+    }
+
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(999), "999ns"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_millis(1), "1ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(3500), "3.5s"),
+            (Duration::from_secs(62), "1m2s"),
+            (Duration::from_millis(3_723_500), "1h2m3.5s"),
+            (Duration::from_secs(90_000), "25h0m0s"),
+        ] {
+            assert_eq!(go_duration(d), text);
+        }
+        assert_eq!(
+            go_time(std::time::UNIX_EPOCH + Duration::from_secs(1_796_000_000)),
+            "2026-11-30 00:53:20 +0000 UTC"
+        );
     }
 }

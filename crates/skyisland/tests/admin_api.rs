@@ -25,9 +25,10 @@ async fn health_and_admin_authentication() {
 
     for path in ["/api/v1/admin/jails", "/api/v1/admin/api-stats", "/api/v1/admin/jail/x"] {
         let r = server.http.get(format!("{}{path}", server.url)).send().await.unwrap();
-        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.status(), 403, "{path}: the original's status for a missing token");
         let body: Value = r.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().contains("X-Sky-Island-Token"), "{body}");
+        assert_eq!(body["error"], "Forbidden", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("X-Sky-Island-Token"), "{body}");
         let r = server
             .http
             .get(format!("{}{path}", server.url))
@@ -36,7 +37,9 @@ async fn health_and_admin_authentication() {
             .await
             .unwrap();
         assert_eq!(r.status(), 403, "{path}");
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], "wrong admin token");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "Forbidden", "{body}");
+        assert!(body["detail"].as_str().unwrap().starts_with("wrong admin token"), "{body}");
     }
     // Right after start-up the build jail may be building the generator: it is listed.
     let mut listed = Vec::new();
@@ -72,6 +75,21 @@ async fn health_and_admin_authentication() {
     assert!(stats["routes"]["GET /api/v1/admin/jails"]["client_errors"].as_u64() >= Some(2), "{stats}");
     assert_eq!(stats["routes"]["GET /api/v1/admin/api-stats"]["client_errors"], 2, "{stats}");
     assert!(stats["statuses"]["404"].as_u64().unwrap() >= 3, "{stats}");
+    // The original's (thoas/stats) fields, beside ours.
+    assert_eq!(stats["pid"], server.pid(), "{stats}");
+    let uptime = stats["uptime"].as_str().unwrap();
+    assert!(uptime.ends_with('s') && uptime.chars().next().unwrap().is_ascii_digit(), "{stats}");
+    assert!(stats["uptime_sec"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(stats["time"].as_str().unwrap().ends_with(" +0000 UTC"), "{stats}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((stats["unixtime"].as_i64().unwrap() - now).abs() <= 2, "{stats}");
+    assert_eq!(stats["total_count"], stats["requests"], "{stats}");
+    assert_eq!(stats["total_status_code_count"]["404"], stats["statuses"]["404"], "{stats}");
+    assert!(stats["status_code_count"].is_object() && stats["count"].is_u64(), "{stats}");
+    for key in ["total_response_time", "average_response_time"] {
+        assert!(stats[key].as_str().unwrap().ends_with('s'), "{key}: {stats}");
+        assert!(stats[format!("{key}_sec")].as_f64().unwrap() > 0.0, "{key}: {stats}");
+    }
 
     // The dashboard: a page and its script, no data in either; the admin data comes from
     // the token-protected endpoints above, in the configured header.
@@ -116,7 +134,7 @@ async fn health_and_admin_authentication() {
     let page = tokio::task::block_in_place(|| dashboard(Some("wrong-token")));
     assert_eq!(
         (page["admin"]["hidden"].clone(), page["admin-error"]["text"].clone()),
-        (json!(true), json!("wrong admin token"))
+        (json!(true), json!("wrong admin token in the X-Sky-Island-Token header"))
     );
 
     let page = tokio::task::block_in_place(|| dashboard(Some(support::ADMIN_TOKEN)));
@@ -183,10 +201,24 @@ async fn running_jails_are_listed_described_and_killed_at_once() {
     assert!(jail["label"].as_str().unwrap().contains("Sleep(50000)"), "{jail}");
     let uid = jail["uid"].as_u64().unwrap() as u32;
     assert!((sandbox.uid_base + 1..=sandbox.uid_base + support::MAX_JAILS).contains(&uid));
+    // The original's fields, and its `details` wrapper; found by jid as well.
+    let jid = jail["jid"].as_u64().unwrap();
+    assert!(jid >= 1, "{jail}");
+    assert_eq!((&jail["ip4"], &jail["ip6"]), (&json!(""), &json!("")), "{jail}");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(jail["OSRelease"], release.trim(), "{jail}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(jail["host"], hostname.trim(), "{jail}");
+    for field in ["id", "jid", "name", "hostname", "path", "host", "OSRelease", "ip4", "ip6"] {
+        assert_eq!(jail["details"][field], jail[field], "{field}: {jail}");
+    }
+    let (status, by_jid) = server.admin(Method::GET, &format!("/api/v1/admin/jail/{jid}")).await;
+    assert_eq!((status, &by_jid["id"]), (200, &json!(id)), "{by_jid}");
 
     let started = std::time::Instant::now();
-    let (status, body) = server.admin(Method::DELETE, &format!("/api/v1/admin/jail/{id}")).await;
-    assert_eq!((status, &body["gone"]), (200, &json!(true)), "{body}");
+    let (status, body) = server.admin(Method::DELETE, &format!("/api/v1/admin/jail/{jid}")).await;
+    assert_eq!((status, &body["gone"], &body["deleted"]), (200, &json!(true), &json!(jid)), "{body}");
+    assert_eq!(body["killed"], json!([id]), "{body}");
     assert!(started.elapsed() < Duration::from_secs(5), "killed at once");
     let (status, answer) = long.await.unwrap();
     assert_eq!(status, 500, "{answer}");
@@ -211,6 +243,10 @@ async fn running_jails_are_listed_described_and_killed_at_once() {
     let (status, body) = server.admin(Method::DELETE, "/api/v1/admin/jails").await;
     assert_eq!(status, 200);
     assert_eq!((body["killed"].as_array().unwrap().len(), &body["gone"]), (3, &json!(true)), "{body}");
+    let mut jids: Vec<u64> = body["deleted"].as_array().unwrap().iter().map(|j| j.as_u64().unwrap()).collect();
+    jids.sort_unstable();
+    jids.dedup();
+    assert_eq!(jids.len(), 3, "jids are unique among running jails: {body}");
     for s in sleepers {
         assert_eq!(s.await.unwrap().0, 500);
     }

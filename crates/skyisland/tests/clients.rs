@@ -182,7 +182,7 @@ async fn every_client_against_a_real_server() {
     assert_eq!(slow.status().map(|s| s.as_u16()), Some(504), "{slow}");
     let quoted = client.function(&fx.geo.import_path, r#"Quote("a \"b\" \\ c")"#).await.unwrap();
     assert_eq!(quoted, r#""a \"b\" \\ c""#);
-    assert_eq!(client.jails().await.unwrap_err().status().map(|s| s.as_u16()), Some(401));
+    assert_eq!(client.jails().await.unwrap_err().status().map(|s| s.as_u16()), Some(403));
     let admin = client.clone().admin_token(ADMIN_TOKEN);
     assert!(admin.api_stats().await.unwrap()["uptime_seconds"].is_u64());
     assert!(admin.ips(Some("available")).await.unwrap()["count"].as_u64().unwrap() >= 1);

@@ -95,7 +95,7 @@ async fn every_failure_has_its_status() {
     let mut server = Server::start(&sandbox);
     let m = misc.import_path.as_str();
 
-    let raw = |body: &'static str| {
+    let raw = |body: String| {
         let http = server.http.clone();
         let url = format!("{}/api/v1/function", server.url);
         async move {
@@ -103,15 +103,30 @@ async fn every_failure_has_its_status() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
+    // What Go's encoding/json refused stays refused...
     for (body, expect) in [
         ("{not json", "invalid request body"),
+        ("[]", "expected a JSON object"),
         (r#"{"url": "example.test/acme/misc"}"#, "missing field `call`"),
-        (r#"{"url": "x.test/a/b", "call": "F()", "colour": "red"}"#, "unknown field `colour`"),
-        (r#"{"url": 5, "call": "F()"}"#, "invalid type"),
+        (r#"{"url": "example.test/acme/misc", "call": null}"#, "missing field `call`"),
+        (r#"{"url": 5, "call": "F()"}"#, "field `url` must be a string, not a number"),
+        (r#"{"url": "x.test/a/b", "call": "F()", "ip4": "yes"}"#, "field `ip4` must be a boolean, not a string"),
+        (r#"{"url": "x.test/a/b", "call": "F()", "Version": 7}"#, "field `version` must be a string"),
     ] {
-        let (status, json) = raw(body).await;
+        let (status, json) = raw(body.to_owned()).await;
         assert_eq!(status, 400, "{body}: {json}");
         assert!(json["error"].as_str().unwrap().contains(expect), "{body}: {json}");
+    }
+    // ...and what it accepted is accepted: the original client's request type, which sends
+    // every field (`version: ""` when unset), names in any case, unknown fields, nulls.
+    for body in [
+        format!(r#"{{"url":"{m}","call":"Hello()","ip4":false,"cache_bust":false,"version":""}}"#),
+        format!(r#"{{"URL":"{m}","Call":"Hello()","IP4":false,"Cache_Bust":false,"VERSION":""}}"#),
+        format!(r#"{{"url":"{m}","call":"Hello()","colour":"red","nested":{{"a":[1]}},"ip4":null,"version":null}}"#),
+        format!(r#"{{"url":"x.test/ignored","call":"Nope()","Url":"{m}","call":"Hello()"}}"#),
+    ] {
+        let (status, json) = raw(body.clone()).await;
+        assert_eq!((status, &json["data"]), (200, &json!("hello")), "{body}: {json}");
     }
 
     let cases: Vec<(Value, u16, &str)> = vec![
@@ -147,6 +162,12 @@ async fn every_failure_has_its_status() {
     assert!(json["stderr"].as_str().unwrap().contains("panic: boom"), "{json}");
     let (_, json) = server.call(json!({"url": m, "call": "Exit(3)"})).await;
     assert_eq!(json["stderr"], "leaving with 3\n");
+    // A missing repository's answer names neither the mirror's path nor its URL.
+    let (_, json) = server.call(json!({"url": "example.test/acme/nothere", "call": "F()"})).await;
+    let shown = json.to_string();
+    let mirror = sandbox.dir.path().to_string_lossy().into_owned();
+    assert!(!shown.contains(&mirror) && !shown.contains("file://"), "{shown}");
+    assert!(json["detail"].as_str().unwrap().contains("<local>"), "{shown}");
     // Still healthy, and still serving.
     assert_eq!(server.data(m, "Hello()").await, "hello");
     server.stop();
@@ -189,6 +210,75 @@ async fn version_and_cache_bust() {
         (Some("v2"), Some(second.as_str()), Some(true))
     );
     assert_eq!(server.data(url, "Version()").await, "v2");
+    server.stop();
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abbreviated_commits_resolve_as_git_resolves_them() {
+    if !root_or_skip("abbreviated_commits_resolve_as_git_resolves_them") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let geo = Repo::from_fixture(&sandbox, "acme", "geo", "geo");
+    let first = geo.head();
+    let source = std::fs::read_to_string(geo.work.join("geo.go")).unwrap();
+    let second = geo.change("geo.go", &source.replace("return \"v1\"", "return \"v2\""), "v2");
+    // Two thousand more commits on another branch: some surely share their first four
+    // hex digits with another (the chance that none does is about e^-30).
+    let mut stream = String::new();
+    for i in 0..2000 {
+        stream.push_str(&format!(
+            "commit refs/heads/noise\ncommitter t <t@example.test> {} +0000\ndata 0\n",
+            1_700_000_000 + i
+        ));
+        if i == 0 {
+            stream.push_str(&format!("from {second}\n"));
+        }
+        stream.push_str(&format!("M 644 inline noise.txt\ndata {}\n{i}\n\n", i.to_string().len() + 1));
+    }
+    let mut import =
+        geo.bare_git().args(["fast-import", "--quiet"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(import.stdin.as_mut().unwrap(), stream.as_bytes()).unwrap();
+    assert!(import.wait().unwrap().success());
+    let commits = support::run(geo.bare_git().args(["rev-list", "--all"]));
+    let commits: Vec<&str> = commits.lines().collect();
+    assert_eq!(commits.len(), 2002);
+    let mut by_prefix: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for commit in &commits {
+        by_prefix.entry(&commit[..4]).or_default().push(commit);
+    }
+    let (ambiguous, sharing) = by_prefix.iter().find(|(_, c)| c.len() > 1).expect("two commits share a prefix");
+    let unknown =
+        (0..).map(|n| format!("{n:07x}")).find(|p| !commits.iter().any(|c| c.starts_with(p.as_str()))).unwrap();
+    let short = |commit: &str| support::run(geo.bare_git().args(["rev-parse", "--short=7", commit])).trim().to_owned();
+    geo.tag("cafe");
+
+    let mut server = Server::start(&sandbox);
+    let url = geo.import_path.as_str();
+    // The first request fetches only the tip of main; the old commit's abbreviation makes
+    // the server fetch the history.
+    let call = |version: &str| json!({"url": url, "call": "Version()", "version": version});
+    for (version, data, commit) in
+        [(short(&first), "v1", &first), (short(&second), "v2", &second), ("cafe".to_owned(), "v2", &second)]
+    {
+        let (status, body) = server.call(call(&version)).await;
+        assert_eq!(status, 200, "{version}: {body}");
+        assert_eq!((body["data"].as_str(), body["commit"].as_str()), (Some(data), Some(commit.as_str())), "{version}");
+    }
+    let (status, body) = server.call(call(ambiguous)).await;
+    assert_eq!(status, 400, "{ambiguous}: {body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("ambiguous"), "{body}");
+    for commit in sharing {
+        assert!(message.contains(commit), "{commit} is named: {body}");
+    }
+    let (status, body) = server.call(call(&unknown)).await;
+    assert_eq!(status, 404, "{unknown}: {body}");
+    assert!(body["error"].as_str().unwrap().contains("not found"), "{body}");
+    // Resolved once, an abbreviation is remembered like a tag.
+    let (status, body) = server.call(call(&short(&first))).await;
+    assert_eq!((status, body["data"].as_str()), (200, Some("v1")), "{body}");
     server.stop();
     sandbox.assert_clean();
 }

@@ -238,15 +238,39 @@ async fn exhaustion_and_the_admin_endpoints_with_states_that_survive_a_restart()
         assert_eq!(status, expect, "{body}");
         assert!(body["error"].as_str().unwrap().contains(message), "{body}");
     }
-    let (_, body) = put("/api/v1/admin/ips", json!({"address": "10.213.7.21"})).await;
-    assert!(body["error"].as_str().unwrap().contains("unknown field"), "{body}");
+    // Read as Go read it: unknown fields ignored, names in any case, null is absent.
+    let (status, body) = put("/api/v1/admin/ips", json!({"address": "10.213.7.21"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("missing field `ip`"), "{body}");
+    let (status, body) = put("/api/v1/admin/ips", json!({"IP": "10.213.7.21", "State": "available", "x": 1})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("available")), "{body}");
+    let (status, body) = put("/api/v1/admin/ips", json!({"ip": "10.213.7.21", "state": null})).await;
+    assert_eq!(status, 400, "{body}");
     let (_, unavailable) = server.admin(Method::GET, "/api/v1/admin/ips?state=unavailable").await;
     assert_eq!(unavailable["ips"][0]["ip"], "10.213.7.20");
     assert_eq!(unavailable["count"], 1);
-    let (_, available) = server.admin(Method::GET, "/api/v1/admin/network/ips?state=available").await;
+    let (_, available) = server.admin(Method::GET, "/api/v1/admin/ips?state=available").await;
     assert_eq!((&available["count"], &available["ips"][0]["ip"]), (&json!(1), &json!("10.213.7.21")));
     let (status, _) = server.admin(Method::GET, "/api/v1/admin/ips?state=broken").await;
     assert_eq!(status, 400);
+    // The original's shapes at its paths: a map of address to 0 (free) or 1, lists by
+    // state, numeric states, and 422 for a state it does not know.
+    let (status, pool) = server.admin(Method::GET, "/api/v1/admin/network/ips").await;
+    assert_eq!((status, pool), (200, json!({"10.213.7.20": 1, "10.213.7.21": 0})));
+    let (_, available) = server.admin(Method::GET, "/api/v1/admin/network/ips?state=available").await;
+    assert_eq!(available, json!({"available": ["10.213.7.21"]}));
+    let (_, unavailable) = server.admin(Method::GET, "/api/v1/admin/network/ips?state=unavailable").await;
+    assert_eq!(unavailable, json!({"unavailable": ["10.213.7.20"]}));
+    let (status, body) = server.admin(Method::GET, "/api/v1/admin/network/ips?state=broken").await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = put("/api/v1/admin/network/ip", json!({"ip": "10.213.7.20", "state": 0})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("available")), "{body}");
+    let (status, body) = put("/api/v1/admin/network/ip", json!({"ip": "10.213.7.20", "state": 1})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("unavailable")), "{body}");
+    for state in [json!(2), json!(-1), json!(0.5), json!("2"), json!(true)] {
+        let (status, body) = put("/api/v1/admin/network/ip", json!({"ip": "10.213.7.21", "state": state})).await;
+        assert_eq!(status, 422, "{state}: {body}");
+    }
 
     // One address left: a second jail at the same time is refused at once.
     let http = server.http.clone();

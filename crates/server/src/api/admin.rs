@@ -1,12 +1,17 @@
-//! The admin endpoints for jails and statistics (token-protected by the router).
+//! The admin endpoints for jails and statistics (token-protected by the router). The JSON
+//! shapes are this module's ([`JailView`]), a superset of ours and the original's: each
+//! jail also has the original's `jid`, `host`, `ip6`, `OSRelease`, `path` and `hostname`;
+//! a jail is found by its id or its jid; one jail is also wrapped in `details`, and a kill
+//! also says `deleted` with the jid, as the original answered.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use serde::Serialize;
 use serde_json::{Value, json};
-use skyisland_runner::{JailInfo, Registry};
+use skyisland_runner::{JailInfo, JailState, LimitsInfo, Registry};
 
 use super::ApiError;
 use crate::App;
@@ -14,40 +19,113 @@ use crate::App;
 /// How long a kill request waits for the jail to be gone before answering.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
+/// A jail as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct JailView {
+    pub id: String,
+    pub jid: u32,
+    pub name: String,
+    pub hostname: String,
+    /// The machine the jail runs on (the original's `host`).
+    pub host: String,
+    /// "exec" or "build".
+    pub kind: &'static str,
+    pub label: String,
+    pub path: String,
+    pub pid: i32,
+    pub uid: u32,
+    pub slot: String,
+    pub state: JailState,
+    pub started_at_ms: u64,
+    pub limits: LimitsInfo,
+    /// The jail's IPv4 address; `""` without one, as the original showed it.
+    pub ip4: String,
+    /// Jails have no IPv6 address.
+    pub ip6: String,
+    /// The kernel's release, as FreeBSD's `jls` showed the jail's.
+    #[serde(rename = "OSRelease")]
+    pub os_release: String,
+}
+
+impl From<JailInfo> for JailView {
+    fn from(info: JailInfo) -> JailView {
+        JailView {
+            id: info.id,
+            jid: info.jid,
+            name: info.name,
+            hostname: info.hostname,
+            host: host_facts().0.clone(),
+            kind: info.kind,
+            label: info.label,
+            path: info.path,
+            pid: info.pid,
+            uid: info.uid,
+            slot: info.slot,
+            state: info.state,
+            started_at_ms: info.started_at_ms,
+            limits: info.limits,
+            ip4: info.ip4.unwrap_or_default(),
+            ip6: String::new(),
+            os_release: host_facts().1.clone(),
+        }
+    }
+}
+
+/// This machine's hostname and kernel release, read once.
+fn host_facts() -> &'static (String, String) {
+    static FACTS: OnceLock<(String, String)> = OnceLock::new();
+    FACTS.get_or_init(|| {
+        let uname = rustix::system::uname();
+        (uname.nodename().to_string_lossy().into_owned(), uname.release().to_string_lossy().into_owned())
+    })
+}
+
 pub async fn api_stats(State(app): State<Arc<App>>) -> Json<crate::stats::Snapshot> {
     Json(app.stats.snapshot())
 }
 
 pub async fn list_jails(State(app): State<Arc<App>>) -> Json<Value> {
-    let jails = app.jails.registry().list();
+    let jails: Vec<JailView> = app.jails.registry().list().into_iter().map(JailView::from).collect();
     Json(json!({ "count": jails.len(), "jails": jails }))
 }
 
-pub async fn get_jail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<JailInfo>, ApiError> {
-    app.jails.registry().get(&id).map(Json).ok_or_else(|| no_jail(&id))
+/// One jail, by id or jid: its fields, and the same inside `details` (the original's shape).
+pub async fn get_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+    let jail = app.jails.registry().find(&key).ok_or_else(|| no_jail(&key))?;
+    let view = serde_json::to_value(JailView::from(jail))
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut answer = view.clone();
+    if let Value::Object(fields) = &mut answer {
+        fields.insert("details".into(), view);
+    }
+    Ok(Json(answer))
 }
 
-/// Kills one jail and answers once it is gone (its processes dead, its slot free).
-pub async fn kill_jail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Kills one jail (by id or jid) and answers once it is gone (its processes dead, its
+/// slot free).
+pub async fn kill_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
     let registry = app.jails.registry();
-    if !registry.kill(&id) {
-        return Err(no_jail(&id));
+    let jail = registry.find(&key).ok_or_else(|| no_jail(&key))?;
+    if !registry.kill(&jail.id) {
+        return Err(no_jail(&key));
     }
-    let gone = wait_gone(registry, std::slice::from_ref(&id)).await;
-    Ok(Json(json!({ "killed": [id], "gone": gone })))
+    let gone = wait_gone(registry, std::slice::from_ref(&jail.id)).await;
+    Ok(Json(json!({ "killed": [jail.id], "deleted": jail.jid, "gone": gone })))
 }
 
 /// Kills every jail and answers once they are gone.
 pub async fn kill_jails(State(app): State<Arc<App>>) -> Json<Value> {
     let registry = app.jails.registry();
-    let ids: Vec<String> = registry.list().into_iter().map(|j| j.id).collect();
+    let jails = registry.list();
+    let ids: Vec<String> = jails.iter().map(|j| j.id.clone()).collect();
+    let jids: Vec<u32> = jails.iter().map(|j| j.jid).collect();
     registry.kill_all();
     let gone = wait_gone(registry, &ids).await;
-    Json(json!({ "killed": ids, "gone": gone }))
+    Json(json!({ "killed": ids, "deleted": jids, "gone": gone }))
 }
 
-fn no_jail(id: &str) -> ApiError {
-    ApiError::not_found(format!("no running jail with id {id:?}"))
+fn no_jail(key: &str) -> ApiError {
+    ApiError::not_found(format!("no running jail with id or jid {key:?}"))
 }
 
 /// Waits until none of `ids` is listed any more; false if some outlived [`KILL_WAIT`].

@@ -10,28 +10,42 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use skyisland_functions::{CacheUse, FunctionError, Request};
 
 use super::ApiError;
 use crate::App;
 
-/// The request body. The original's clients send `url` and `call`, some of them with a
-/// content type other than JSON, so the body is parsed whatever its declared type.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The request body: `url` and `call`, and optionally `version`, `cache_bust`, `ip4` and
+/// `cache`, read as the original read it (see [`super::lenient`]): its clients send every
+/// field (`"version": ""` when unset), some in other cases, some with a content type other
+/// than JSON, so the body is parsed whatever its declared type.
+#[derive(Debug)]
 pub struct FunctionRequest {
     pub url: String,
     pub call: String,
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub cache_bust: bool,
-    #[serde(default)]
     pub ip4: bool,
     /// Serve from and store in the request cache (`None`: the server's default).
-    #[serde(default)]
     pub cache: Option<bool>,
+}
+
+impl FunctionRequest {
+    pub fn parse(bytes: &[u8]) -> Result<FunctionRequest, ApiError> {
+        let mut body = super::lenient::Body::parse(bytes)?;
+        let request = FunctionRequest {
+            url: body.required_string("url")?,
+            call: body.required_string("call")?,
+            // The original's own request type sends "" for no version.
+            version: body.string("version")?.filter(|v| !v.is_empty()),
+            cache_bust: body.bool("cache_bust")?.unwrap_or(false),
+            ip4: body.bool("ip4")?.unwrap_or(false),
+            cache: body.bool("cache")?,
+        };
+        body.finish();
+        Ok(request)
+    }
 }
 
 /// The answer: `timestamp` and `data` as in the original, and what else is known.
@@ -63,8 +77,7 @@ pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
     let started = Instant::now();
     // Too large or too slow: the rest of the body is not read.
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()).closing())?;
-    let request: FunctionRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let request = FunctionRequest::parse(&body)?;
     let answer = app
         .functions
         .call(&Request {
@@ -116,7 +129,12 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
         FunctionError::Failed { stderr, .. } | FunctionError::LimitExceeded { stderr, .. } => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message).with("stderr", stderr)
         }
-        FunctionError::Killed | FunctionError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        FunctionError::Killed => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        FunctionError::Internal(_) => {
+            // The log has all of it; the answer none of the operator's paths or hosts.
+            tracing::error!(error = %message, "internal error");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, skyisland_functions::repos::redact_locations(&message))
+        }
         FunctionError::Overloaded(_) | FunctionError::NoAddress(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
         }

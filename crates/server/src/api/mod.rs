@@ -8,6 +8,7 @@ pub mod function;
 mod guard;
 mod health;
 mod ips;
+pub mod lenient;
 mod resources;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/admin/jail/{id}", get(admin::get_jail).delete(admin::kill_jail))
         .route("/api/v1/admin/ips", get(ips::list).put(ips::set))
         // The original's paths for the same.
-        .route("/api/v1/admin/network/ips", get(ips::list))
+        .route("/api/v1/admin/network/ips", get(ips::original_list))
         .route("/api/v1/admin/network/ip", put(ips::set))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_admin));
     let function = Router::new()
@@ -94,22 +95,22 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// Admin endpoints need the admin token in the configured header: 401 without it, 403
-/// with a wrong one. The comparison takes the same time whatever the guess.
+/// Admin endpoints need the admin token in the configured header; without it, or with a
+/// wrong one, the answer is the original's 403 `{"error": "Forbidden"}` (with a `detail`
+/// saying which). Not 401: that status promises a `WWW-Authenticate` challenge for an HTTP
+/// authentication scheme, and a token in a custom header is none. The comparison takes the
+/// same time whatever the guess.
 async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
     let header = &app.config.admin.header;
+    let forbidden = |detail: String| ApiError::new(StatusCode::FORBIDDEN, "Forbidden").with("detail", detail).closing();
     let Some(given) = request.headers().get(header.as_str()) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("admin endpoints need the admin token in the {header} header"),
-        )
-        .closing());
+        return Err(forbidden(format!("admin endpoints need the admin token in the {header} header")));
     };
     // Digests of equal length compared in constant time: neither the token's bytes nor its
     // length show in the time a wrong guess takes.
     let digest = |bytes: &[u8]| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(bytes).into() };
     if !bool::from(digest(given.as_bytes()).ct_eq(&digest(app.admin_token.as_bytes()))) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token").closing());
+        return Err(forbidden(format!("wrong admin token in the {header} header")));
     }
     Ok(next.run(request).await)
 }

@@ -501,6 +501,13 @@ impl Repo {
         run(git(&self.work).args(["rev-parse", "HEAD"])).trim().to_owned()
     }
 
+    /// git, run in the served (bare) repository.
+    pub fn bare_git(&self) -> Command {
+        let mut cmd = git(&self.bare);
+        cmd.arg("--git-dir=.");
+        cmd
+    }
+
     pub fn tag(&self, tag: &str) {
         run(git(&self.work).args(["tag", tag]));
         run(git(&self.work).arg("push").arg("-q").arg(&self.bare).arg(tag));

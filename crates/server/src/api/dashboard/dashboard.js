@@ -78,7 +78,7 @@ async function admin() {
     const [stats, jails] = await Promise.all(["/api/v1/admin/api-stats", "/api/v1/admin/jails"].map(async (path) => {
       const response = await fetch(path, { headers, cache: "no-store" });
       const body = await response.json();
-      if (!response.ok) throw new Error(body.error || `${path}: ${response.status}`);
+      if (!response.ok) throw new Error(body.detail || body.error || `${path}: ${response.status}`);
       return body;
     }));
     error.textContent = "";
