@@ -2,6 +2,7 @@
 //! one place (the `Default` impls below), and one validation path used by every command.
 
 pub mod atomic;
+pub mod original;
 mod units;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// A JSON file (the original's format) that cannot be read as one.
+    #[error("{path}: {message}")]
+    Json { path: PathBuf, message: String },
     /// A value the types accept but the server cannot use; `message` starts with `key`.
     #[error("{origin}: {message}")]
     Invalid { origin: String, key: String, message: String },
@@ -680,16 +684,56 @@ impl Default for CircuitBreaker {
 }
 
 impl Config {
-    /// Reads and validates a configuration file, or returns the embedded defaults.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Reads and validates a configuration file, or returns the embedded defaults; with
+    /// the warnings to show (for keys of the original's that mean nothing here). A file
+    /// whose text starts with `{` is the original's JSON format ([`original`]); any other
+    /// is TOML.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
         let Some(path) = path else {
             let config = Config::default();
             config.validate().map_err(|e| e.at(DEFAULTS))?;
-            return Ok(config);
+            return Ok((config, Vec::new()));
         };
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text, path)
+        if is_json(&text) {
+            let (config, warning) = Config::parse_json(&text, path)?;
+            return Ok((config, warning.into_iter().map(|w| format!("{}: {w}", path.display())).collect()));
+        }
+        Ok((Config::parse(&text, path)?, Vec::new()))
+    }
+
+    /// Reads the original's JSON configuration (see [`original`]): the configuration and
+    /// the warning naming the keys ignored.
+    pub fn parse_json(text: &str, origin: &Path) -> Result<(Config, Option<String>), ConfigError> {
+        let (ours, warning) = Config::json_to_ours(text, origin)?;
+        let config: Config = serde_json::from_value(serde_json::Value::Object(ours))
+            .map_err(|e| ConfigError::Json { path: origin.to_owned(), message: e.to_string() })?;
+        config.validate().map_err(|e| e.at(origin.display()))?;
+        Ok((config, warning))
+    }
+
+    /// The original's JSON configuration as the equivalent TOML (only what the file sets,
+    /// so our defaults still apply to the rest), after checking that it is valid.
+    pub fn convert_json(text: &str, origin: &Path) -> Result<String, ConfigError> {
+        let (_, warning) = Config::parse_json(text, origin)?;
+        let (ours, _) = Config::json_to_ours(text, origin)?;
+        let toml = toml::to_string(&serde_json::Value::Object(ours))
+            .map_err(|e| ConfigError::Json { path: origin.to_owned(), message: e.to_string() })?;
+        let mut out = format!("# Converted from {} by `skyisland config convert`.\n", origin.display());
+        if let Some(warning) = warning {
+            out.push_str(&format!("# {warning}\n"));
+        }
+        out.push('\n');
+        out.push_str(&toml);
+        Ok(out)
+    }
+
+    fn json_to_ours(
+        text: &str,
+        origin: &Path,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, Option<String>), ConfigError> {
+        original::to_ours(text).map_err(|message| ConfigError::Json { path: origin.to_owned(), message })
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
@@ -974,6 +1018,11 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         Some(table) if !table.is_empty() => format!("{table}.{name}"),
         _ => name.to_owned(),
     })
+}
+
+/// Whether configuration text is JSON (the original's format): TOML cannot start with `{`.
+fn is_json(text: &str) -> bool {
+    text.trim_start_matches('\u{feff}').trim_start().starts_with('{')
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

@@ -45,6 +45,13 @@ pub enum NetError {
     Io { what: String, source: std::io::Error },
     #[error("{what}: {source}")]
     Netlink { what: String, source: rtnetlink::Error },
+    /// The pool's network is one the host already has an interface in: giving the bridge
+    /// an address there would take that network's route (and perhaps its gateway's
+    /// address) from the host.
+    #[error(
+        "network.ip4.cidr {cidr} overlaps {address}/{prefix} of interface {link}: choose a network of the jails' own"
+    )]
+    Overlaps { cidr: String, address: Ipv4Addr, prefix: u8, link: String },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
@@ -178,6 +185,14 @@ async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError
     }
 }
 
+async fn link_name(handle: &Handle, index: u32) -> Option<String> {
+    let link = handle.link().get().match_index(index).execute().try_next().await.ok()??;
+    link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name),
+        _ => None,
+    })
+}
+
 const fn libc_enodev() -> i32 {
     19
 }
@@ -189,6 +204,30 @@ async fn set_up(handle: &Handle, index: u32, what: &str) -> Result<(), NetError>
         .execute()
         .await
         .map_err(nl_err(format!("bring up {what}")))
+}
+
+/// Refuses a pool network that overlaps an address of any interface but the bridge (and
+/// the jails' links on it, which have addresses only inside their own namespaces).
+async fn refuse_overlaps(handle: &Handle, ip4: &Ip4) -> Result<(), NetError> {
+    let bridge = link_index(handle, &ip4.bridge).await?;
+    let mut addresses = handle.address().get().execute();
+    while let Some(message) = addresses.try_next().await.map_err(nl_err("list the host's addresses"))? {
+        if Some(message.header.index) == bridge {
+            continue;
+        }
+        let prefix = message.header.prefix_len;
+        for attribute in &message.attributes {
+            let AddressAttribute::Address(IpAddr::V4(address)) = attribute else { continue };
+            let shorter = prefix.min(ip4.cidr.prefix);
+            let mask = if shorter == 0 { 0 } else { u32::MAX << (32 - u32::from(shorter)) };
+            if u32::from(*address) & mask == u32::from(ip4.cidr.addr) & mask {
+                let link =
+                    link_name(handle, message.header.index).await.unwrap_or_else(|| message.header.index.to_string());
+                return Err(NetError::Overlaps { cidr: ip4.cidr.to_string(), address: *address, prefix, link });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Ip4Network {
@@ -209,6 +248,7 @@ impl Ip4Network {
             None => None,
         };
         let handle = connection_in(netns.as_ref().map(OwnedFd::try_clone).transpose().map_err(io_err("dup"))?).await?;
+        refuse_overlaps(&handle, &ip4).await?;
         let (bridge, created_bridge) = match link_index(&handle, &ip4.bridge).await? {
             Some(index) => (index, false),
             None => {

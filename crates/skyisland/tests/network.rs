@@ -399,5 +399,15 @@ fn jail_run_with_a_network_of_its_own() {
     let out = sandbox.jail_run(&["--net"], &["/bin/cat", "/etc/resolv.conf"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "nameserver 10.213.7.1\n");
     assert!(jail_links(&netns).is_empty() || jail_links(&netns).len() <= 1, "{:?}", netns.links());
+    // A pool inside a network the host already has an interface in is refused before the
+    // bridge takes that network's route.
+    let ip = |args: &[&str]| support::run(std::process::Command::new("ip").args(["-n", &netns.name]).args(args));
+    ip(&["link", "add", "skyt-lan", "type", "veth", "peer", "name", "skyt-lan-p"]);
+    ip(&["addr", "add", "10.213.7.5/16", "dev", "skyt-lan"]);
+    let out = sandbox.jail_run(&["--net"], &["/bin/true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("network.ip4.cidr 10.213.7.0/24 overlaps 10.213.7.5/16 of interface skyt-lan"), "{stderr}");
+    ip(&["link", "del", "skyt-lan"]);
     sandbox.assert_clean();
 }

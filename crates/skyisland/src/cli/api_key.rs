@@ -25,13 +25,24 @@ pub fn run(config: Option<PathBuf>, command: ApiKeyCommand) -> anyhow::Result<Ex
             eprintln!("made API key {id} ({name}); it is shown once, here:");
             println!("{secret}");
         }
-        ApiKeyCommand::List => {
+        ApiKeyCommand::List { json } => {
             for key in &file.keys {
+                if json {
+                    let line = serde_json::json!({
+                        "id": key.id,
+                        "created_at": key.created_at,
+                        "name": key.name,
+                        "per_second": key.per_second,
+                        "burst": key.burst,
+                    });
+                    println!("{line}");
+                    continue;
+                }
                 let rate = match key.per_second {
                     Some(rate) => format!("{rate}/s burst {}", key.burst.map_or("default".into(), |b| b.to_string())),
                     None => "default rate".into(),
                 };
-                println!("{}\t{}\t{}\t{rate}", key.id, key.created_at, key.name);
+                println!("{}\t{}\t{}\t{rate}", key.id, human_time(key.created_at), key.name);
             }
         }
         ApiKeyCommand::Revoke { id } => {
@@ -45,4 +56,14 @@ pub fn run(config: Option<PathBuf>, command: ApiKeyCommand) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unix seconds as "2026-12-02 15:04:05 UTC".
+fn human_time(unix_seconds: u64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| format!("{unix_seconds} (Unix time)"))
 }

@@ -14,8 +14,8 @@ use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 
 use super::{JailRunArgs, load};
 
-pub fn run(args: JailRunArgs) -> anyhow::Result<ExitCode> {
-    let mut config = load(args.config)?;
+pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = load(config)?;
     // The flags are configuration for this one jail, checked like the file's own values.
     let j = &mut config.jails;
     j.memory_limit = args.memory.unwrap_or(j.memory_limit);

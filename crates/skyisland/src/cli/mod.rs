@@ -9,29 +9,36 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
 
 use skyisland_config::{Config, Size, Span};
 
 #[derive(Debug, Parser)]
-#[command(name = "skyisland", version, about = "Functions from git repositories, run in fresh copy-on-write jails")]
+#[command(
+    name = "skyisland",
+    version,
+    about = "Functions from git repositories, run in fresh copy-on-write jails",
+    after_help = "Without a command, serves (or with -i, initialises), as the original's `sky-island -c config.json [-i]` did."
+)]
 struct Cli {
+    /// The configuration file: TOML, or the original Sky Island's JSON. Without one, the
+    /// embedded defaults. Accepted before or after the command.
+    #[arg(long, short, global = true, env = "SKYISLAND_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Initialise (lay down the base root filesystem) and exit: the original's `-i`.
+    #[arg(short = 'i', long = "initialize")]
+    initialize: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API server (initialising the base root filesystem if needed).
-    Serve {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    Serve,
     /// Lay down the base root filesystem and its snapshot (idempotent).
-    Init {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    Init,
     /// Run programs in jails by hand.
     Jail {
         #[command(subcommand)]
@@ -41,11 +48,32 @@ enum Command {
     Call(CallArgs),
     /// Manage the API keys kept (hashed) in the data directory.
     ApiKey {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Show or convert configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script: `skyisland completions bash > /etc/bash_completion.d/skyisland`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `skyisland man > skyisland.1`.
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the original Sky Island's JSON configuration as the equivalent TOML.
+    Convert {
+        /// The original's config.json.
+        file: PathBuf,
+    },
+    /// Print the configuration in effect (every key, defaults included) as TOML.
+    Show,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,7 +120,11 @@ enum ApiKeyCommand {
         burst: Option<u32>,
     },
     /// List the keys: id, creation time, name, rate.
-    List,
+    List {
+        /// One JSON object per key, for scripts (times as Unix seconds).
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a key by its id.
     Revoke { id: String },
 }
@@ -106,8 +138,6 @@ enum JailCommand {
 
 #[derive(Debug, clap::Args)]
 struct JailRunArgs {
-    #[arg(long, short)]
-    config: Option<PathBuf>,
     /// Memory limit, e.g. "256MiB" (default: jails.memory_limit).
     #[arg(long)]
     memory: Option<Size>,
@@ -142,12 +172,27 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
-        Command::Serve { config } => serve::run(config),
-        Command::Init { config } => init(config),
-        Command::Jail { command: JailCommand::Run(args) } => jail_run::run(args),
-        Command::ApiKey { config, command } => api_key::run(config, command),
-        Command::Call(args) => call::run(args),
+    let config = cli.config;
+    let result = match (cli.command, cli.initialize) {
+        (Some(_), true) => Err(anyhow::anyhow!("-i initialises and exits: give it without a command")),
+        (None, true) | (Some(Command::Init), false) => init(config),
+        (None, false) | (Some(Command::Serve), false) => serve::run(config),
+        (Some(Command::Jail { command: JailCommand::Run(args) }), false) => jail_run::run(config, args),
+        (Some(Command::ApiKey { command }), false) => api_key::run(config, command),
+        (Some(Command::Call(args)), false) => call::run(args),
+        (Some(Command::Config { command }), false) => config_command(config, command),
+        (Some(Command::Completions { shell }), false) => {
+            // Into memory first: clap_complete panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "skyisland", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
+        (Some(Command::Man), false) => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,
@@ -158,13 +203,47 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line (a cause that its error's text already ends with
+/// is not repeated).
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    let mut line = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }
 
+/// The configuration, its warnings (keys of the original's that mean nothing here) on
+/// stderr.
 fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
-    Ok(Config::load(path.as_deref())?)
+    let (config, warnings) = Config::load(path.as_deref())?;
+    for warning in warnings {
+        eprintln!("skyisland: warning: {warning}");
+    }
+    Ok(config)
+}
+
+fn config_command(path: Option<PathBuf>, command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ConfigCommand::Convert { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if !text.trim_start().starts_with('{') {
+                anyhow::bail!("{} is not JSON (the original's format); TOML needs no converting", file.display());
+            }
+            print!("{}", Config::convert_json(&text, &file)?);
+        }
+        ConfigCommand::Show => {
+            let config = load(path)?;
+            print!("{}", toml::to_string(&config).context("printing the configuration")?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

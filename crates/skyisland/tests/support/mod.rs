@@ -251,11 +251,17 @@ pub struct Server {
 impl Server {
     /// Starts the server on 127.0.0.1:0 and waits until it listens.
     pub fn start(sandbox: &Sandbox) -> Server {
+        let config = sandbox.config();
+        Server::start_with(sandbox, &["serve".as_ref(), "--config".as_ref(), config.as_os_str()])
+    }
+
+    /// Starts `skyisland ARGS` and waits until it listens (on any address: it is reached
+    /// on loopback).
+    pub fn start_with(sandbox: &Sandbox, args: &[&std::ffi::OsStr]) -> Server {
         warm_go_cache(sandbox);
         let stderr = sandbox.path().join(format!("server-{}.log", rand_suffix()));
         let mut child = Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(sandbox.config())
+            .args(args)
             .env("RUST_LOG", "info,skyisland=debug")
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&stderr).unwrap())
@@ -277,6 +283,7 @@ impl Server {
                 panic!("the server did not start: {}", fs::read_to_string(&stderr).unwrap_or_default());
             }
         };
+        let url = url.replace("http://0.0.0.0:", "http://127.0.0.1:");
         let addr = url.trim_start_matches("http://").parse().unwrap();
         // Idle connections are given up before the server's keep-alive timeout closes them.
         let http = reqwest::Client::builder()
