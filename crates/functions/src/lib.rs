@@ -12,6 +12,7 @@ pub mod binaries;
 pub mod breaker;
 pub mod call;
 mod gate;
+pub mod golang;
 pub mod import_path;
 pub mod repos;
 pub mod results;
@@ -32,6 +33,7 @@ use tokio::sync::OnceCell;
 use crate::binaries::{BinaryCache, Built, Entry, Index, Meta};
 use crate::breaker::Breakers;
 use crate::call::Call;
+use crate::golang::GoToolchain;
 use crate::import_path::ImportPath;
 use crate::repos::Repos;
 use crate::results::{Results, Stored};
@@ -67,6 +69,9 @@ pub enum FunctionError {
     /// The repository's clone or checkout would exceed the build disk limit.
     #[error("{0}")]
     TooLarge(String),
+    /// No configured Go toolchain satisfies the module's `go` (or `toolchain`) line.
+    #[error("{0}")]
+    NoToolchain(String),
     #[error("build failed")]
     BuildFailed { output: String },
     #[error("the build took longer than {0:?}")]
@@ -366,13 +371,15 @@ impl Functions {
                 return Err(e);
             }
         };
+        let generator = inner.generator().await?;
+        let go = inner.toolchain_for(&repo, &path, &commit, generator).await?;
         let result_key = request.cache.unwrap_or(inner.config.cache.request_cache).then(|| {
             binaries::key(&[
                 "result",
                 &path.repo,
                 &commit,
                 &path.subdir,
-                &inner.toolchain.go_version,
+                &go.name,
                 if request.ip4 { "ip4" } else { "-" },
                 &call.normalized,
             ])
@@ -390,9 +397,7 @@ impl Functions {
                 cached_at_ms: Some(stored.stored_at_ms),
             });
         }
-        let generator = inner.generator().await?;
-
-        let (dispatcher, mut built) = match inner.binary(&repo, &path, &commit, generator, None).await {
+        let (dispatcher, mut built) = match inner.binary(&repo, &path, &commit, generator, &go, None).await {
             Ok(found) => {
                 admission.succeeded();
                 found
@@ -418,7 +423,7 @@ impl Functions {
                 (dispatcher, argv, "dispatch")
             }
             _ => {
-                let (entry, fresh) = inner.binary(&repo, &path, &commit, generator, Some(&call)).await?;
+                let (entry, fresh) = inner.binary(&repo, &path, &commit, generator, &go, Some(&call)).await?;
                 built |= fresh;
                 (entry, vec!["fn".to_owned()], "build")
             }
@@ -489,7 +494,7 @@ impl Inner {
     async fn generator(&self) -> Result<&Generator, FunctionError> {
         self.generator
             .get_or_try_init(|| async {
-                let mut parts: Vec<&str> = vec![self.toolchain.go_version.as_str()];
+                let mut parts: Vec<&str> = vec![self.toolchain.oldest().name.as_str()];
                 for (name, text) in GENERATOR {
                     parts.extend([name, text]);
                 }
@@ -530,6 +535,32 @@ impl Inner {
             .await
     }
 
+    /// The Go toolchain that builds the package: the one chosen before for this commit and
+    /// directory, or the oldest its go.mod allows (read from its checked-out sources).
+    async fn toolchain_for(
+        &self,
+        repo: &Arc<repos::Repo>,
+        path: &ImportPath,
+        commit: &str,
+        generator: &Generator,
+    ) -> Result<GoToolchain, FunctionError> {
+        let find = |name: &str| self.toolchain.gos.iter().find(|go| go.name == name).cloned();
+        // Remembered, and still configured.
+        if let Some(go) = self.repos.chosen_toolchain(repo, commit, &path.subdir).await.as_deref().and_then(find) {
+            return Ok(go);
+        }
+        let gomod = {
+            let _permit = self.build_gate.enter().await?;
+            let _reading = repo.state.read().await;
+            let sources = self.repos.sources(&self.jails, &generator.path, repo, commit).await?;
+            golang::read_gomod(&sources.path, &path.subdir)
+                .map_err(|e| FunctionError::PackageRefused(format!("cannot read the package's go.mod: {e}")))?
+        };
+        let go = golang::choose(&self.toolchain.gos, gomod.as_ref()).map_err(FunctionError::NoToolchain)?.clone();
+        self.repos.remember_toolchain(repo, commit, &path.subdir, &go.name).await?;
+        Ok(go)
+    }
+
     /// The dispatcher (`call` `None`) or the per-call binary of a package version, from
     /// the cache or built now; true when this request started the build.
     async fn binary(
@@ -538,6 +569,7 @@ impl Inner {
         path: &ImportPath,
         commit: &str,
         generator: &Generator,
+        go: &GoToolchain,
         call: Option<&Call>,
     ) -> Result<(Arc<Entry>, bool), FunctionError> {
         let call_text = call.map(|c| c.normalized.clone());
@@ -546,13 +578,14 @@ impl Inner {
             &path.repo,
             commit,
             &path.subdir,
-            &self.toolchain.go_version,
+            &go.name,
             &generator.hash,
             call_text.as_deref().unwrap_or("dispatch"),
         ]);
         let job = BuildJob {
             jails: self.jails.clone(),
             toolchain: self.toolchain.clone(),
+            go: go.clone(),
             repo: Arc::clone(repo),
             repos: Arc::clone(&self.repos),
             generator: generator.path.clone(),
@@ -634,6 +667,8 @@ impl Inner {
 struct BuildJob {
     jails: Jails,
     toolchain: Toolchain,
+    /// The toolchain that builds it.
+    go: GoToolchain,
     repo: Arc<repos::Repo>,
     repos: Arc<Repos>,
     generator: std::path::PathBuf,
@@ -726,19 +761,15 @@ impl BuildJob {
             None => format!("build {} dispatcher", self.path.full),
         };
         tracing::info!(key = %self.key, commit = %self.commit, "{label}");
+        let language = self.go.language();
         let report = self
             .toolchain
-            .run(
+            .run_with(
+                &self.go,
                 &self.jails,
                 label,
                 BUILD,
-                &[
-                    &self.path.repo,
-                    &self.path.subdir,
-                    &self.toolchain.go_language,
-                    &main_dir,
-                    self.call.as_deref().unwrap_or(""),
-                ],
+                &[&self.path.repo, &self.path.subdir, &language, &main_dir, self.call.as_deref().unwrap_or("")],
                 &[
                     Mount::new(sources.path.clone(), "src", true),
                     Mount::new(out.clone(), "out", true),
@@ -778,7 +809,13 @@ impl BuildJob {
                     (End::Exited, ExitStatus::Exited(GEN_REFUSED)) => {
                         Err(FunctionError::PackageRefused(output.trim().to_owned()))
                     }
-                    (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => Err(FunctionError::BuildFailed { output }),
+                    (End::Exited, ExitStatus::Exited(GEN_BUILD_FAILED)) => {
+                        let output = match self.toolchain.module_hint(&output) {
+                            Some(hint) => format!("{output}{hint}\n"),
+                            None => output,
+                        };
+                        Err(FunctionError::BuildFailed { output })
+                    }
                     (end, status) => {
                         Err(FunctionError::Internal(format!("the build jail ended with {end:?} {status:?}: {output}")))
                     }
@@ -796,6 +833,7 @@ fn shared_error(e: &FunctionError) -> FunctionError {
         FunctionError::BadRequest(m) => FunctionError::BadRequest(m.clone()),
         FunctionError::PackageRefused(m) => FunctionError::PackageRefused(m.clone()),
         FunctionError::TooLarge(m) => FunctionError::TooLarge(m.clone()),
+        FunctionError::NoToolchain(m) => FunctionError::NoToolchain(m.clone()),
         FunctionError::BuildFailed { output } => FunctionError::BuildFailed { output: output.clone() },
         FunctionError::BuildTimedOut(d) => FunctionError::BuildTimedOut(*d),
         FunctionError::Overloaded(o) => FunctionError::Overloaded(o.clone()),

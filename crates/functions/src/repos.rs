@@ -85,6 +85,9 @@ pub(crate) struct State {
     current: Option<String>,
     refs: BTreeMap<String, String>,
     commits: BTreeSet<String>,
+    /// The Go toolchain ("go1.22.5") chosen for a package ("<commit>/<subdir>").
+    #[serde(default)]
+    toolchains: BTreeMap<String, String>,
 }
 
 /// One repository's lock: resolving and busting take it exclusively, builds share it.
@@ -409,6 +412,26 @@ impl Repos {
             [commit] if is_commit(commit) => Ok(Fetched::Commit((*commit).to_owned())),
             _ => Err(unexpected()),
         }
+    }
+
+    /// The toolchain chosen before for the package in `subdir` at `commit`, if any.
+    pub async fn chosen_toolchain(&self, repo: &Repo, commit: &str, subdir: &str) -> Option<String> {
+        let key = format!("{commit}/{subdir}");
+        repo.state.read().await.as_ref().and_then(|state| state.toolchains.get(&key).cloned())
+    }
+
+    /// Remembers the toolchain chosen for the package in `subdir` at `commit`.
+    pub async fn remember_toolchain(
+        &self,
+        repo: &Repo,
+        commit: &str,
+        subdir: &str,
+        name: &str,
+    ) -> Result<(), FunctionError> {
+        let mut guard = repo.state.write().await;
+        let state = guard.get_or_insert_with(|| self.load(repo));
+        state.toolchains.insert(format!("{commit}/{subdir}"), name.to_owned());
+        self.save(repo, state)
     }
 
     /// Forgets the repository: its clone, its extracted sources and its state. Waits for

@@ -28,6 +28,8 @@ use skyisland_jail::{Bind, FileSpec, Launch, Limits, Network, Program, SlotKind}
 use skyisland_net::egress::{Egress, proxy_env};
 use skyisland_runner::{Jails, Output, RunError, RunReport, RunRequest};
 
+use crate::golang::{self, GoToolchain};
+
 /// Where the build jail's data appears inside it.
 pub const BUILD_MOUNT: &str = "/build";
 const SUBDIRS: [&str; 6] = ["repos", "src", "out", "tools", "gocache", "gomodcache"];
@@ -36,23 +38,17 @@ const GITCONFIG_PATH: &str = "/etc/skyisland-gitconfig";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
-    #[error("the Go toolchain {0:?} was not found: install golang-go or set go.program")]
-    NoGo(PathBuf),
-    #[error("`{program} {args}` failed: {message}")]
-    Probe { program: String, args: String, message: String },
+    #[error("{0}")]
+    Go(String),
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
 
-/// The host's Go and git, and how to run them in the build jail.
+/// The host's Go toolchains and git, and how to run them in the build jail.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
-    /// `go` as the build jail sees it.
-    pub go: PathBuf,
-    /// e.g. "go1.19.8".
-    pub go_version: String,
-    /// e.g. "1.19", for go.mod files written for repositories without one.
-    pub go_language: String,
+    /// The Go toolchains, oldest first (never empty). The oldest builds the generator.
+    pub gos: Vec<GoToolchain>,
     pub git: PathBuf,
     /// The build jail's data on the host.
     pub build_dir: PathBuf,
@@ -60,7 +56,15 @@ pub struct Toolchain {
     extra_binds: Vec<Bind>,
     /// Local directories that clone URLs are rewritten to (file://), bound read-only.
     file_roots: Vec<PathBuf>,
-    allow_downloads: bool,
+    /// Local module proxy directories (file:// entries of `go.proxy`) and where they are
+    /// bound (read-only) in build jails.
+    proxy_roots: Vec<(PathBuf, PathBuf)>,
+    /// Whether builds need the egress proxy: downloads allowed, or an http(s) module proxy.
+    build_network: bool,
+    /// Whether builds may add to the module cache (downloads, or a module proxy).
+    modcache_writable: bool,
+    /// The Go environment of builds that the configuration decides.
+    go_env: Vec<String>,
     egress: Arc<Egress>,
     limits: Limits,
     disk: u64,
@@ -96,40 +100,56 @@ pub enum NetworkNeed<'a> {
 }
 
 impl Toolchain {
-    /// Finds the toolchain and prepares the build jail's data directory.
+    /// Finds the toolchains and prepares the build jail's data directory.
     pub fn discover(config: &Config) -> Result<Toolchain, ToolchainError> {
-        let go = which(&config.go.program).ok_or_else(|| ToolchainError::NoGo(config.go.program.clone()))?;
-        let probe = |args: &[&str]| -> Result<String, ToolchainError> {
-            let out = std::process::Command::new(&go)
-                .args(args)
-                .env("GOTOOLCHAIN", "local")
-                .env("GOTELEMETRY", "off")
-                .output()
-                .map_err(|e| ToolchainError::Probe {
-                    program: go.display().to_string(),
-                    args: args.join(" "),
-                    message: e.to_string(),
-                })?;
-            if !out.status.success() {
-                return Err(ToolchainError::Probe {
-                    program: go.display().to_string(),
-                    args: args.join(" "),
-                    message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                });
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        };
-        let go_version = probe(&["env", "GOVERSION"])?;
-        let goroot = PathBuf::from(probe(&["env", "GOROOT"])?);
-        // "go1.19.8" → "1.19"
-        let go_language = go_version.trim_start_matches("go").split('.').take(2).collect::<Vec<_>>().join(".");
-        // Anything outside /usr must be bound into the jail at the same path.
+        let mut gos = golang::discover(&config.go.program, &config.go.toolchains).map_err(ToolchainError::Go)?;
+        // Toolchains outside /usr are bound read-only at /build/toolchains/<version>: what
+        // a build prints never shows where the operator keeps them.
         let mut extra_binds = Vec::new();
-        for dir in [&goroot] {
-            if !dir.starts_with("/usr") {
-                extra_binds.push(Bind { source: dir.clone(), target: dir.clone(), writable: false });
+        for go in &mut gos {
+            if go.goroot.starts_with("/usr") {
+                continue;
             }
+            let Ok(in_root) = go.go.strip_prefix(&go.goroot) else {
+                return Err(ToolchainError::Go(format!(
+                    "{} is not inside its GOROOT {}",
+                    go.go.display(),
+                    go.goroot.display()
+                )));
+            };
+            go.goroot_inside = Path::new(BUILD_MOUNT).join("toolchains").join(&go.name);
+            go.go_inside = go.goroot_inside.join(in_root);
+            extra_binds.push(Bind { source: go.goroot.clone(), target: go.goroot_inside.clone(), writable: false });
         }
+        // Local module proxies (file:// entries of go.proxy), likewise at /build/goproxy/<n>.
+        let mut proxy_roots = Vec::new();
+        let proxy = config.go.proxy.as_ref().map(|proxy| {
+            let entries: Vec<String> = proxy
+                .split_inclusive([',', '|'])
+                .map(|entry| {
+                    let (value, separator) = match entry.strip_suffix([',', '|']) {
+                        Some(value) => (value, &entry[value.len()..]),
+                        None => (entry, ""),
+                    };
+                    match value.strip_prefix("file://") {
+                        Some(path) => {
+                            let inside = format!("{BUILD_MOUNT}/goproxy/{}", proxy_roots.len());
+                            proxy_roots.push((PathBuf::from(path.trim_end_matches('/')), PathBuf::from(&inside)));
+                            format!("file://{inside}{separator}")
+                        }
+                        None => entry.to_owned(),
+                    }
+                })
+                .collect();
+            entries.concat()
+        });
+        let remote_proxy = config
+            .go
+            .proxy
+            .iter()
+            .flat_map(|p| p.split([',', '|']))
+            .any(|e| e.starts_with("http://") || e.starts_with("https://"));
+        let allow_downloads = config.go.allow_module_downloads;
         let file_roots: BTreeSet<PathBuf> = config
             .git
             .url_rewrite
@@ -142,15 +162,16 @@ impl Toolchain {
         prepare_build_dir(&build_dir, config.jails.uid_base)?;
         let j = &config.jails;
         Ok(Toolchain {
-            go,
-            go_version,
-            go_language,
+            go_env: go_env(config, proxy.as_deref()),
+            gos,
             git: config.git.program.clone(),
             build_dir,
             build_uid: j.uid_base,
             extra_binds,
             file_roots: file_roots.into_iter().collect(),
-            allow_downloads: config.go.allow_module_downloads,
+            proxy_roots,
+            build_network: allow_downloads || remote_proxy,
+            modcache_writable: allow_downloads || config.go.proxy.is_some(),
             egress: Egress::new(config.git.allow_hosts.clone()),
             limits: Limits {
                 memory: j.build_memory_limit.bytes() + j.build_disk_limit.bytes(),
@@ -161,6 +182,21 @@ impl Toolchain {
             timeout: j.build_timeout.get(),
             output_limit: 4 << 20,
         })
+    }
+
+    /// What to add to a build's output that failed for want of a module this server may
+    /// not fetch (go says only that it cannot write the module cache).
+    pub fn module_hint(&self, output: &str) -> Option<&'static str> {
+        (!self.modcache_writable && output.contains("/build/gomodcache") && output.contains("read-only file system"))
+            .then_some(
+                "Sky Island: this server has no module proxy ([go] proxy) and does not download modules \
+                 ([go] allow_module_downloads): a package whose dependencies are not vendored (go mod vendor) cannot be built here.",
+            )
+    }
+
+    /// The oldest toolchain: it builds the generator, and repositories without a go.mod.
+    pub fn oldest(&self) -> &GoToolchain {
+        &self.gos[0]
     }
 
     /// The host path of `<build data>/<rel>`.
@@ -196,9 +232,24 @@ impl Toolchain {
     }
 
     /// Runs `script` with `sh -c` in a fresh build jail that sees `mounts` below `/build`
-    /// (besides Go's caches), with `args` as `$1`...
+    /// (besides Go's caches), with `args` as `$1`..., and `$GO` the oldest toolchain.
     pub async fn run(
         &self,
+        jails: &Jails,
+        label: String,
+        script: &str,
+        args: &[&str],
+        mounts: &[Mount],
+        network: NetworkNeed<'_>,
+    ) -> Result<RunReport, RunError> {
+        self.run_with(self.oldest(), jails, label, script, args, mounts, network).await
+    }
+
+    /// [`Toolchain::run`] with `$GO` the toolchain `go`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_with(
+        &self,
+        go: &GoToolchain,
         jails: &Jails,
         label: String,
         script: &str,
@@ -212,7 +263,7 @@ impl Toolchain {
         binds.extend(self.extra_binds.iter().cloned());
         let caches = [
             Mount::new(self.host_path("gocache"), "gocache", true),
-            Mount::new(self.host_path("gomodcache"), "gomodcache", self.allow_downloads),
+            Mount::new(self.host_path("gomodcache"), "gomodcache", self.modcache_writable),
         ];
         binds.extend(caches.iter().chain(mounts).map(|m| Bind {
             source: m.host.clone(),
@@ -229,10 +280,17 @@ impl Toolchain {
                 false
             }
             NetworkNeed::Clone { .. } => true,
-            NetworkNeed::Build => self.allow_downloads,
+            NetworkNeed::Build => {
+                binds.extend(self.proxy_roots.iter().filter(|(root, _)| root.is_dir()).map(|(root, inside)| Bind {
+                    source: root.clone(),
+                    target: inside.clone(),
+                    writable: false,
+                }));
+                self.build_network
+            }
             NetworkNeed::None => false,
         };
-        let mut env = self.env();
+        let mut env = self.env(go);
         if egress {
             env.extend(proxy_env());
         }
@@ -262,14 +320,15 @@ impl Toolchain {
         jails.run(request).await
     }
 
-    fn env(&self) -> Vec<String> {
+    fn env(&self, go: &GoToolchain) -> Vec<String> {
         let b = BUILD_MOUNT;
         let mut env = vec![
             "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
             "HOME=/tmp".to_owned(),
             "TMPDIR=/tmp".to_owned(),
             "LANG=C".to_owned(),
-            format!("GO={}", self.go.display()),
+            format!("GO={}", go.go_inside.display()),
+            format!("GOROOT={}", go.goroot_inside.display()),
             format!("GIT={}", self.git.display()),
             format!("GOCACHE={b}/gocache"),
             format!("GOMODCACHE={b}/gomodcache"),
@@ -280,18 +339,37 @@ impl Toolchain {
             "GOTOOLCHAIN=local".to_owned(),
             "GOWORK=off".to_owned(),
             "GOTELEMETRY=off".to_owned(),
-            "GOFLAGS=-buildvcs=false".to_owned(),
             "GIT_CONFIG_NOSYSTEM=1".to_owned(),
             "GIT_TERMINAL_PROMPT=0".to_owned(),
             "GIT_ASKPASS=/bin/false".to_owned(),
             format!("GIT_CEILING_DIRECTORIES={b}"),
             format!("GIT_CONFIG_GLOBAL={GITCONFIG_PATH}"),
         ];
-        if !self.allow_downloads {
-            env.extend(["GOPROXY=off".to_owned(), "GOSUMDB=off".to_owned()]);
-        }
+        env.extend(self.go_env.iter().cloned());
         env
     }
+}
+
+/// The Go environment the configuration decides: where modules come from (a vendor
+/// directory needs none of it), whether sums are checked against a database, and what the
+/// operator passes through (`go.env`).
+fn go_env(config: &Config, proxy: Option<&str>) -> Vec<String> {
+    let go = &config.go;
+    let mut env = Vec::new();
+    match (proxy, go.allow_module_downloads) {
+        (Some(proxy), _) => env.push(format!("GOPROXY={proxy}")),
+        // Go's own default: proxy.golang.org, then the origin.
+        (None, true) => {}
+        (None, false) => env.push("GOPROXY=off".to_owned()),
+    }
+    // Without downloads there is no checksum database to ask: go.sum alone is checked.
+    if !go.env.contains_key("GOSUMDB") && !go.allow_module_downloads {
+        env.push("GOSUMDB=off".to_owned());
+    }
+    let flags = go.env.get("GOFLAGS").map_or(String::new(), |f| format!(" {f}"));
+    env.push(format!("GOFLAGS=-buildvcs=false{flags}"));
+    env.extend(go.env.iter().filter(|(name, _)| *name != "GOFLAGS").map(|(name, value)| format!("{name}={value}")));
+    env
 }
 
 /// git configuration of the build jail: no hooks, local clones allowed, repositories
@@ -419,7 +497,7 @@ pub fn tree_size(path: &Path) -> std::io::Result<u64> {
 }
 
 /// Resolves a program name on PATH (or takes a path as it is), following symlinks.
-fn which(program: &Path) -> Option<PathBuf> {
+pub(crate) fn which(program: &Path) -> Option<PathBuf> {
     let found = if program.components().count() > 1 {
         Some(program.to_owned())
     } else {

@@ -22,6 +22,12 @@ async fn health_and_admin_authentication() {
     let sha = health["git_sha"].as_str().unwrap();
     assert!(sha == "unknown" || sha.len() >= 40, "{sha}");
     assert_eq!(health["jails"]["capacity"], support::MAX_JAILS);
+    // Debian's Go and the current one scripts/setup.sh installs, oldest first.
+    let toolchains: Vec<&str> =
+        health["toolchains"].as_array().unwrap().iter().map(|t| t["version"].as_str().unwrap()).collect();
+    assert!(toolchains.len() >= 2 && toolchains[0].starts_with("go1.19"), "{health}");
+    assert!(toolchains.contains(&"go1.27.3"), "{health}");
+    assert_eq!(health["go"], toolchains[0]);
 
     for path in ["/api/v1/admin/jails", "/api/v1/admin/api-stats", "/api/v1/admin/jail/x"] {
         let r = server.http.get(format!("{}{path}", server.url)).send().await.unwrap();
@@ -121,6 +127,7 @@ async fn health_and_admin_authentication() {
     let page = tokio::task::block_in_place(|| dashboard(None));
     assert_eq!(page["status"]["text"], "ok", "{page}");
     assert!(page["build"]["text"].as_str().unwrap().contains(env!("CARGO_PKG_VERSION")), "{page}");
+    assert!(page["build"]["text"].as_str().unwrap().contains("Go toolchains: go1."), "{page}");
     let system = page["system"]["text"].as_array().unwrap();
     assert!(
         system.iter().any(|row| row[0] == "jails running"

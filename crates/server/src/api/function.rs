@@ -116,7 +116,8 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
         FunctionError::NotExported { .. }
         | FunctionError::PackageRefused(_)
         | FunctionError::Argument(_)
-        | FunctionError::TooLarge(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+        | FunctionError::TooLarge(_)
+        | FunctionError::NoToolchain(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
         FunctionError::BuildFailed { output } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with("output", output)
         }

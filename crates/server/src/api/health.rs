@@ -41,7 +41,12 @@ pub async fn healthcheck(State(app): State<Arc<App>>) -> Json<Value> {
         "request_cache": { "bytes": caches.request_cache_bytes, "entries": caches.request_cache_entries },
         "redis": caches.redis,
         "open_circuits": caches.open_circuits,
-        "go": app.functions.toolchain().go_version,
+        // The oldest toolchain (it builds repositories without a go.mod), and all of them.
+        "go": app.functions.toolchain().oldest().name,
+        "toolchains": app.functions.toolchain().gos.iter().map(|go| json!({
+            "version": go.name,
+            "go": go.go,
+        })).collect::<Vec<_>>(),
         "open_files_limit": rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
     }))
 }

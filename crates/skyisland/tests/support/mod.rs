@@ -566,7 +566,16 @@ pub fn attack() -> PathBuf {
 fn warm_go_cache(sandbox: &Sandbox) {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     let template = TEMPLATE.get_or_init(|| {
-        let template = scratch().join("gocache-template");
+        // Debian's Go and the ones scripts/setup.sh installs.
+        let mut toolchains = vec![PathBuf::from("go")];
+        if let Ok(dirs) = fs::read_dir("/opt/skyisland/toolchains") {
+            let mut found: Vec<PathBuf> =
+                dirs.flatten().map(|d| d.path().join("go/bin/go")).filter(|go| go.is_file()).collect();
+            found.sort();
+            toolchains.extend(found);
+        }
+        let names: Vec<String> = toolchains.iter().map(|go| go.display().to_string()).collect();
+        let template = scratch().join(format!("gocache-template-{}", stable_name(&names)));
         if template.join("READY").exists() {
             return template;
         }
@@ -581,16 +590,18 @@ fn warm_go_cache(sandbox: &Sandbox) {
             "package main\n\nimport (\n\t_ \"fmt\"\n\t_ \"go/constant\"\n\t_ \"go/token\"\n\t_ \"os\"\n\t_ \"reflect\"\n\t_ \"strings\"\n\t_ \"errors\"\n\t_ \"time\"\n)\n\nfunc main() {}\n",
         )
         .unwrap();
-        for dir in ["gen", "dispatch"] {
-            run(Command::new("go")
-                .args(["build", "-trimpath", "-mod=mod", "-ldflags=-s -w", "-o", "/dev/null", "."])
-                .current_dir(warm.join(dir))
-                .env("GOCACHE", &template)
-                .env("CGO_ENABLED", "0")
-                .env("GO111MODULE", "on")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "-buildvcs=false")
-                .env("GOPROXY", "off"));
+        for go in &toolchains {
+            for dir in ["gen", "dispatch"] {
+                run(Command::new(go)
+                    .args(["build", "-trimpath", "-mod=mod", "-ldflags=-s -w", "-o", "/dev/null", "."])
+                    .current_dir(warm.join(dir))
+                    .env("GOCACHE", &template)
+                    .env("CGO_ENABLED", "0")
+                    .env("GO111MODULE", "on")
+                    .env("GOTOOLCHAIN", "local")
+                    .env("GOFLAGS", "-buildvcs=false")
+                    .env("GOPROXY", "off"));
+            }
         }
         fs::write(template.join("READY"), "").unwrap();
         template
@@ -600,6 +611,14 @@ fn warm_go_cache(sandbox: &Sandbox) {
         fs::create_dir_all(target.parent().unwrap()).unwrap();
         run(Command::new("cp").arg("-al").arg(template).arg(&target));
     }
+}
+
+/// A short stable name for a list of strings.
+fn stable_name(parts: &[String]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// Waits until the future `f` makes is true, or fails after `timeout`.

@@ -45,7 +45,8 @@ function duration(seconds) {
 async function system() {
   try {
     const h = await (await fetch("/healthcheck", { cache: "no-store" })).json();
-    document.getElementById("build").textContent = `version ${h.version}, build ${h.git_sha}, ${h.go || "no Go toolchain"}`;
+    const toolchains = (h.toolchains || []).map((t) => t.version).join(", ");
+    document.getElementById("build").textContent = `version ${h.version}, build ${h.git_sha}, Go toolchains: ${toolchains || "none"}`;
     const status = document.getElementById("status");
     status.textContent = h.status;
     status.className = h.status;
