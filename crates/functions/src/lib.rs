@@ -96,6 +96,10 @@ pub enum FunctionError {
     /// The repository's circuit breaker is open.
     #[error(transparent)]
     CircuitOpen(#[from] breaker::Open),
+    /// A `cache_bust` dropped the repository's clone while this request was using it.
+    /// Requests resolve again (up to four times) before answering it, as 503.
+    #[error("the repository's caches were busted while this request was using them; try again")]
+    Busted,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -359,74 +363,35 @@ impl Functions {
             metrics::counter!("skyisland_cache_busts_total", "scope" => if full { "full" } else { "results" })
                 .increment(1);
         }
-        let commit = match inner.repos.resolve(&inner.jails, &repo, &url, request.version.as_deref()).await {
-            Ok(commit) => commit,
-            Err(e) => {
-                if matches!(
-                    e,
-                    FunctionError::RepoNotFound { .. } | FunctionError::CloneFailed { .. } | FunctionError::TooLarge(_)
-                ) {
-                    admission.failed();
+        // A `cache_bust` by another request between resolving and building drops what
+        // this one resolved: resolve again.
+        let mut attempts = 0;
+        let mut dispatcher_ok = false;
+        let located = loop {
+            attempts += 1;
+            match inner.locate(request, &path, &call, &repo, &url, &mut dispatcher_ok).await {
+                Err(FunctionError::Busted) if attempts < 5 => {
+                    tracing::debug!(repo = %path.repo, attempts, "busted while resolving; resolving again");
                 }
-                return Err(e);
+                other => break other,
             }
         };
-        let generator = inner.generator().await?;
-        let go = inner.toolchain_for(&repo, &path, &commit, generator).await?;
-        let result_key = request.cache.unwrap_or(inner.config.cache.request_cache).then(|| {
-            binaries::key(&[
-                "result",
-                &path.repo,
-                &commit,
-                &path.subdir,
-                &go.name,
-                if request.ip4 { "ip4" } else { "-" },
-                &call.normalized,
-            ])
-        });
-        if let Some(key) = &result_key
-            && let Some((stored, tier)) = inner.cached_result(key).await
-        {
-            return Ok(Answer {
-                data: stored.data,
-                commit: stored.commit,
-                path: if stored.path == "build" { "build" } else { "dispatch" },
-                built: false,
-                run_time: Duration::ZERO,
-                cache: CacheUse::Hit { tier },
-                cached_at_ms: Some(stored.stored_at_ms),
-            });
+        // The circuit breaker counts what the repository itself caused: a clone or a
+        // dispatcher build that failed, or its success.
+        match &located {
+            _ if dispatcher_ok => admission.succeeded(),
+            Err(
+                FunctionError::RepoNotFound { .. }
+                | FunctionError::CloneFailed { .. }
+                | FunctionError::TooLarge(_)
+                | FunctionError::BuildFailed { .. }
+                | FunctionError::BuildTimedOut(_),
+            ) => admission.failed(),
+            _ => {}
         }
-        let (dispatcher, mut built) = match inner.binary(&repo, &path, &commit, generator, &go, None).await {
-            Ok(found) => {
-                admission.succeeded();
-                found
-            }
-            Err(e) => {
-                if matches!(
-                    e,
-                    FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_) | FunctionError::TooLarge(_)
-                ) {
-                    admission.failed();
-                }
-                return Err(e);
-            }
-        };
-        let index = &dispatcher.index;
-        if !index.exports(&call.name) {
-            return Err(FunctionError::NotExported { package: index.import_path.clone(), name: call.name.clone() });
-        }
-        let (entry, argv, how) = match &call.literal_args {
-            Some(args) if index.dispatchable(&call.name) => {
-                let mut argv = vec!["fn".to_owned(), call.name.clone()];
-                argv.extend(args.iter().map(call::Arg::encode));
-                (dispatcher, argv, "dispatch")
-            }
-            _ => {
-                let (entry, fresh) = inner.binary(&repo, &path, &commit, generator, &go, Some(&call)).await?;
-                built |= fresh;
-                (entry, vec!["fn".to_owned()], "build")
-            }
+        let Located { commit, result_key, entry, argv, how, built } = match located? {
+            Found::Cached(answer) => return Ok(answer),
+            Found::Ready(located) => located,
         };
         let network = match &inner.network {
             Some(network) if request.ip4 => Some(network.request(&request.call).map_err(|e| match e {
@@ -469,7 +434,83 @@ async fn purge_expired(results: Weak<Results>, every: Duration) {
     }
 }
 
+/// What a call runs, once resolved and built.
+struct Located {
+    commit: String,
+    result_key: Option<String>,
+    entry: Arc<Entry>,
+    argv: Vec<String>,
+    how: &'static str,
+    built: bool,
+}
+
+enum Found {
+    /// The result is in a cache: the answer.
+    Cached(Answer),
+    Ready(Located),
+}
+
 impl Inner {
+    /// Resolves the version, chooses the toolchain, and finds the stored result or the
+    /// binary to run (building it if needed). Sets `dispatcher_ok` once the package's
+    /// dispatcher is there.
+    async fn locate(
+        &self,
+        request: &Request,
+        path: &ImportPath,
+        call: &Call,
+        repo: &Arc<repos::Repo>,
+        url: &str,
+        dispatcher_ok: &mut bool,
+    ) -> Result<Found, FunctionError> {
+        let commit = self.repos.resolve(&self.jails, repo, url, request.version.as_deref()).await?;
+        let generator = self.generator().await?;
+        let go = self.toolchain_for(repo, path, &commit, generator).await?;
+        let result_key = request.cache.unwrap_or(self.config.cache.request_cache).then(|| {
+            binaries::key(&[
+                "result",
+                &path.repo,
+                &commit,
+                &path.subdir,
+                &go.name,
+                if request.ip4 { "ip4" } else { "-" },
+                &call.normalized,
+            ])
+        });
+        if let Some(key) = &result_key
+            && let Some((stored, tier)) = self.cached_result(key).await
+        {
+            return Ok(Found::Cached(Answer {
+                data: stored.data,
+                commit: stored.commit,
+                path: if stored.path == "build" { "build" } else { "dispatch" },
+                built: false,
+                run_time: Duration::ZERO,
+                cache: CacheUse::Hit { tier },
+                cached_at_ms: Some(stored.stored_at_ms),
+            }));
+        }
+        let (dispatcher, mut built) = self.binary(repo, path, &commit, generator, &go, None).await?;
+        *dispatcher_ok = true;
+        let index = &dispatcher.index;
+        if !index.exports(&call.name) {
+            return Err(FunctionError::NotExported { package: index.import_path.clone(), name: call.name.clone() });
+        }
+        let (entry, argv, how) = match &call.literal_args {
+            Some(args) if index.dispatchable(&call.name) => {
+                let mut argv = vec!["fn".to_owned(), call.name.clone()];
+                argv.extend(args.iter().map(call::Arg::encode));
+                (dispatcher, argv, "dispatch")
+            }
+            _ => {
+                let (entry, fresh) = self.binary(repo, path, &commit, generator, &go, Some(call)).await?;
+                built |= fresh;
+                (entry, vec!["fn".to_owned()], "build")
+            }
+        };
+        Ok(Found::Ready(Located { commit, result_key, entry, argv, how, built }))
+    }
+
     /// A stored result from memory, or from Redis (then kept in memory too).
     async fn cached_result(&self, key: &str) -> Option<(Stored, &'static str)> {
         if let Some(stored) = self.results.get(key) {
@@ -551,7 +592,7 @@ impl Inner {
         }
         let gomod = {
             let _permit = self.build_gate.enter().await?;
-            let _reading = repo.state.read().await;
+            let _reading = self.repos.hold_commit(repo, commit).await?;
             let sources = self.repos.sources(&self.jails, &generator.path, repo, commit).await?;
             golang::read_gomod(&sources.path, &path.subdir)
                 .map_err(|e| FunctionError::PackageRefused(format!("cannot read the package's go.mod: {e}")))?
@@ -748,7 +789,7 @@ impl BuildJob {
     async fn build(&self) -> Result<Built, FunctionError> {
         let _permit = self.gate.enter().await?;
         // Keep `cache_bust` from removing the sources while they are being built.
-        let _reading = self.repo.state.read().await;
+        let _reading = self.repos.hold_commit(&self.repo, &self.commit).await?;
         let sources = self.repos.sources(&self.jails, &self.generator, &self.repo, &self.commit).await?;
         let out_rel = format!("out/{}-{:x}", self.key, rand::random::<u32>());
         let out = self
@@ -839,6 +880,7 @@ fn shared_error(e: &FunctionError) -> FunctionError {
         FunctionError::Overloaded(o) => FunctionError::Overloaded(o.clone()),
         FunctionError::Unavailable(m) => FunctionError::Unavailable(m.clone()),
         FunctionError::Internal(m) => FunctionError::Internal(m.clone()),
+        FunctionError::Busted => FunctionError::Busted,
         other => FunctionError::Internal(other.to_string()),
     }
 }

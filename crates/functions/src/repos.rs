@@ -414,6 +414,22 @@ impl Repos {
         }
     }
 
+    /// The repository's lock, shared, for work on `commit`'s sources (checking out,
+    /// building): a `cache_bust` waits for it. [`FunctionError::Busted`] when a bust has
+    /// dropped the clone since the commit was resolved: the caller resolves again.
+    pub(crate) async fn hold_commit<'a>(
+        &self,
+        repo: &'a Repo,
+        commit: &str,
+    ) -> Result<tokio::sync::RwLockReadGuard<'a, Option<State>>, FunctionError> {
+        let guard = repo.state.read().await;
+        if guard.as_ref().is_some_and(|state| state.commits.contains(commit)) {
+            Ok(guard)
+        } else {
+            Err(FunctionError::Busted)
+        }
+    }
+
     /// The toolchain chosen before for the package in `subdir` at `commit`, if any.
     pub async fn chosen_toolchain(&self, repo: &Repo, commit: &str, subdir: &str) -> Option<String> {
         let key = format!("{commit}/{subdir}");

@@ -4,6 +4,8 @@
 mod support;
 
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use support::{Repo, Sandbox, Server, root_or_skip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +212,83 @@ async fn version_and_cache_bust() {
         (Some("v2"), Some(second.as_str()), Some(true))
     );
     assert_eq!(server.data(url, "Version()").await, "v2");
+    server.stop();
+    sandbox.assert_clean();
+}
+
+/// A `cache_bust` drops the clone and sources under calls that resolved their commit a
+/// moment before and have not yet checked it out or built it: they resolve again, and
+/// every call gets its answer (not a 500 for a clone that vanished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busts_racing_calls_cost_no_answer() {
+    if !root_or_skip("busts_racing_calls_cost_no_answer") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.extra_config = "[cache]\nbust_interval = \"0s\"\n".into();
+    let geo = Repo::from_fixture(&sandbox, "acme", "geo", "geo");
+    let mut server = Server::start(&sandbox);
+    let url = geo.import_path.clone();
+    assert_eq!(server.data(&url, "Sum(1, 2)").await, "3");
+    let post = |http: reqwest::Client, base: String, body: Value| async move {
+        let response = http.post(format!("{base}/api/v1/function")).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let busting = Arc::new(AtomicBool::new(true));
+    let busters: Vec<_> = (0..2)
+        .map(|b| {
+            let (http, base, url) = (server.http.clone(), server.url.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..4 {
+                    let call = format!("Sum({b}, {i})");
+                    let body = json!({"url": url, "call": call, "cache_bust": true});
+                    answers.push((call, post(http.clone(), base.clone(), body).await));
+                }
+                answers
+            })
+        })
+        .collect();
+    let callers: Vec<_> = (0..2)
+        .map(|c| {
+            let (http, base, url, busting) =
+                (server.http.clone(), server.url.clone(), url.clone(), Arc::clone(&busting));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut i = 100;
+                while busting.load(Ordering::SeqCst) {
+                    i += 1;
+                    let call = format!("Sum({c}, {i})");
+                    let body = json!({"url": url, "call": call});
+                    answers.push((call, post(http.clone(), base.clone(), body).await));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for buster in busters {
+        answers.extend(buster.await.unwrap());
+    }
+    busting.store(false, Ordering::SeqCst);
+    for caller in callers {
+        answers.extend(caller.await.unwrap());
+    }
+    let wrong: Vec<String> = answers
+        .iter()
+        .filter(|(call, (status, body))| {
+            let sum: i64 = call
+                .trim_start_matches("Sum(")
+                .trim_end_matches(')')
+                .split(", ")
+                .map(|n| n.parse::<i64>().unwrap())
+                .sum();
+            *status != 200 || body["data"].as_str() != Some(sum.to_string().as_str())
+        })
+        .map(|(call, (status, body))| format!("{call} → {status} {body}"))
+        .collect();
+    assert!(wrong.is_empty(), "{} of {} calls went wrong:\n{}", wrong.len(), answers.len(), wrong.join("\n"));
     server.stop();
     sandbox.assert_clean();
 }

@@ -136,7 +136,7 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
             tracing::error!(error = %message, "internal error");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, skyisland_functions::repos::redact_locations(&message))
         }
-        FunctionError::Overloaded(_) | FunctionError::NoAddress(_) => {
+        FunctionError::Overloaded(_) | FunctionError::NoAddress(_) | FunctionError::Busted => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
         }
         FunctionError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(30),
