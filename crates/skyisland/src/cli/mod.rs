@@ -3,6 +3,7 @@
 
 mod api_key;
 mod call;
+mod doctor;
 mod jail_run;
 mod serve;
 
@@ -63,6 +64,9 @@ enum Command {
     },
     /// Print the manual page (roff): `skyisland man > skyisland.1`.
     Man,
+    /// Check the host: what Sky Island needs, what is there, what to do about the rest.
+    /// Exits 1 if something needed is missing (`serve` runs the same checks first).
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +193,7 @@ pub fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from)
         }
+        (Some(Command::Doctor), false) => load(config).map(|config| doctor::run(&config)),
         (Some(Command::Man), false) => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map(|()| ExitCode::SUCCESS)

@@ -17,6 +17,9 @@ use super::load;
 pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load(config)?);
     skyisland_runner::machine::require_root("serve")?;
+    if let Some(missing) = super::doctor::missing(&config) {
+        anyhow::bail!("this host lacks what Sky Island needs (see `skyisland doctor`): {missing}");
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr);
