@@ -1,7 +1,12 @@
 //! How long a jail costs: a trivial static program run N times (a) with plain fork+exec,
 //! (b) in a jail made inside this process the way the server makes them (no CLI start-up),
-//! (c) through `skyisland jail run`, (d) through bubblewrap with comparable isolation, and
-//! (e) through crun.
+//! warm and cold, (c) through `skyisland jail run`, (d) through bubblewrap with comparable
+//! isolation, bare and inside cgroups with Sky Island's limits, and (e) through crun.
+//!
+//! Variants are interleaved, one run of each in turn (the starting one rotating), after the
+//! same warm-up, so that the machine's noise falls on all alike: (b)'s two in this process,
+//! the others in a helper (`external`) in a private mount namespace, where crun can be
+//! given a cgroup view it accepts.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,9 +21,10 @@ use skyisland_runner::{End, Jails, Output, RunRequest};
 use crate::stats::{self, Summary, summarize};
 
 const TRIVIAL_C: &str = "int main(void) { return 0; }\n";
-/// Runs a command in fresh memory, pids and cpu cgroups (v1) with Sky Island's default
-/// limits, and removes them afterwards: what bubblewrap needs around it for limits
-/// comparable to a Sky Island jail's.
+/// Runs a command in fresh cgroups with Sky Island's default limits (memory, pids, cpu),
+/// and removes them afterwards: what bubblewrap needs around it for limits comparable to a
+/// Sky Island jail's. cgroup v2 (one group) when /sys/fs/cgroup is the unified hierarchy,
+/// v1 (three) otherwise.
 const CGROUP_WRAPPER_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,21 +32,34 @@ const CGROUP_WRAPPER_C: &str = r#"
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-static const char *ctl[] = {"memory", "pids", "cpu"};
-static void put(const char *c, const char *name, const char *file, const char *value) {
-    char path[512]; snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s/%s", c, name, file);
+static void put(const char *dir, const char *file, const char *value) {
+    char path[512]; snprintf(path, sizeof path, "%s/%s", dir, file);
     FILE *f = fopen(path, "w"); if (!f || fputs(value, f) < 0 || fclose(f)) { perror(path); exit(1); }
 }
 int main(int argc, char **argv) {
-    char name[64], path[512]; snprintf(name, sizeof name, "bench-bwrap-%d", getpid());
-    for (int i = 0; i < 3; i++) { snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", ctl[i], name); if (mkdir(path, 0755)) { perror(path); return 1; } }
-    put("memory", name, "memory.limit_in_bytes", "335544320");
-    put("pids", name, "pids.max", "64");
-    put("cpu", name, "cpu.cfs_quota_us", "100000");
+    char dirs[3][256]; int n;
+    int v2 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;
+    if (v2) {
+        n = 1; snprintf(dirs[0], sizeof dirs[0], "/sys/fs/cgroup/bench-bwrap-%d", getpid());
+        if (mkdir(dirs[0], 0755)) { perror(dirs[0]); return 1; }
+        put(dirs[0], "memory.max", "335544320");
+        put(dirs[0], "pids.max", "64");
+        put(dirs[0], "cpu.max", "100000 100000");
+    } else {
+        static const char *ctl[] = {"memory", "pids", "cpu"};
+        n = 3;
+        for (int i = 0; i < 3; i++) {
+            snprintf(dirs[i], sizeof dirs[i], "/sys/fs/cgroup/%s/bench-bwrap-%d", ctl[i], getpid());
+            if (mkdir(dirs[i], 0755)) { perror(dirs[i]); return 1; }
+        }
+        put(dirs[0], "memory.limit_in_bytes", "335544320");
+        put(dirs[1], "pids.max", "64");
+        put(dirs[2], "cpu.cfs_quota_us", "100000");
+    }
     pid_t child = fork();
-    if (child == 0) { for (int i = 0; i < 3; i++) put(ctl[i], name, "cgroup.procs", "0"); execvp(argv[1], argv + 1); perror(argv[1]); _exit(127); }
+    if (child == 0) { for (int i = 0; i < n; i++) put(dirs[i], "cgroup.procs", "0"); execvp(argv[1], argv + 1); perror(argv[1]); _exit(127); }
     int status; waitpid(child, &status, 0);
-    for (int i = 0; i < 3; i++) { snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", ctl[i], name); while (rmdir(path)) usleep(100); }
+    for (int i = 0; i < n; i++) while (rmdir(dirs[i])) usleep(100);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 "#;
@@ -51,6 +70,12 @@ pub struct Args {
     pub runs: usize,
     pub dir: PathBuf,
 }
+
+/// Untimed runs of every variant before the timed ones.
+const WARM_UP: usize = 10;
+
+/// The variants run by the `external` helper, in the order of their first round.
+const EXTERNAL: [&str; 5] = ["fork+exec", "skyisland jail run", "bubblewrap", "bubblewrap in cgroups", "crun"];
 
 /// The bench's own configuration: data and slots of its own.
 pub fn config(dir: &Path) -> anyhow::Result<(PathBuf, Config)> {
@@ -93,121 +118,163 @@ fn check(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn time_command(runs: usize, mut make: impl FnMut() -> Command) -> anyhow::Result<Summary> {
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let mut cmd = make();
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let started = Instant::now();
-        let out = cmd.output()?;
-        samples.push(started.elapsed());
-        if !out.status.success() {
-            bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-    Ok(summarize(&mut samples))
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     fs::create_dir_all(&args.dir)?;
     let (config_path, config) = config(&args.dir)?;
     skyisland_runner::machine::init(&config)?;
     let programs = programs(&args.dir)?;
-    // (a) fork+exec, measured before any thread exists, like everything in this process.
-    let mut plain = Vec::new();
-    for (_, program) in &programs {
-        plain.push(time_command(args.runs, || Command::new(program))?);
+    let wrapper_c = args.dir.join("cgwrap.c");
+    fs::write(&wrapper_c, CGROUP_WRAPPER_C)?;
+    let wrapper = args.dir.join("cgwrap");
+    check(Command::new("gcc").args(["-O2", "-o"]).arg(&wrapper).arg(&wrapper_c))?;
+    let base = config.data_dir.join("base");
+    for (i, (_, program)) in programs.iter().enumerate() {
+        crun_bundle(&args.dir.join(format!("crun-bundle-{i}")), &base, program)?;
     }
-    // (b) in this process, as the server does it.
-    let jails = Jails::open(&config)?;
+    // (a), (c), (d), (e): interleaved, in the helper, before any thread of ours exists.
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private"])
+        .arg(std::env::current_exe()?)
+        .arg("external")
+        .arg(&args.dir)
+        .arg(&config_path)
+        .arg(args.runs.to_string())
+        .args(programs.iter().map(|(_, p)| p))
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("the external variants failed");
+    }
+    let mut external: Vec<Vec<Vec<Duration>>> = vec![vec![Vec::new(); EXTERNAL.len()]; programs.len()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if let [program, variant, nanos] = fields[..] {
+            external[program.parse::<usize>()?][variant.parse::<usize>()?].push(Duration::from_nanos(nanos.parse()?));
+        }
+    }
+    // (b): warm and cold jails made in this process, as the server makes them.
+    let mut cold_config = config.clone();
+    cold_config.jails.warm_jails = 0;
+    let warm_jails = Jails::open(&config)?;
+    let cold_jails = Jails::open(&cold_config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut inside = Vec::new();
     let mut throughput = Vec::new();
     for (_, program) in &programs {
-        inside.push(runtime.block_on(in_server(&jails, &config, program, args.runs))?);
+        inside.push(runtime.block_on(in_server(
+            &[(&warm_jails, &config), (&cold_jails, &cold_config)],
+            program,
+            args.runs,
+        ))?);
         throughput.push(runtime.block_on(in_server_throughput(
-            &jails,
+            &warm_jails,
             &config,
             program,
             16,
             Duration::from_secs(3),
         ))?);
     }
-    runtime.block_on(jails.shutdown(Duration::from_secs(5)))?;
-    drop(jails);
-    drop(runtime);
-    // The same without warm jails: every jail set up on the request's path.
-    let mut cold_config = config.clone();
-    cold_config.jails.warm_jails = 0;
-    let jails = Jails::open(&cold_config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut cold = Vec::new();
-    for (_, program) in &programs {
-        cold.push(runtime.block_on(in_server(&jails, &cold_config, program, args.runs))?);
-    }
-    runtime.block_on(jails.shutdown(Duration::from_secs(5)))?;
-    drop(jails);
-    let wrapper_c = args.dir.join("cgwrap.c");
-    fs::write(&wrapper_c, CGROUP_WRAPPER_C)?;
-    let wrapper = args.dir.join("cgwrap");
-    check(Command::new("gcc").args(["-O2", "-o"]).arg(&wrapper).arg(&wrapper_c))?;
-    let cli_runs = (args.runs / 2).max(20);
-    let skyisland = std::env::current_exe()?.with_file_name("skyisland");
-    let base = config.data_dir.join("base");
-    let mut cli = Vec::new();
-    let mut bwrap = Vec::new();
-    let mut bwrap_cgroups = Vec::new();
-    let mut crun = Vec::new();
-    let bwrap_args = |cmd: &mut Command, program: &Path| {
-        cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind"])
-            .arg(&base)
-            .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind"])
-            .arg(program)
-            .args(["/run/program", "/run/program"]);
-    };
-    for (_, program) in &programs {
-        cli.push(time_command(cli_runs, || {
-            let mut cmd = Command::new(&skyisland);
-            cmd.args(["jail", "run", "--config"]).arg(&config_path).arg("--").arg(program);
-            cmd
-        })?);
-        bwrap.push(time_command(cli_runs, || {
-            let mut cmd = Command::new("bwrap");
-            bwrap_args(&mut cmd, program);
-            cmd
-        })?);
-        bwrap_cgroups.push(time_command(cli_runs, || {
-            let mut cmd = Command::new(&wrapper);
-            cmd.arg("bwrap");
-            bwrap_args(&mut cmd, program);
-            cmd
-        })?);
-        crun.push(crun_runs(&args.dir, &base, program, cli_runs)?);
-    }
+    runtime.block_on(warm_jails.shutdown(Duration::from_secs(5)))?;
+    runtime.block_on(cold_jails.shutdown(Duration::from_secs(5)))?;
 
-    println!("\n## Jails: {} runs each (crun, bubblewrap and the CLI: {cli_runs})\n", args.runs);
+    println!("\n## Jails: {} runs of each, interleaved, after {WARM_UP} of each\n", args.runs);
     stats::header();
+    let mut summaries = Vec::new();
     for (i, (name, _)) in programs.iter().enumerate() {
-        stats::row(&format!("{name}: fork+exec"), &plain[i]);
-        stats::row(&format!("{name}: jail in the server, warm"), &inside[i]);
-        stats::row(&format!("{name}: jail in the server, cold"), &cold[i]);
-        stats::row(&format!("{name}: skyisland jail run"), &cli[i]);
-        stats::row(&format!("{name}: bubblewrap"), &bwrap[i]);
-        stats::row(&format!("{name}: bubblewrap in 3 cgroups"), &bwrap_cgroups[i]);
-        stats::row(&format!("{name}: crun"), &crun[i]);
+        let mut e: Vec<Summary> = external[i].iter_mut().map(|samples| summarize(samples)).collect();
+        let [warm, cold] = &mut inside[i];
+        let (warm, cold) = (summarize(warm), summarize(cold));
+        stats::row(&format!("{name}: fork+exec"), &e[0]);
+        stats::row(&format!("{name}: jail in the server, warm"), &warm);
+        stats::row(&format!("{name}: jail in the server, cold"), &cold);
+        for (variant, summary) in EXTERNAL.iter().zip(&e).skip(1) {
+            stats::row(&format!("{name}: {variant}"), summary);
+        }
+        e.insert(1, warm);
+        e.insert(2, cold);
+        summaries.push(e);
     }
     println!();
     for (i, (name, _)) in programs.iter().enumerate() {
-        stats::ratio(&format!("{name}: jail in the server (warm) / fork+exec"), inside[i].median, plain[i].median);
-        stats::ratio(&format!("{name}: jail in the server (cold) / fork+exec"), cold[i].median, plain[i].median);
-        stats::ratio(&format!("{name}: skyisland jail run / bubblewrap"), cli[i].median, bwrap[i].median);
-        stats::ratio(
-            &format!("{name}: skyisland jail run / bubblewrap in 3 cgroups"),
-            cli[i].median,
-            bwrap_cgroups[i].median,
-        );
-        stats::ratio(&format!("{name}: crun / skyisland jail run"), crun[i].median, cli[i].median);
+        // fork+exec, warm, cold, jail run, bwrap, bwrap in cgroups, crun
+        let s = &summaries[i];
+        stats::ratio(&format!("{name}: jail in the server (warm) / fork+exec"), s[1].median, s[0].median);
+        stats::ratio(&format!("{name}: jail in the server (cold) / fork+exec"), s[2].median, s[0].median);
+        stats::ratio(&format!("{name}: skyisland jail run / bubblewrap"), s[3].median, s[4].median);
+        stats::ratio(&format!("{name}: skyisland jail run / bubblewrap in cgroups"), s[3].median, s[5].median);
+        stats::ratio(&format!("{name}: crun / skyisland jail run"), s[6].median, s[3].median);
         println!("{name}: jails per second inside the server at concurrency 16: {:.0}", throughput[i]);
+    }
+    Ok(())
+}
+
+/// The helper: in a private mount namespace (where the hybrid hierarchy's cgroup2 mount,
+/// which crun refuses, is taken away), runs every external variant of every program, one
+/// run each in turn, and prints `program<TAB>variant<TAB>nanoseconds` per timed run.
+pub fn external(dir: &Path, config: &Path, runs: usize, programs: &[PathBuf]) -> anyhow::Result<()> {
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let _ = Command::new("umount").arg("/sys/fs/cgroup/unified").status();
+    }
+    let skyisland = std::env::current_exe()?.with_file_name("skyisland");
+    let wrapper = dir.join("cgwrap");
+    let base = dir.join("data/base");
+    let command = |variant: usize, index: usize, program: &Path, run: usize| -> Command {
+        let bwrap = |cmd: &mut Command| {
+            cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind"])
+                .arg(&base)
+                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind"])
+                .arg(program)
+                .args(["/run/program", "/run/program"]);
+        };
+        match variant {
+            0 => Command::new(program),
+            1 => {
+                let mut cmd = Command::new(&skyisland);
+                cmd.args(["jail", "run", "--config"]).arg(config).arg("--").arg(program);
+                cmd
+            }
+            2 => {
+                let mut cmd = Command::new("bwrap");
+                bwrap(&mut cmd);
+                cmd
+            }
+            3 => {
+                let mut cmd = Command::new(&wrapper);
+                cmd.arg("bwrap");
+                bwrap(&mut cmd);
+                cmd
+            }
+            _ => {
+                let mut cmd = Command::new("crun");
+                cmd.arg("run")
+                    .arg("--bundle")
+                    .arg(dir.join(format!("crun-bundle-{index}")))
+                    .arg(format!("skyisland-bench-{}-{run}", std::process::id()));
+                cmd
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for run in 0..WARM_UP + runs {
+        for (index, program) in programs.iter().enumerate() {
+            for k in 0..EXTERNAL.len() {
+                let variant = (run + k) % EXTERNAL.len();
+                let mut cmd = command(variant, index, program, run);
+                cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+                let started = Instant::now();
+                let result = cmd.output()?;
+                let elapsed = started.elapsed();
+                if !result.status.success() {
+                    bail!("{}: {cmd:?}: {}", EXTERNAL[variant], String::from_utf8_lossy(&result.stderr));
+                }
+                if run >= WARM_UP {
+                    std::io::Write::write_all(
+                        &mut out,
+                        format!("{index}\t{variant}\t{}\n", elapsed.as_nanos()).as_bytes(),
+                    )?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -233,17 +300,25 @@ async fn one(jails: &Jails, config: &Config, program: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-async fn in_server(jails: &Jails, config: &Config, program: &Path, runs: usize) -> anyhow::Result<Summary> {
-    for _ in 0..10 {
-        one(jails, config, program).await?;
+/// Warm and cold jails in this process, one run of each in turn after the same warm-up.
+async fn in_server(
+    variants: &[(&Jails, &Config); 2],
+    program: &Path,
+    runs: usize,
+) -> anyhow::Result<[Vec<Duration>; 2]> {
+    let mut samples = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+    for run in 0..WARM_UP + runs {
+        for k in 0..2 {
+            let variant = (run + k) % 2;
+            let (jails, config) = variants[variant];
+            let started = Instant::now();
+            one(jails, config, program).await?;
+            if run >= WARM_UP {
+                samples[variant].push(started.elapsed());
+            }
+        }
     }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
-        one(jails, config, program).await?;
-        samples.push(started.elapsed());
-    }
-    Ok(summarize(&mut samples))
+    Ok(samples)
 }
 
 async fn in_server_throughput(
@@ -266,56 +341,19 @@ async fn in_server_throughput(
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// crun refuses hybrid cgroup hosts whose cgroup2 mount has controllers, so it runs in a
-/// private mount namespace without that mount (`crun-inner`).
-fn crun_runs(dir: &Path, base: &Path, program: &Path, runs: usize) -> anyhow::Result<Summary> {
-    let bundle = dir.join("crun-bundle");
-    let _ = fs::remove_dir_all(&bundle);
-    fs::create_dir_all(&bundle)?;
+/// A crun bundle running `program` on a copy of the base root, read-only, with crun's
+/// default OCI spec.
+fn crun_bundle(bundle: &Path, base: &Path, program: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(bundle);
+    fs::create_dir_all(bundle)?;
     check(Command::new("cp").arg("-a").arg(base).arg(bundle.join("rootfs")))?;
     fs::copy(program, bundle.join("rootfs/run/program"))?;
-    check(Command::new("crun").arg("spec").current_dir(&bundle))?;
+    check(Command::new("crun").arg("spec").current_dir(bundle))?;
     let spec_path = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_str(&fs::read_to_string(&spec_path)?)?;
     spec["process"]["args"] = serde_json::json!(["/run/program"]);
     spec["process"]["terminal"] = false.into();
     spec["root"]["readonly"] = true.into();
     fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private"])
-        .arg(std::env::current_exe()?)
-        .arg("crun-inner")
-        .arg(&bundle)
-        .arg(runs.to_string())
-        .output()?;
-    if !out.status.success() {
-        bail!("crun: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut samples: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.parse::<u64>().ok())
-        .map(Duration::from_nanos)
-        .collect();
-    Ok(summarize(&mut samples))
-}
-
-/// In a private mount namespace: hides the cgroup2 mount from crun and times `runs` runs.
-pub fn crun_inner(bundle: &Path, runs: usize) -> anyhow::Result<()> {
-    let _ = Command::new("umount").arg("/sys/fs/cgroup/unified").status();
-    for i in 0..runs {
-        let started = Instant::now();
-        let out = Command::new("crun")
-            .arg("run")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg(format!("skyisland-bench-{}-{i}", std::process::id()))
-            .stdout(Stdio::null())
-            .output()?;
-        let elapsed = started.elapsed();
-        if !out.status.success() {
-            bail!("crun run: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        println!("{}", elapsed.as_nanos());
-    }
     Ok(())
 }

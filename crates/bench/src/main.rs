@@ -62,8 +62,9 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-compare")]
         dir: PathBuf,
     },
+    /// The jail benchmark's helper (in a private mount namespace).
     #[command(hide = true)]
-    CrunInner { bundle: PathBuf, runs: usize },
+    External { dir: PathBuf, config: PathBuf, runs: usize, programs: Vec<PathBuf> },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +74,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Cache { runs, dir } => functions::run_cache(functions::Args { runs, dir }),
         Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
         Bench::Compare { other, runs, dir } => functions::run_compare(functions::Args { runs, dir }, &other),
-        Bench::CrunInner { bundle, runs } => jail::crun_inner(&bundle, runs),
+        Bench::External { dir, config, runs, programs } => jail::external(&dir, &config, runs, &programs),
     }
 }
