@@ -51,10 +51,16 @@ impl Check {
     }
 }
 
-/// Runs every check that applies to `config`.
+/// Every check that applies to `config`: the requirements, then the advisories.
 pub fn checks(config: &Config) -> Vec<Check> {
-    let mut checks = vec![root(), kernel(), architecture(), namespaces()];
-    checks.push(cgroups(config));
+    let mut checks = requirements(config);
+    checks.extend(advisories(config));
+    checks
+}
+
+/// What Sky Island cannot run without (each check `Ok` or `Missing`).
+fn requirements(config: &Config) -> Vec<Check> {
+    let mut checks = vec![root(), kernel(), architecture(), namespaces(), cgroups(config)];
     match config.storage.backend {
         Backend::Overlay => {
             checks.push(filesystem("overlayfs", "overlay", "load the overlay module (modprobe overlay)"))
@@ -70,6 +76,12 @@ pub fn checks(config: &Config) -> Vec<Check> {
     }
     checks.push(go_toolchains(config));
     checks.push(program("git", &config.git.program, &["--version"], "install git (apt install git)"));
+    checks
+}
+
+/// What makes it run worse when absent (each check `Ok` or `Warn`).
+fn advisories(config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
     if let Some(url) = &config.cache.redis_url {
         checks.push(redis(url));
     }
@@ -95,22 +107,21 @@ pub fn run(config: &Config) -> ExitCode {
     }
 }
 
-/// What `serve` refuses to start without: the missing checks' lines, if any.
+/// What `serve` refuses to start without: the missing requirements' lines, if any. (The
+/// advisories are not run: a Redis PING could hold the start for its timeout, for a
+/// warning nobody would read.)
 pub fn missing(config: &Config) -> Option<String> {
-    let lines: Vec<String> = checks(config).iter().filter(|c| c.level == Level::Missing).map(Check::line).collect();
+    let lines: Vec<String> =
+        requirements(config).iter().filter(|c| c.level == Level::Missing).map(Check::line).collect();
     (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 fn root() -> Check {
-    if rustix::process::geteuid().is_root() {
-        Check::ok("root", "running as root")
-    } else {
-        Check::bad(
-            "root",
-            Level::Missing,
-            "not running as root",
-            "run as root: jails need namespaces, mounts and cgroups",
-        )
+    match skyisland_runner::machine::require_root("doctor") {
+        Ok(()) => Check::ok("root", "running as root"),
+        Err(e) => {
+            Check::bad("root", Level::Missing, e.to_string(), "run as root: jails need namespaces, mounts and cgroups")
+        }
     }
 }
 
