@@ -8,8 +8,9 @@ packages=(
     btrfs-progs iproute2                   # the btrfs clone backend's tests; network namespaces
     redis-server                           # the shared request cache
         gcc make pkg-config libcurl4-openssl-dev libjson-c-dev valgrind   # the C client and its tests
-    nodejs                                 # the JavaScript client's tests (Node 18+)
-    python3 python3-pip python3-setuptools python3-wheel   # the Python client: pip install, tests
+    nodejs                                 # JavaScript functions; the JavaScript client's tests (Node 18+)
+    python3 python3-pip python3-setuptools python3-wheel   # Python functions and their pip installs; the Python client
+    lua5.4                                 # Lua functions
     bubblewrap crun hyperfine wrk          # benchmarks against other sandboxes
     nftables                               # NAT and egress rules for jail networks
     strace                                 # the seccomp test traces real programs
@@ -24,6 +25,13 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm installs JavaScript functions' dependencies: Debian packages it apart from nodejs
+# (NodeSource's nodejs carries its own).
+if ! [ -x /usr/bin/npm ]; then
+    echo "setup: installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

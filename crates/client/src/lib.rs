@@ -54,6 +54,9 @@ pub struct Request {
     /// Whether the request cache may answer and store it (`None`: as the server is configured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<bool>,
+    /// The package's runtime: "go", "python", "node" or "lua" (`None`: the server detects it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Request {
@@ -239,10 +242,12 @@ mod tests {
             cache_bust: true,
             ip4: true,
             cache: Some(false),
+            runtime: Some("python".into()),
             ..Request::new("u", "c")
         };
         let full = serde_json::to_value(full).unwrap();
         assert_eq!(full["version"], "v1");
+        assert_eq!(full["runtime"], "python");
         assert_eq!(
             (full["cache_bust"].as_bool(), full["ip4"].as_bool(), full["cache"].as_bool()),
             (Some(true), Some(true), Some(false))

@@ -77,6 +77,10 @@ pub struct Config {
     pub cgroup: Cgroup,
     pub git: Git,
     pub go: Go,
+    pub build: Build,
+    pub python: Python,
+    pub node: Node,
+    pub lua: Lua,
     pub limits: RequestLimits,
     pub network: Network,
     /// Where to send StatsD metrics (UDP), as the original did; unset, none are sent.
@@ -104,6 +108,10 @@ impl Default for Config {
             cgroup: Cgroup::default(),
             git: Git::default(),
             go: Go::default(),
+            build: Build::default(),
+            python: Python::default(),
+            node: Node::default(),
+            lua: Lua::default(),
             limits: RequestLimits::default(),
             network: Network::default(),
             statsd_addr: None,
@@ -355,7 +363,7 @@ pub struct Go {
     /// one part (a pattern that matches nothing is not an error). Each module is built by
     /// the oldest toolchain its `go` (and `toolchain`) lines allow.
     pub toolchains: Vec<String>,
-    /// Let builds download modules (gives the build step network access).
+    /// The old name of `[build] allow_downloads` (either turns downloads on).
     pub allow_module_downloads: bool,
     /// A module proxy for builds (any GOPROXY value: `https://proxy.internal`,
     /// `file:///srv/goproxy`, a list). A file:// directory is bound read-only into the
@@ -387,6 +395,88 @@ impl Default for Go {
             binary_memory: Size::mib(256),
             source_cache_size: Size::mib(4096),
         }
+    }
+}
+
+impl Config {
+    /// Whether builds and dependency installs may download what they need: `[build]
+    /// allow_downloads`, or its older, Go-only name `[go] allow_module_downloads`.
+    pub fn allow_downloads(&self) -> bool {
+        self.build.allow_downloads || self.go.allow_module_downloads
+    }
+}
+
+/// What every runtime's build step shares.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Build {
+    /// Let builds download modules and packages (Go modules, pip and npm installs): gives
+    /// those build steps the egress proxy. `[go] allow_module_downloads` is its old name.
+    pub allow_downloads: bool,
+    /// Bound on the installed packages of Python and JavaScript functions (their sources
+    /// and dependencies per commit); least recently used go first.
+    pub artifact_cache_size: Size,
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Build { allow_downloads: false, artifact_cache_size: Size::mib(4096) }
+    }
+}
+
+/// Python functions.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Python {
+    /// The interpreter functions run with (and whose pip installs their dependencies); it
+    /// must live under /usr. Missing: Python functions are refused with a clear message.
+    pub program: PathBuf,
+    /// A package index for dependency installs (pip's `--index-url`): an http(s) URL
+    /// (reached through the egress proxy; list a private host in `git.allow_hosts`) or a
+    /// local directory (`file:///srv/pypi`, bound read-only).
+    pub index_url: Option<String>,
+    /// Directories (or URLs) of distributions (pip's `--find-links`); local ones bound read-only.
+    pub find_links: Vec<String>,
+}
+
+impl Default for Python {
+    fn default() -> Self {
+        Python { program: "/usr/bin/python3".into(), index_url: None, find_links: Vec::new() }
+    }
+}
+
+/// JavaScript functions (Node.js).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Node {
+    /// The `node` functions run with; it must live under /usr.
+    pub program: PathBuf,
+    /// npm, which installs dependencies in the build jail; under /usr.
+    pub npm: PathBuf,
+    /// An npm registry for dependency installs (http(s), through the egress proxy).
+    pub registry: Option<String>,
+    /// Run packages' install scripts (`preinstall`, `postinstall`, …). Off: installs run
+    /// with `--ignore-scripts`.
+    pub install_scripts: bool,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node { program: "/usr/bin/node".into(), npm: "/usr/bin/npm".into(), registry: None, install_scripts: false }
+    }
+}
+
+/// Lua functions.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lua {
+    /// The Lua 5.4 interpreter functions run with; under /usr.
+    pub program: PathBuf,
+}
+
+impl Default for Lua {
+    fn default() -> Self {
+        Lua { program: "/usr/bin/lua5.4".into() }
     }
 }
 
@@ -803,6 +893,38 @@ impl Config {
                 return bad(key, format!("must be at most {}, not {span}", Span::secs(max)));
             }
         }
+        // Package sources: an http(s) URL, or a local directory (file:// or a path).
+        let source_ok = |url: &str| {
+            url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.strip_prefix("file://").unwrap_or(url).starts_with('/')
+        };
+        let sources = self.python.index_url.iter().map(|u| ("python.index_url", u.as_str()));
+        let links = self.python.find_links.iter().map(|u| ("python.find_links", u.as_str()));
+        for (key, url) in sources.chain(links) {
+            if !source_ok(url) || url.chars().any(char::is_whitespace) {
+                return bad(
+                    key,
+                    format!("{url:?} must be an http(s) URL or a local directory (file:// or an absolute path)"),
+                );
+            }
+        }
+        if let Some(registry) = &self.node.registry
+            && (!(registry.starts_with("http://") || registry.starts_with("https://"))
+                || registry.chars().any(char::is_whitespace))
+        {
+            return bad("node.registry", format!("{registry:?} must be an http(s) URL"));
+        }
+        for (key, program) in [
+            ("python.program", &self.python.program),
+            ("node.program", &self.node.program),
+            ("node.npm", &self.node.npm),
+            ("lua.program", &self.lua.program),
+        ] {
+            if !program.is_absolute() {
+                return bad(key, format!("{} must be an absolute path (under /usr)", program.display()));
+            }
+        }
         if !(1..=4096).contains(&j.max_jails) {
             return bad("jails.max_jails", format!("must be between 1 and 4096, not {}", j.max_jails));
         }
@@ -839,6 +961,7 @@ impl Config {
             ("limits.max_body", self.limits.max_body, Size::kib(1), Size::mib(1024)),
             ("cache.max_memory", self.cache.max_memory, Size(0), Size(TIB)),
             ("go.binary_cache_size", self.go.binary_cache_size, Size::mib(1), Size(64 * TIB)),
+            ("build.artifact_cache_size", self.build.artifact_cache_size, Size::mib(1), Size(64 * TIB)),
             ("go.binary_memory", self.go.binary_memory, Size::mib(1), Size(TIB)),
             ("go.source_cache_size", self.go.source_cache_size, Size::mib(1), Size(64 * TIB)),
         ] {

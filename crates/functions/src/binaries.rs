@@ -382,10 +382,12 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 fn load(key: &str, dir: &Path) -> Option<(Entry, std::time::SystemTime)> {
     let binary = dir.join(BINARY);
-    let meta_file = fs::symlink_metadata(&binary).ok().filter(fs::Metadata::is_file)?;
+    // A binary, or an interpreted function's installed package (a directory).
+    let meta_file = fs::symlink_metadata(&binary).ok().filter(|m| m.is_file() || m.is_dir())?;
+    let size = if meta_file.is_dir() { crate::toolchain::tree_size(&binary).ok()? } else { meta_file.len() };
     let index = serde_json::from_slice(&fs::read(dir.join(INDEX)).ok()?).ok()?;
     let meta = serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()?;
-    let entry = Entry { key: key.to_owned(), binary, index, meta, size: meta_file.len(), last_used: AtomicU64::new(0) };
+    let entry = Entry { key: key.to_owned(), binary, index, meta, size, last_used: AtomicU64::new(0) };
     Some((entry, meta_file.modified().ok()?))
 }
 

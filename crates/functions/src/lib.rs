@@ -1,6 +1,8 @@
-//! Go functions from git repositories: what `POST /api/v1/function` does.
+//! Functions from git repositories: what `POST /api/v1/function` does.
 //!
-//! A request names a package by import path ([`import_path`]) and a call ([`call`]). The
+//! A request names a package by import path ([`import_path`]) and a call; the package's
+//! runtime (Go, Python, JavaScript, Lua: [`runtimes`]) is named or detected. For Go, the call
+//! is Go source ([`call`]); for the others, literals in the language's spelling. The
 //! repository is fetched into the repo cache ([`repos`]) inside the build jail, the
 //! package's dispatcher — one binary per (repository, commit, package) that calls any
 //! exported function with literal arguments given at run time — is built once into the
@@ -16,6 +18,7 @@ pub mod golang;
 pub mod import_path;
 pub mod repos;
 pub mod results;
+pub mod runtimes;
 pub mod shared;
 pub mod sources;
 pub mod toolchain;
@@ -37,6 +40,9 @@ use crate::golang::GoToolchain;
 use crate::import_path::ImportPath;
 use crate::repos::Repos;
 use crate::results::{Results, Stored};
+use crate::runtimes::install::InstallPolicy;
+use crate::runtimes::layer::{Interpreter, Interpreters};
+use crate::runtimes::{Runtime, ScriptCall};
 use crate::shared::Shared;
 use crate::toolchain::{Mount, NetworkNeed, Toolchain};
 use skyisland_net::{Ip4Network, PoolError};
@@ -58,6 +64,12 @@ pub enum FunctionError {
     BadRequest(String),
     #[error("package {package} does not export {name}")]
     NotExported { package: String, name: String },
+    /// An interpreted function's module or name does not exist (the runner's message).
+    #[error("{0}")]
+    NotFound(String),
+    /// An interpreted function's package does not load: a syntax error.
+    #[error("the package does not load: {0}")]
+    LoadFailed(String),
     #[error("repository {repo} not found")]
     RepoNotFound { repo: String, detail: String },
     #[error("version {version:?} not found in repository {repo}")]
@@ -133,6 +145,8 @@ pub struct Request {
     pub ip4: bool,
     /// Serve from and store in the request cache; `None`: as configured.
     pub cache: Option<bool>,
+    /// The package's runtime; `None`: detected from its files.
+    pub runtime: Option<Runtime>,
 }
 
 /// Whether the request cache answered.
@@ -152,7 +166,8 @@ pub struct Answer {
     pub data: String,
     /// The commit that ran.
     pub commit: String,
-    /// "dispatch" (the package's dispatcher) or "build" (a build for this call).
+    /// "dispatch" (the package's dispatcher), "build" (a build for this call), or the
+    /// runtime of an interpreted function ("python", "node", "lua").
     pub path: &'static str,
     /// Whether this request started a build (requests that waited for another's build
     /// did not).
@@ -184,6 +199,10 @@ struct Inner {
     results: Arc<Results>,
     shared: Option<Arc<Shared>>,
     breakers: Breakers,
+    interpreters: Interpreters,
+    /// Installed packages of interpreted functions (directories), per commit.
+    artifacts: Arc<BinaryCache<FunctionError>>,
+    install: InstallPolicy,
 }
 
 /// The generator program, built once per toolchain and generator source.
@@ -265,6 +284,13 @@ impl Functions {
         }
         tokio::spawn(purge_expired(Arc::downgrade(&results), config.cache.purge_after.get()));
         let breakers = Breakers::new(config.circuit_breaker.failures, config.circuit_breaker.cool_down.get());
+        let interpreters = Interpreters::prepare(&config);
+        let artifacts = Arc::new(BinaryCache::open(
+            &config.data_dir.join("artifacts"),
+            config.build.artifact_cache_size.bytes(),
+            0,
+        )?);
+        let install = InstallPolicy::new(&config);
         let inner = Inner {
             config,
             jails,
@@ -278,6 +304,9 @@ impl Functions {
             results,
             shared,
             breakers,
+            interpreters,
+            artifacts,
+            install,
         };
         Ok(Functions { inner: Arc::new(inner) })
     }
@@ -289,6 +318,11 @@ impl Functions {
 
     pub fn toolchain(&self) -> &Toolchain {
         &self.inner.toolchain
+    }
+
+    /// The interpreted runtimes and their versions (or why each is missing).
+    pub fn runtimes(&self) -> Vec<(Runtime, Result<String, String>)> {
+        self.inner.interpreters.status()
     }
 
     /// Work waiting for an execution jail and for a build slot.
@@ -343,8 +377,11 @@ impl Functions {
                 "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])".into(),
             ));
         }
-        let call = call::parse(&request.call).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
-        if !call.is_exported() {
+        let calls = Calls::parse(&request.call, request.runtime)?;
+        if request.runtime == Some(Runtime::Go)
+            && let Ok(call) = &calls.go
+            && !call.is_exported()
+        {
             return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
         }
         let admission = inner.breakers.admit(&path.repo)?;
@@ -355,6 +392,7 @@ impl Functions {
             if full {
                 inner.repos.bust(&repo).await?;
                 inner.binaries.remove_repo(&path.repo);
+                inner.artifacts.remove_repo(&path.repo);
             }
             inner.results.bust_repo(&path.repo);
             if let Some(shared) = &inner.shared {
@@ -369,7 +407,7 @@ impl Functions {
         let mut dispatcher_ok = false;
         let located = loop {
             attempts += 1;
-            match inner.locate(request, &path, &call, &repo, &url, &mut dispatcher_ok).await {
+            match inner.locate(request, &path, &calls, &repo, &url, &mut dispatcher_ok).await {
                 Err(FunctionError::Busted) if attempts < 5 => {
                     tracing::debug!(repo = %path.repo, attempts, "busted while resolving; resolving again");
                 }
@@ -389,7 +427,7 @@ impl Functions {
             ) => admission.failed(),
             _ => {}
         }
-        let Located { commit, result_key, entry, argv, how, built } = match located? {
+        let Located { commit, result_key, entry, argv, how, built, interpreter } = match located? {
             Found::Cached(answer) => return Ok(answer),
             Found::Ready(located) => located,
         };
@@ -400,7 +438,7 @@ impl Functions {
             })?),
             _ => None,
         };
-        let (data, run_time) = inner.execute(&entry, argv, &request.call, network).await?;
+        let (data, run_time) = inner.execute(&entry, argv, &request.call, network, interpreter.as_deref()).await?;
         if let Some(key) = &result_key {
             let now = results::now_ms();
             let stored = Stored {
@@ -438,10 +476,62 @@ async fn purge_expired(results: Weak<Results>, every: Duration) {
 struct Located {
     commit: String,
     result_key: Option<String>,
+    /// A Go binary, or an interpreted function's installed package (a directory).
     entry: Arc<Entry>,
     argv: Vec<String>,
     how: &'static str,
     built: bool,
+    /// The interpreter that runs an interpreted function.
+    interpreter: Option<Arc<Interpreter>>,
+}
+
+/// The request's call, parsed as each runtime it may be for: a call no runtime accepts is
+/// refused before anything is fetched.
+struct Calls {
+    go: Result<Call, String>,
+    script: Vec<(Runtime, Result<ScriptCall, String>)>,
+}
+
+impl Calls {
+    fn parse(text: &str, runtime: Option<Runtime>) -> Result<Calls, FunctionError> {
+        let wanted = |r: Runtime| runtime.is_none_or(|want| want == r);
+        let go = if wanted(Runtime::Go) {
+            call::parse(text).map_err(|e| e.to_string())
+        } else {
+            Err("not a Go function".into())
+        };
+        let script: Vec<_> = Runtime::ALL
+            .into_iter()
+            .filter(|r| wanted(*r))
+            .filter_map(|r| Some((r, r.dialect()?)))
+            .map(|(r, dialect)| (r, runtimes::literal::parse(text, dialect).map_err(|e| e.to_string())))
+            .collect();
+        if go.is_ok() || script.iter().any(|(_, c)| c.is_ok()) {
+            return Ok(Calls { go, script });
+        }
+        Err(FunctionError::BadRequest(match runtime {
+            Some(Runtime::Go) => go.err().unwrap_or_default(),
+            Some(_) => script.into_iter().find_map(|(_, c)| c.err()).unwrap_or_default(),
+            None => {
+                let mut why = vec![format!("as Go: {}", go.err().unwrap_or_default())];
+                why.extend(script.into_iter().filter_map(|(r, c)| Some(format!("as {r}: {}", c.err()?))));
+                format!("the call is not acceptable in any runtime ({})", why.join("; "))
+            }
+        }))
+    }
+
+    /// The call for `runtime`, or why it is not one.
+    fn go(&self) -> Result<&Call, FunctionError> {
+        self.go.as_ref().map_err(|e| FunctionError::BadRequest(format!("{e} (the package is Go)")))
+    }
+
+    fn script(&self, runtime: Runtime) -> Result<&ScriptCall, FunctionError> {
+        match self.script.iter().find(|(r, _)| *r == runtime) {
+            Some((_, Ok(call))) => Ok(call),
+            Some((_, Err(e))) => Err(FunctionError::BadRequest(format!("{e} (the package is {runtime})"))),
+            None => Err(FunctionError::BadRequest(format!("the call is not for a {runtime} function"))),
+        }
+    }
 }
 
 enum Found {
@@ -458,13 +548,25 @@ impl Inner {
         &self,
         request: &Request,
         path: &ImportPath,
-        call: &Call,
+        calls: &Calls,
         repo: &Arc<repos::Repo>,
         url: &str,
         dispatcher_ok: &mut bool,
     ) -> Result<Found, FunctionError> {
         let commit = self.repos.resolve(&self.jails, repo, url, request.version.as_deref()).await?;
         let generator = self.generator().await?;
+        let runtime = match request.runtime {
+            Some(runtime) => runtime,
+            None => self.runtime_of(repo, path, &commit, generator).await?,
+        };
+        if runtime != Runtime::Go {
+            let call = calls.script(runtime)?;
+            return self.locate_script(request, path, call, runtime, repo, commit, generator, dispatcher_ok).await;
+        }
+        let call = calls.go()?;
+        if !call.is_exported() {
+            return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
+        }
         let go = self.toolchain_for(repo, path, &commit, generator).await?;
         let result_key = request.cache.unwrap_or(self.config.cache.request_cache).then(|| {
             binaries::key(&[
@@ -508,7 +610,124 @@ impl Inner {
                 (entry, vec!["fn".to_owned()], "build")
             }
         };
-        Ok(Found::Ready(Located { commit, result_key, entry, argv, how, built }))
+        Ok(Found::Ready(Located { commit, result_key, entry, argv, how, built, interpreter: None }))
+    }
+
+    /// The runtime of the package, detected from its files once per commit and directory.
+    async fn runtime_of(
+        &self,
+        repo: &Arc<repos::Repo>,
+        path: &ImportPath,
+        commit: &str,
+        generator: &Generator,
+    ) -> Result<Runtime, FunctionError> {
+        if let Some(runtime) = self.repos.detected_runtime(repo, commit, &path.subdir).await {
+            return Ok(runtime);
+        }
+        let detected = {
+            let _permit = self.build_gate.enter().await?;
+            let _reading = self.repos.hold_commit(repo, commit).await?;
+            let sources = self.repos.sources(&self.jails, &generator.path, repo, commit).await?;
+            runtimes::detect(&sources.path.join(&path.subdir))
+        };
+        let runtime = detected.map_err(|e| FunctionError::BadRequest(format!("{}: {e}", path.full)))?;
+        self.repos.remember_runtime(repo, commit, &path.subdir, runtime).await?;
+        Ok(runtime)
+    }
+
+    /// An interpreted function: its stored result, or its installed package (installed now
+    /// if needed) and the runner's arguments.
+    #[allow(clippy::too_many_arguments)]
+    async fn locate_script(
+        &self,
+        request: &Request,
+        path: &ImportPath,
+        call: &ScriptCall,
+        runtime: Runtime,
+        repo: &Arc<repos::Repo>,
+        commit: String,
+        generator: &Generator,
+        installed_ok: &mut bool,
+    ) -> Result<Found, FunctionError> {
+        let interpreter =
+            Arc::clone(self.interpreters.get(runtime).map_err(|e| FunctionError::NoToolchain(e.to_string()))?);
+        let spec = call.to_json();
+        let result_key = request.cache.unwrap_or(self.config.cache.request_cache).then(|| {
+            binaries::key(&[
+                "result",
+                &path.repo,
+                &commit,
+                &path.subdir,
+                &interpreter.id(),
+                if request.ip4 { "ip4" } else { "-" },
+                &spec,
+            ])
+        });
+        if let Some(key) = &result_key
+            && let Some((stored, tier)) = self.cached_result(key).await
+        {
+            return Ok(Found::Cached(Answer {
+                data: stored.data,
+                commit: stored.commit,
+                path: runtime.name(),
+                built: false,
+                run_time: Duration::ZERO,
+                cache: CacheUse::Hit { tier },
+                cached_at_ms: Some(stored.stored_at_ms),
+            }));
+        }
+        let key = binaries::key(&[
+            "artifact",
+            &path.repo,
+            &commit,
+            &path.subdir,
+            &interpreter.id(),
+            &self.install.fingerprint(runtime),
+        ]);
+        let job = InstallJob {
+            jails: self.jails.clone(),
+            toolchain: self.toolchain.clone(),
+            repo: Arc::clone(repo),
+            repos: Arc::clone(&self.repos),
+            generator: generator.path.clone(),
+            path: path.clone(),
+            commit: commit.clone(),
+            key: key.clone(),
+            runtime,
+            gate: self.build_gate.clone(),
+            policy: self.install.clone(),
+        };
+        let (entry, built) = match self.artifacts.get_or_build(&key, move || job.run()).await {
+            Ok(found) => found,
+            Err(shared) => return Err(shared_error(&shared)),
+        };
+        if !built {
+            metrics::counter!("skyisland_cache_hits_total", "tier" => "artifact").increment(1);
+        }
+        *installed_ok = true;
+        let package = Path::new(runtimes::install::FN_MOUNT).join("tree").join(&path.subdir);
+        let mut argv = vec![interpreter.program_inside.display().to_string()];
+        match runtime {
+            // Isolated (no environment, no user site), no site module, no bytecode written.
+            Runtime::Python => argv.extend(["-I", "-S", "-B", "-X", "utf8"].map(String::from)),
+            Runtime::Node => argv.push("--no-warnings".into()),
+            _ => {}
+        }
+        argv.push(interpreter.runner_inside.display().to_string());
+        argv.push(package.display().to_string());
+        if runtime == Runtime::Python {
+            argv.push(format!("{}/deps", runtimes::install::FN_MOUNT));
+        }
+        argv.push(spec);
+        Ok(Found::Ready(Located {
+            commit,
+            result_key,
+            entry,
+            argv,
+            how: runtime.name(),
+            built,
+            interpreter: Some(interpreter),
+        }))
     }
 
     /// A stored result from memory, or from Redis (then kept in memory too).
@@ -656,15 +875,34 @@ impl Inner {
         argv: Vec<String>,
         label: &str,
         network: Option<Box<dyn skyisland_runner::JailNetwork>>,
+        interpreter: Option<&Interpreter>,
     ) -> Result<(String, Duration), FunctionError> {
         let j = &self.config.jails;
-        let program = self
-            .binaries
-            .program(entry)
-            .map_err(|e| FunctionError::Internal(format!("loading the binary into memory: {e}")))?;
+        let mut launch = skyisland_runner::machine::exec_launch(&self.config, argv);
+        let program = match interpreter {
+            None => self.binaries.program(entry),
+            Some(interpreter) => {
+                // The runtime's jail type: its layer as /usr, the package at /fn.
+                launch.binds = vec![
+                    skyisland_jail::Bind {
+                        source: interpreter.layer.join("usr"),
+                        target: "/usr".into(),
+                        writable: false,
+                    },
+                    skyisland_jail::Bind {
+                        source: runtimes::install::generation_of(&entry.binary)?,
+                        target: runtimes::install::FN_MOUNT.into(),
+                        writable: false,
+                    },
+                ];
+                launch.env.push("LANG=C.UTF-8".into());
+                interpreter.program()
+            }
+        }
+        .map_err(|e| FunctionError::Internal(format!("loading the program: {e}")))?;
         let _permit = self.exec_gate.enter().await?;
         let request = RunRequest {
-            launch: skyisland_runner::machine::exec_launch(&self.config, argv),
+            launch,
             label: format!("{} {label}", entry.index.import_path),
             timeout: j.exec_timeout.get(),
             output_limit: j.output_limit.bytes(),
@@ -682,9 +920,19 @@ impl Inner {
                 Ok((String::from_utf8_lossy(&report.stdout).into_owned(), run_time))
             }
             (End::Exited, ExitStatus::Exited(DISPATCH_ARGUMENT_ERROR))
-                if stderr.starts_with("skyisland-dispatch: ") =>
+                if interpreter.is_none() && stderr.starts_with("skyisland-dispatch: ") =>
             {
                 Err(FunctionError::Argument(stderr.trim_start_matches("skyisland-dispatch: ").trim().to_owned()))
+            }
+            (End::Exited, ExitStatus::Exited(code @ (runtimes::RUNNER_NOT_FOUND | runtimes::RUNNER_LOAD_FAILED)))
+                if interpreter.is_some() && runner_message(&stderr).is_some() =>
+            {
+                let message = runner_message(&stderr).unwrap_or_default();
+                Err(if code == runtimes::RUNNER_NOT_FOUND {
+                    FunctionError::NotFound(message)
+                } else {
+                    FunctionError::LoadFailed(message)
+                })
             }
             (End::Exited, status) => Err(FunctionError::Failed { status: describe(status), stderr }),
             (End::TimedOut, _) => Err(FunctionError::TimedOut(j.exec_timeout.get())),
@@ -868,6 +1116,101 @@ impl BuildJob {
     }
 }
 
+/// Everything one install needs, owned, so it can run as its own task.
+struct InstallJob {
+    jails: Jails,
+    toolchain: Toolchain,
+    repo: Arc<repos::Repo>,
+    repos: Arc<Repos>,
+    generator: std::path::PathBuf,
+    path: ImportPath,
+    commit: String,
+    key: String,
+    runtime: Runtime,
+    gate: Gate,
+    policy: InstallPolicy,
+}
+
+impl InstallJob {
+    async fn run(self) -> Result<Built, FunctionError> {
+        metrics::counter!("skyisland_cache_misses_total", "tier" => "artifact").increment(1);
+        let started = Instant::now();
+        let result = self.install().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(FunctionError::BuildFailed { .. }) => "failed",
+            Err(FunctionError::BuildTimedOut(_)) => "timed_out",
+            Err(_) => "error",
+        };
+        metrics::counter!("skyisland_builds_total", "result" => outcome).increment(1);
+        metrics::histogram!("skyisland_build_duration_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn install(&self) -> Result<Built, FunctionError> {
+        let _permit = self.gate.enter().await?;
+        let _reading = self.repos.hold_commit(&self.repo, &self.commit).await?;
+        let sources = self.repos.sources(&self.jails, &self.generator, &self.repo, &self.commit).await?;
+        let out_rel = format!("out/{}-{:x}", self.key, rand::random::<u32>());
+        let out = self
+            .toolchain
+            .fresh_dir(&out_rel)
+            .map_err(|e| FunctionError::Internal(format!("preparing the install's output: {e}")))?;
+        let label = format!("install {} ({})", self.path.full, self.runtime);
+        tracing::info!(key = %self.key, commit = %self.commit, "{label}");
+        let report = self
+            .toolchain
+            .run_install(
+                &self.jails,
+                label,
+                runtimes::install::INSTALL,
+                &[if self.path.subdir.is_empty() { "." } else { &self.path.subdir }, self.runtime.name()],
+                &[Mount::new(sources.path.clone(), "src", false), Mount::new(out.clone(), "out", true)],
+                &self.policy.binds,
+                self.policy.env(),
+                self.policy.network(self.runtime),
+            )
+            .await;
+        let result = match report {
+            Err(e) => Err(e.into()),
+            Ok(report) => match (report.end, report.status) {
+                (End::Exited, ExitStatus::Exited(0)) => runtimes::install::seal(&out)
+                    .and_then(|()| {
+                        runtimes::install::generation(&out, &self.toolchain.host_path(&format!("{out_rel}.pkg")))
+                    })
+                    .map(|package| Built {
+                        binary: package,
+                        index: Index {
+                            name: self.runtime.name().to_owned(),
+                            import_path: self.path.full.clone(),
+                            ..Index::default()
+                        },
+                        meta: Meta {
+                            repo: self.path.repo.clone(),
+                            commit: self.commit.clone(),
+                            subdir: self.path.subdir.clone(),
+                            call: None,
+                        },
+                        fetched: false,
+                    })
+                    .map_err(|e| FunctionError::Internal(format!("sealing the installed package: {e}"))),
+                (End::TimedOut, _) => Err(FunctionError::BuildTimedOut(self.toolchain.timeout)),
+                (End::Exited, _) => Err(FunctionError::BuildFailed {
+                    output: repos::redact_locations(&tail(&report.stderr, 64 * 1024)),
+                }),
+                (end, status) => Err(FunctionError::Internal(format!(
+                    "the install jail ended with {end:?} {status:?}: {}",
+                    tail(&report.stderr, 2000)
+                ))),
+            },
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+        result
+    }
+}
+
 /// A build's error, for each of the requests that shared it.
 fn shared_error(e: &FunctionError) -> FunctionError {
     match e {
@@ -881,8 +1224,16 @@ fn shared_error(e: &FunctionError) -> FunctionError {
         FunctionError::Unavailable(m) => FunctionError::Unavailable(m.clone()),
         FunctionError::Internal(m) => FunctionError::Internal(m.clone()),
         FunctionError::Busted => FunctionError::Busted,
+        FunctionError::NotFound(m) => FunctionError::NotFound(m.clone()),
+        FunctionError::LoadFailed(m) => FunctionError::LoadFailed(m.clone()),
         other => FunctionError::Internal(other.to_string()),
     }
+}
+
+/// The runner's own message: the last line of stderr, when it is one of the runner's.
+fn runner_message(stderr: &str) -> Option<String> {
+    let last = stderr.trim_end().lines().last()?;
+    last.strip_prefix(runtimes::RUNNER_PREFIX).map(str::to_owned)
 }
 
 fn describe(status: ExitStatus) -> String {

@@ -88,6 +88,9 @@ pub(crate) struct State {
     /// The Go toolchain ("go1.22.5") chosen for a package ("<commit>/<subdir>").
     #[serde(default)]
     toolchains: BTreeMap<String, String>,
+    /// The runtime detected for a package ("<commit>/<subdir>").
+    #[serde(default)]
+    runtimes: BTreeMap<String, crate::runtimes::Runtime>,
 }
 
 /// One repository's lock: resolving and busting take it exclusively, builds share it.
@@ -447,6 +450,26 @@ impl Repos {
         let mut guard = repo.state.write().await;
         let state = guard.get_or_insert_with(|| self.load(repo));
         state.toolchains.insert(format!("{commit}/{subdir}"), name.to_owned());
+        self.save(repo, state)
+    }
+
+    /// The runtime detected before for the package in `subdir` at `commit`, if any.
+    pub async fn detected_runtime(&self, repo: &Repo, commit: &str, subdir: &str) -> Option<crate::runtimes::Runtime> {
+        let key = format!("{commit}/{subdir}");
+        repo.state.read().await.as_ref().and_then(|state| state.runtimes.get(&key).copied())
+    }
+
+    /// Remembers the runtime detected for the package in `subdir` at `commit`.
+    pub async fn remember_runtime(
+        &self,
+        repo: &Repo,
+        commit: &str,
+        subdir: &str,
+        runtime: crate::runtimes::Runtime,
+    ) -> Result<(), FunctionError> {
+        let mut guard = repo.state.write().await;
+        let state = guard.get_or_insert_with(|| self.load(repo));
+        state.runtimes.insert(format!("{commit}/{subdir}"), runtime);
         self.save(repo, state)
     }
 

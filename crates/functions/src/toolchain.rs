@@ -149,7 +149,7 @@ impl Toolchain {
             .iter()
             .flat_map(|p| p.split([',', '|']))
             .any(|e| e.starts_with("http://") || e.starts_with("https://"));
-        let allow_downloads = config.go.allow_module_downloads;
+        let allow_downloads = config.allow_downloads();
         let file_roots: BTreeSet<PathBuf> = config
             .git
             .url_rewrite
@@ -190,7 +190,7 @@ impl Toolchain {
         (!self.modcache_writable && output.contains("/build/gomodcache") && output.contains("read-only file system"))
             .then_some(
                 "Sky Island: this server has no module proxy ([go] proxy) and does not download modules \
-                 ([go] allow_module_downloads): a package whose dependencies are not vendored (go mod vendor) cannot be built here.",
+                 ([build] allow_downloads): a package whose dependencies are not vendored (go mod vendor) cannot be built here.",
             )
     }
 
@@ -294,7 +294,59 @@ impl Toolchain {
         if egress {
             env.extend(proxy_env());
         }
-        let request = RunRequest {
+        jails.run(self.request(label, argv, binds, env, egress)).await
+    }
+
+    /// Runs `script` with `sh -c` in a fresh build jail that sees only `mounts` below
+    /// `/build` (not Go's caches: what runs here may be a package's own install code),
+    /// `binds` read-only, `extra_env` besides the basics, and the egress proxy when `egress`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_install(
+        &self,
+        jails: &Jails,
+        label: String,
+        script: &str,
+        args: &[&str],
+        mounts: &[Mount],
+        binds: &[(PathBuf, PathBuf)],
+        extra_env: Vec<String>,
+        egress: bool,
+    ) -> Result<RunReport, RunError> {
+        let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "skyisland".to_owned()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut all = vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }];
+        all.extend(mounts.iter().map(|m| Bind {
+            source: m.host.clone(),
+            target: Path::new(BUILD_MOUNT).join(m.inside),
+            writable: m.writable,
+        }));
+        all.extend(binds.iter().filter(|(host, _)| host.exists()).map(|(host, inside)| Bind {
+            source: host.clone(),
+            target: inside.clone(),
+            writable: false,
+        }));
+        let mut env = vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
+            "HOME=/tmp".to_owned(),
+            "TMPDIR=/tmp".to_owned(),
+            "LANG=C.UTF-8".to_owned(),
+        ];
+        env.extend(extra_env);
+        if egress {
+            env.extend(proxy_env());
+        }
+        jails.run(self.request(label, argv, all, env, egress)).await
+    }
+
+    fn request(
+        &self,
+        label: String,
+        argv: Vec<String>,
+        binds: Vec<Bind>,
+        env: Vec<String>,
+        egress: bool,
+    ) -> RunRequest {
+        RunRequest {
             launch: Launch {
                 kind: SlotKind::Build,
                 name: String::new(),
@@ -316,8 +368,7 @@ impl Toolchain {
             output_limit: self.output_limit,
             output: Output::Capture,
             exec: None,
-        };
-        jails.run(request).await
+        }
     }
 
     fn env(&self, go: &GoToolchain) -> Vec<String> {
@@ -356,14 +407,14 @@ impl Toolchain {
 fn go_env(config: &Config, proxy: Option<&str>) -> Vec<String> {
     let go = &config.go;
     let mut env = Vec::new();
-    match (proxy, go.allow_module_downloads) {
+    match (proxy, config.allow_downloads()) {
         (Some(proxy), _) => env.push(format!("GOPROXY={proxy}")),
         // Go's own default: proxy.golang.org, then the origin.
         (None, true) => {}
         (None, false) => env.push("GOPROXY=off".to_owned()),
     }
     // Without downloads there is no checksum database to ask: go.sum alone is checked.
-    if !go.env.contains_key("GOSUMDB") && !go.allow_module_downloads {
+    if !go.env.contains_key("GOSUMDB") && !config.allow_downloads() {
         env.push("GOSUMDB=off".to_owned());
     }
     let flags = go.env.get("GOFLAGS").map_or(String::new(), |f| format!(" {f}"));

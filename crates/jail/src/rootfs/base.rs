@@ -1,6 +1,6 @@
 //! The base root filesystem every jail is cloned from: what a static Go binary needs
 //! (device nodes, /proc and /tmp mount points, /etc basics, CA certificates, time zones)
-//! and mount points for what some jails get from the host (/usr, /build). Nothing of the
+//! and mount points for what some jails get from the host (/usr, /build, /fn). Nothing of the
 //! host is visible unless a jail binds it.
 
 use std::fs;
@@ -11,10 +11,10 @@ use std::path::Path;
 use rustix::fs::{FileType, Mode, mknodat};
 
 /// Written to `/.skyisland-base`; a base with another version is laid down again.
-pub const BASE_VERSION: &str = "skyisland-base 1\n";
+pub const BASE_VERSION: &str = "skyisland-base 2\n";
 pub(crate) const MARKER: &str = ".skyisland-base";
 
-const DIRS: [(&str, u32); 17] = [
+const DIRS: [(&str, u32); 18] = [
     ("dev", 0o755),
     ("dev/shm", 0o1777),
     ("proc", 0o555),
@@ -32,6 +32,8 @@ const DIRS: [(&str, u32); 17] = [
     ("run", 0o755),
     ("var/tmp", 0o1777),
     ("build", 0o755),
+    // An interpreted function's installed package.
+    ("fn", 0o755),
 ];
 
 const LINKS: [(&str, &str); 9] = [

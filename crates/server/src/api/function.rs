@@ -11,6 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use skyisland_functions::runtimes::Runtime;
 use skyisland_functions::{CacheUse, FunctionError, Request};
 
 use super::ApiError;
@@ -29,6 +30,8 @@ pub struct FunctionRequest {
     pub ip4: bool,
     /// Serve from and store in the request cache (`None`: the server's default).
     pub cache: Option<bool>,
+    /// "go", "python", "node" or "lua"; absent or "": detected from the package's files.
+    pub runtime: Option<Runtime>,
 }
 
 impl FunctionRequest {
@@ -42,6 +45,14 @@ impl FunctionRequest {
             cache_bust: body.bool("cache_bust")?.unwrap_or(false),
             ip4: body.bool("ip4")?.unwrap_or(false),
             cache: body.bool("cache")?,
+            runtime: match body.string("runtime")?.filter(|r| !r.is_empty()) {
+                None => None,
+                Some(name) => Some(Runtime::parse(&name).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid runtime {name:?}: one of \"go\", \"python\", \"node\" or \"lua\" (or none, to detect it)"
+                    ))
+                })?),
+            },
         };
         body.finish();
         Ok(request)
@@ -55,7 +66,8 @@ pub struct FunctionAnswer {
     pub data: String,
     /// The commit that ran.
     pub commit: String,
-    /// "dispatch" when the package's dispatcher ran it, "build" when it needed its own build.
+    /// "dispatch" when the package's dispatcher ran it, "build" when it needed its own build;
+    /// for an interpreted function its runtime ("python", "node", "lua").
     pub path: &'static str,
     /// Whether this request started a build.
     pub built: bool,
@@ -87,6 +99,7 @@ pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
             cache_bust: request.cache_bust,
             ip4: request.ip4,
             cache: request.cache,
+            runtime: request.runtime,
         })
         .await
         .map_err(to_api_error)?;
@@ -114,6 +127,8 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
     match e {
         FunctionError::BadRequest(_) => ApiError::bad_request(message),
         FunctionError::NotExported { .. }
+        | FunctionError::NotFound(_)
+        | FunctionError::LoadFailed(_)
         | FunctionError::PackageRefused(_)
         | FunctionError::Argument(_)
         | FunctionError::TooLarge(_)

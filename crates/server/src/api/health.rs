@@ -47,6 +47,11 @@ pub async fn healthcheck(State(app): State<Arc<App>>) -> Json<Value> {
             "version": go.name,
             "go": go.go,
         })).collect::<Vec<_>>(),
+        // The interpreted runtimes: each one's version, or why this server has not got it.
+        "runtimes": app.functions.runtimes().into_iter().map(|(runtime, found)| match found {
+            Ok(version) => json!({ "runtime": runtime, "version": version, "available": true }),
+            Err(why) => json!({ "runtime": runtime, "available": false, "error": why }),
+        }).collect::<Vec<_>>(),
         "open_files_limit": rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
     }))
 }

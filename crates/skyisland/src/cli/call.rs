@@ -18,6 +18,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         version: args.version,
         cache_bust: args.cache_bust,
         ip4: args.ip4,
+        runtime: args.runtime,
         cache: if args.no_cache { Some(false) } else { None },
         ..Request::new(args.url, args.call)
     };

@@ -98,6 +98,9 @@ struct CallArgs {
     /// Give the jail an address from the server's IPv4 pool.
     #[arg(long)]
     ip4: bool,
+    /// The package's runtime (go, python, node, lua); without it the server detects it.
+    #[arg(long)]
+    runtime: Option<String>,
     /// Neither answer from nor store in the request cache.
     #[arg(long)]
     no_cache: bool,

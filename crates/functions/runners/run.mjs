@@ -1,0 +1,78 @@
+// Sky Island's JavaScript runner: calls one export of the package with the arguments the
+// server parsed, awaits it, and prints what it returns. The call arrives as JSON data
+// (argv), never as source. Exit 87: no such module or export; 88: the package does not
+// load (a syntax error); an exception: its stack and exit 1.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+function fail(code, message) {
+  process.stderr.write(`skyisland-runner: ${message}\n`, () => process.exit(code));
+}
+
+// The package's entry point: package.json "exports" (".", with the import, node, require
+// or default condition), then "main", then index.js.
+function entry(pkg) {
+  const manifest = join(pkg, "package.json");
+  let json = {};
+  if (existsSync(manifest)) {
+    try {
+      json = JSON.parse(readFileSync(manifest, "utf8"));
+    } catch (e) {
+      return { error: `package.json does not parse: ${e.message}` };
+    }
+  }
+  const pick = (target) => {
+    if (typeof target === "string") return target;
+    if (target && typeof target === "object") {
+      for (const condition of ["import", "node", "require", "default"]) {
+        const found = pick(target[condition]);
+        if (found) return found;
+      }
+    }
+    return null;
+  };
+  let exports = json.exports;
+  if (exports && typeof exports === "object" && !Array.isArray(exports) && "." in exports) exports = exports["."];
+  const chosen = pick(exports) || json.main || (existsSync(join(pkg, "index.mjs")) ? "index.mjs" : "index.js");
+  return { file: join(pkg, chosen) };
+}
+
+async function main() {
+  const [pkg, spec] = [process.argv[2], JSON.parse(process.argv[3])];
+  let file;
+  if (spec.module === null) {
+    const found = entry(pkg);
+    if (found.error) return fail(88, found.error);
+    file = found.file;
+  } else {
+    file = [".mjs", ".js", ".cjs"].map((ext) => join(pkg, spec.module + ext)).find((f) => existsSync(f));
+    if (!file) return fail(87, `no file ${spec.module}.js, .mjs or .cjs in the package`);
+  }
+  if (!existsSync(file)) return fail(87, `the package's entry point ${file.slice(pkg.length + 1)} does not exist`);
+  let module;
+  try {
+    module = await import(pathToFileURL(file).href);
+  } catch (e) {
+    if (e instanceof SyntaxError) return fail(88, `${e.name}: ${e.message} (${file.slice(pkg.length + 1)})`);
+    throw e;
+  }
+  let fn = Object.prototype.hasOwnProperty.call(module, spec.name) ? module[spec.name] : undefined;
+  if (fn === undefined && module.default && typeof module.default === "object") {
+    fn = Object.prototype.hasOwnProperty.call(module.default, spec.name) ? module.default[spec.name] : undefined;
+  }
+  if (fn === undefined && spec.name === "default") fn = module.default;
+  if (typeof fn !== "function") return fail(87, `the module does not export a function ${spec.name}`);
+  const args = spec.args;
+  for (const i of spec.undefined) args[i] = undefined;
+  const result = await fn(...args);
+  let text;
+  if (result === undefined || result === null) text = "";
+  else if (typeof result === "string") text = result;
+  else text = JSON.stringify(result, (_, v) => (typeof v === "bigint" ? v.toString() : v)) ?? "";
+  process.stdout.write(text);
+}
+
+main().catch((e) => {
+  process.stderr.write(`${e && e.stack ? e.stack : String(e)}\n`, () => process.exit(1));
+});
