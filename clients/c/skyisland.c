@@ -150,6 +150,9 @@ response_t *function_with(client_opt_t *client, const char *url, const char *cal
     if (opts->cache_bust) {
         json_object_object_add(request, "cache_bust", json_object_new_boolean(1));
     }
+    if (opts->runtime) {
+        json_object_object_add(request, "runtime", json_object_new_string(opts->runtime));
+    }
     if (opts->ip4) {
         json_object_object_add(request, "ip4", json_object_new_boolean(1));
     }

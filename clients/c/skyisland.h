@@ -52,6 +52,7 @@ typedef struct request_opts_t {
     int cache_bust;
     int ip4;
     int cache;
+    const char *runtime; /* "go", "python", "node" or "lua"; NULL: the server detects it */
     const char *api_key; /* sent as Authorization: Bearer KEY when not NULL */
     long timeout_ms;     /* 0: no timeout */
 } request_opts_t;

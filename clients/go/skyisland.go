@@ -65,6 +65,8 @@ type Request struct {
 	Version   string `json:"version,omitempty"`
 	CacheBust bool   `json:"cache_bust,omitempty"`
 	IP4       bool   `json:"ip4,omitempty"`
+	// Runtime is "go", "python", "node" or "lua"; empty: the server detects it.
+	Runtime string `json:"runtime,omitempty"`
 	// Cache, when not nil, says whether the request cache may answer and store it.
 	Cache *bool `json:"cache,omitempty"`
 }

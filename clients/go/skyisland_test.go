@@ -56,6 +56,12 @@ func TestOptionalFields(t *testing.T) {
 	if err != nil || answer.Data != "hello" || answer.Cache != "miss" {
 		t.Fatalf("%+v %v", answer, err)
 	}
+	for _, runtime := range []string{"python", "node"} {
+		answer, err = c.FunctionWith(ctx, Request{URL: env(t, "BILINGUAL"), Call: "which(1)", Runtime: runtime})
+		if err != nil || answer.Data != runtime+" 1" {
+			t.Fatalf("%+v %v", answer, err)
+		}
+	}
 	answer, err = c.FunctionWith(ctx, Request{URL: env(t, "NET"), Call: "Addr(0)", IP4: true})
 	if err != nil || !strings.HasPrefix(answer.Data, env(t, "IP4_PREFIX")) {
 		t.Fatalf("%+v %v", answer, err)

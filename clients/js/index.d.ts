@@ -14,6 +14,8 @@ export interface FunctionOptions {
   version?: string;
   cacheBust?: boolean;
   ip4?: boolean;
+  /** "go", "python", "node" or "lua"; absent: the server detects it. */
+  runtime?: "go" | "python" | "node" | "lua";
   /** Whether the request cache may answer and store it (default: as the server is configured). */
   cache?: boolean;
 }

@@ -41,6 +41,7 @@ export class Client {
     if (options.version !== undefined) body.version = options.version;
     if (options.cacheBust) body.cache_bust = true;
     if (options.ip4) body.ip4 = true;
+    if (options.runtime !== undefined) body.runtime = options.runtime;
     if (options.cache !== undefined) body.cache = Boolean(options.cache);
     const headers = {};
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;

@@ -65,6 +65,19 @@ static void optional_fields(client_opt_t *c) {
         CHECK(strcmp(res->data, "hello") == 0 && strcmp(res->cache, "miss") == 0, "%s", res->json);
         free_response_t(res);
     }
+    const char *runtimes[] = {"python", "node"};
+    for (int i = 0; i < 2; i++) {
+        opts = request_opts_default();
+        opts.runtime = runtimes[i];
+        res = function_with(c, env("BILINGUAL"), "which(1)", &opts);
+        CHECK(res != NULL, "%s", error_message());
+        if (res != NULL) {
+            char want[32];
+            snprintf(want, sizeof want, "%s 1", runtimes[i]);
+            CHECK(strcmp(res->data, want) == 0, "%s", res->json);
+            free_response_t(res);
+        }
+    }
     opts = request_opts_default();
     opts.ip4 = 1;
     res = function_with(c, env("NET"), "Addr(0)", &opts);

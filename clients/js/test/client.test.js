@@ -34,6 +34,9 @@ test("optional fields", async () => {
   const fresh = await client().function(env("MISC"), "Hello()", { fullResp: true, cache: false, cacheBust: true });
   assert.deepEqual([fresh.data, fresh.cache], ["hello", "miss"]);
   assert.ok((await client().function(env("NET"), "Addr(0)", { ip4: true })).startsWith(env("IP4_PREFIX")));
+  for (const runtime of ["python", "node"]) {
+    assert.equal(await client().function(env("BILINGUAL"), "which(1)", { runtime }), `${runtime} 1`);
+  }
 });
 
 test("a build failure", async () => {

@@ -48,9 +48,13 @@ class Client:
         self.api_key = api_key
         self.admin_header = admin_header
 
-    def function(self, url, call, full_resp=False, version=None, cache_bust=False, ip4=False, cache=None):
-        """Runs ``call`` (e.g. ``'Encode(1, 2)'``) of the package at import path ``url``."""
+    def function(self, url, call, full_resp=False, version=None, cache_bust=False, ip4=False, cache=None,
+                 runtime=None):
+        """Runs ``call`` (e.g. ``'Encode(1, 2)'``) of the package at import path ``url``;
+        ``runtime`` ("go", "python", "node", "lua") when the server should not detect it."""
         body = {"url": url, "call": call}
+        if runtime is not None:
+            body["runtime"] = runtime
         if version is not None:
             body["version"] = version
         if cache_bust:

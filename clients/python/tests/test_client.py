@@ -42,6 +42,8 @@ class ClientTest(unittest.TestCase):
         answer = client().function(env("MISC"), "Hello()", full_resp=True, cache=False, cache_bust=True)
         self.assertEqual((answer["data"], answer["cache"]), ("hello", "miss"))
         self.assertTrue(client().function(env("NET"), "Addr(0)", ip4=True).startswith(env("IP4_PREFIX")))
+        for runtime in ("python", "node"):
+            self.assertEqual(client().function(env("BILINGUAL"), "which(1)", runtime=runtime), runtime + " 1")
 
     def test_build_failure(self):
         with self.assertRaises(SkyIslandError) as caught:

@@ -630,7 +630,10 @@ impl Inner {
             let sources = self.repos.sources(&self.jails, &generator.path, repo, commit).await?;
             runtimes::detect(&sources.path.join(&path.subdir))
         };
-        let runtime = detected.map_err(|e| FunctionError::BadRequest(format!("{}: {e}", path.full)))?;
+        let runtime = detected.map_err(|e| match e {
+            runtimes::Undetected::Several(m) => FunctionError::BadRequest(format!("{}: {m}", path.full)),
+            runtimes::Undetected::Nothing(m) => FunctionError::PackageRefused(format!("{}: {m}", path.full)),
+        })?;
         self.repos.remember_runtime(repo, commit, &path.subdir, runtime).await?;
         Ok(runtime)
     }

@@ -1,7 +1,7 @@
 //! The seccomp policy is an allow-list, so a system call a real program needs and the
 //! policy forgot would break that program in every jail. This test runs the programs the
 //! jails run (a Go program using the network, threads and processes; the shell; git; the
-//! Go toolchain building a module; python3; node) outside any jail under `strace`, and
+//! Go toolchain building a module; python3; node; lua5.4) outside any jail under `strace`, and
 //! runs every system call they made, with its real arguments, through the compiled policy.
 //! A refused call fails the test unless it is a probe the program is known to fall back
 //! from (listed below, each with the reason).
@@ -229,6 +229,10 @@ fn real_programs_need_nothing_the_policy_refuses() {
                       cp.execFileSync('/bin/true');\
                       (async () => { await new Promise(r => setTimeout(r, 1)); console.log(JSON.stringify({ok: 1})); })();";
         add("node", trace(home, "node", Command::new(node).args(["-e", script]).current_dir(home)));
+    }
+    if let Some(lua) = require("lua5.4") {
+        let script = "local f = io.open(os.tmpname(), 'w'); f:write('x'); f:close(); print(os.time(), os.clock())";
+        add("lua5.4", trace(home, "lua5.4", Command::new(lua).args(["-e", script]).current_dir(home)));
     }
 
     let mut refused = Vec::new();

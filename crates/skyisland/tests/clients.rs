@@ -27,6 +27,8 @@ fn fixtures(sandbox: &Sandbox, server: &Server) -> Fixtures {
     let misc = Repo::from_fixture(sandbox, "acme", "misc", "misc");
     let broken = Repo::from_fixture(sandbox, "acme", "broken", "broken");
     let net = Repo::from_fixture(sandbox, "acme", "netcheck", "netcheck");
+    // A package in two languages: the calls name the runtime.
+    let bilingual = Repo::from_fixture(sandbox, "acme", "bilingual", "bilingual");
     let env = [
         ("HOST", "http://127.0.0.1".to_owned()),
         ("PORT", server.addr.port().to_string()),
@@ -37,6 +39,7 @@ fn fixtures(sandbox: &Sandbox, server: &Server) -> Fixtures {
         ("MISC", misc.import_path.clone()),
         ("BROKEN", broken.import_path.clone()),
         ("NET", net.import_path.clone()),
+        ("BILINGUAL", bilingual.import_path.clone()),
         ("IP4_PREFIX", "10.213.9.".to_owned()),
     ]
     .into_iter()

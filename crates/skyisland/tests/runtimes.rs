@@ -271,7 +271,7 @@ async fn runtimes_are_detected_or_named() {
     // Python's spelling for a JavaScript function.
     let (code, body) = server.call(json!({"url": both, "call": "which(True)", "runtime": "node"})).await;
     assert_eq!(code, 400, "{body}");
-    let body = status(&server, &format!("{}/none", repo.import_path), "which()", 400).await;
+    let body = status(&server, &format!("{}/none", repo.import_path), "which()", 422).await;
     assert!(body["error"].as_str().unwrap().contains("no Go, Python"), "{body}");
 }
 

@@ -79,15 +79,26 @@ impl std::fmt::Display for Runtime {
     }
 }
 
+/// Why a package's runtime cannot be detected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undetected {
+    /// No directory, or nothing any runtime runs: the package is the problem.
+    #[error("{0}")]
+    Nothing(String),
+    /// Files of several runtimes: the request must say which.
+    #[error("{0}")]
+    Several(String),
+}
+
 /// The runtime of the package directory `dir` (checked-out sources: no symbolic links),
-/// from the files it holds; `Err` says why none or several.
-pub fn detect(dir: &Path) -> Result<Runtime, String> {
+/// from the files it holds.
+pub fn detect(dir: &Path) -> Result<Runtime, Undetected> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("the package directory does not exist in the repository".into());
+            return Err(Undetected::Nothing("the package directory does not exist in the repository".into()));
         }
-        Err(e) => return Err(format!("cannot list the package directory: {e}")),
+        Err(e) => return Err(Undetected::Nothing(format!("cannot list the package directory: {e}"))),
     };
     let mut found = Vec::new();
     for entry in entries.filter_map(Result::ok) {
@@ -105,11 +116,11 @@ pub fn detect(dir: &Path) -> Result<Runtime, String> {
     found.sort();
     match found.as_slice() {
         [one] => Ok(*one),
-        [] => Err("the package directory holds no Go, Python, JavaScript or Lua files".into()),
-        several => Err(format!(
+        [] => Err(Undetected::Nothing("the package directory holds no Go, Python, JavaScript or Lua files".into())),
+        several => Err(Undetected::Several(format!(
             "the package directory holds files of several runtimes ({}): say which with \"runtime\"",
             several.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
-        )),
+        ))),
     }
 }
 
@@ -129,13 +140,13 @@ mod tests {
     fn detection() {
         let dir = tempfile::tempdir().unwrap();
         let touch = |name: &str| std::fs::write(dir.path().join(name), "").unwrap();
-        assert!(detect(dir.path()).unwrap_err().contains("no Go"));
+        assert!(matches!(detect(dir.path()), Err(Undetected::Nothing(m)) if m.contains("no Go")));
         touch("main.py");
         touch("requirements.txt");
         assert_eq!(detect(dir.path()), Ok(Runtime::Python));
         touch("index.js");
-        assert!(detect(dir.path()).unwrap_err().contains("python, node"));
-        assert!(detect(&dir.path().join("nope")).unwrap_err().contains("does not exist"));
+        assert!(matches!(detect(dir.path()), Err(Undetected::Several(m)) if m.contains("python, node")));
+        assert!(detect(&dir.path().join("nope")).unwrap_err().to_string().contains("does not exist"));
         for name in ["go", "golang", "python", "node", "JavaScript", "lua"] {
             assert!(Runtime::parse(name).is_some(), "{name}");
         }

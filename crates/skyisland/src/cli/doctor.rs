@@ -85,6 +85,20 @@ fn advisories(config: &Config) -> Vec<Check> {
     if let Some(url) = &config.cache.redis_url {
         checks.push(redis(url));
     }
+    // Each interpreter only matters to its own functions: missing, Go still runs.
+    let interpreters: [(&'static str, &Path, &[&str], &str); 4] = [
+        ("Python functions", &config.python.program, &["--version"], "install python3 and python3-pip"),
+        ("JavaScript functions", &config.node.program, &["--version"], "install nodejs"),
+        ("npm", &config.node.npm, &["--version"], "install npm (JavaScript functions' dependencies)"),
+        ("Lua functions", &config.lua.program, &["-v"], "install lua5.4"),
+    ];
+    for (what, path, args, fix) in interpreters {
+        let mut check = program(what, path, args, fix);
+        if check.level == Level::Missing {
+            check.level = Level::Warn;
+        }
+        checks.push(check);
+    }
     checks.push(free_disk(&config.data_dir));
     checks.push(run_dir(&config.run_dir));
     checks.push(descriptors());

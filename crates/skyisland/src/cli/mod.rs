@@ -266,5 +266,12 @@ fn init(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             skyisland_config::Backend::Btrfs => "btrfs",
         }
     );
+    // Each interpreted runtime's jail type: its layer of the host's /usr.
+    for (runtime, found) in skyisland_functions::runtimes::layer::Interpreters::prepare(&config).status() {
+        match found {
+            Ok(version) => println!("{runtime} {version}: its jails' layer is ready"),
+            Err(why) => println!("{runtime}: {why}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
