@@ -26,7 +26,7 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../skyisland/tests/fixtures")
 }
 
-fn sh(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn sh(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -34,7 +34,7 @@ fn sh(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
@@ -47,21 +47,49 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn git(args: &[&str], cwd: &Path) -> anyhow::Result<String> {
+    sh(Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.test")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.test"))
+}
+
 /// A bare repository of fixture `name` at `<git>/example.test/bench/<name>.git`.
 fn repository(dir: &Path, name: &str) -> anyhow::Result<()> {
     let work = dir.join("work").join(name);
     let _ = fs::remove_dir_all(&work);
     copy_dir(&fixtures().join(name), &work)?;
-    let git = |args: &[&str], cwd: &Path| {
-        sh(Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@example.test")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@example.test"))
-    };
+    commit_new(dir, name)
+}
+
+/// A bare repository `name` of `files` (path, contents).
+pub(crate) fn repository_from(dir: &Path, name: &str, files: &[(String, String)]) -> anyhow::Result<()> {
+    let work = dir.join("work").join(name);
+    let _ = fs::remove_dir_all(&work);
+    for (path, text) in files {
+        let path = work.join(path);
+        fs::create_dir_all(path.parent().expect("has a parent"))?;
+        fs::write(path, text)?;
+    }
+    commit_new(dir, name)
+}
+
+/// Commits what changed below `path` of repository `name`'s work tree and pushes it.
+pub(crate) fn commit_change(dir: &Path, name: &str, path: &str) -> anyhow::Result<()> {
+    let work = dir.join("work").join(name);
+    git(&["add", "-A", path], &work)?;
+    git(&["commit", "-q", "-m", "change"], &work)?;
+    let bare = dir.join("git/example.test/bench").join(format!("{name}.git"));
+    git(&["push", "-q", bare.to_str().expect("utf-8"), "main"], &work)?;
+    Ok(())
+}
+
+fn commit_new(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let work = dir.join("work").join(name);
     git(&["init", "-q", "-b", "main"], &work)?;
     git(&["add", "-A"], &work)?;
     git(&["commit", "-q", "-m", "bench"], &work)?;
@@ -72,9 +100,9 @@ fn repository(dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -84,7 +112,7 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
+pub(crate) fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
     start_binary(
         dir,
         extra,
@@ -118,7 +146,7 @@ fn start_binary(dir: &Path, extra: &str, exe: &Path, uid_base: u32, cgroup: &str
     Ok(Server { child, url })
 }
 
-async fn call(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+pub(crate) async fn call(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
     let response = http.post(format!("{url}/api/v1/function")).json(&body).send().await?;
     let status = response.status();
     let body: Value = response.json().await?;
@@ -354,7 +382,7 @@ fn wrk(dir: &Path, url: &str, body: &Value, connections: usize, seconds: u64) ->
 /// function: sequential medians, then wrk's throughput and latency.
 /// The benchmark's async runtime and its HTTP client (idle connections given up before the
 /// server closes them).
-fn client() -> anyhow::Result<(tokio::runtime::Runtime, reqwest::Client)> {
+pub(crate) fn client() -> anyhow::Result<(tokio::runtime::Runtime, reqwest::Client)> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))

@@ -10,6 +10,7 @@
 
 mod functions;
 mod jail;
+mod runtimes;
 mod stats;
 
 use std::path::PathBuf;
@@ -53,6 +54,14 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-net")]
         dir: PathBuf,
     },
+    /// Python, JavaScript and Lua calls against their interpreters by fork+exec and
+    /// bubblewrap; installs against pip and npm by hand.
+    Runtimes {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-runtimes")]
+        dir: PathBuf,
+    },
     /// This build's server against another skyisland binary, called alternately.
     Compare {
         /// The other `skyisland` binary.
@@ -73,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Functions { runs, dir } => functions::run(functions::Args { runs, dir }),
         Bench::Cache { runs, dir } => functions::run_cache(functions::Args { runs, dir }),
         Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
+        Bench::Runtimes { runs, dir } => runtimes::run(functions::Args { runs, dir }),
         Bench::Compare { other, runs, dir } => functions::run_compare(functions::Args { runs, dir }, &other),
         Bench::External { dir, config, runs, programs } => jail::external(&dir, &config, runs, &programs),
     }

@@ -711,8 +711,9 @@ impl Inner {
         let package = Path::new(runtimes::install::FN_MOUNT).join("tree").join(&path.subdir);
         let mut argv = vec![interpreter.program_inside.display().to_string()];
         match runtime {
-            // Isolated (no environment, no user site), no site module, no bytecode written.
-            Runtime::Python => argv.extend(["-I", "-S", "-B", "-X", "utf8"].map(String::from)),
+            // Isolated (no environment, no user site), no site module, no bytecode written;
+            // UTF-8 from the jail's C.UTF-8 locale.
+            Runtime::Python => argv.extend(["-I", "-S", "-B"].map(String::from)),
             Runtime::Node => argv.push("--no-warnings".into()),
             _ => {}
         }

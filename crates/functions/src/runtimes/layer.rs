@@ -17,7 +17,7 @@ use skyisland_config::Config;
 use super::Runtime;
 
 /// Bumped when what a layer holds changes: a new layer is laid down.
-const LAYER_VERSION: &str = "layer 1";
+const LAYER_VERSION: &str = "layer 2";
 
 /// Python's standard library directories left out: third-party packages, tests, GUIs.
 const PYTHON_SKIP: [&str; 7] =
@@ -25,7 +25,7 @@ const PYTHON_SKIP: [&str; 7] =
 
 /// The runners, embedded.
 pub const RUN_PY: &str = include_str!("../../runners/run.py");
-pub const RUN_MJS: &str = include_str!("../../runners/run.mjs");
+pub const RUN_JS: &str = include_str!("../../runners/run.js");
 pub const RUN_LUA: &str = include_str!("../../runners/run.lua");
 
 /// An interpreter ready for execution jails.
@@ -103,7 +103,7 @@ impl Interpreters {
 fn runner(runtime: Runtime) -> (&'static str, &'static str) {
     match runtime {
         Runtime::Python => ("run.py", RUN_PY),
-        Runtime::Node => ("run.mjs", RUN_MJS),
+        Runtime::Node => ("run.js", RUN_JS),
         Runtime::Lua | Runtime::Go => ("run.lua", RUN_LUA),
     }
 }
@@ -121,11 +121,16 @@ fn prepare(runtime: Runtime, program: &Path, dir: &Path) -> Result<Interpreter, 
     let (runner_name, runner_text) = runner(runtime);
     let hash = crate::binaries::key(&[LAYER_VERSION, &real.to_string_lossy(), &version, runner_text]);
     let layer = dir.join(format!("{runtime}-{version}-{}", &hash[..12]));
-    let runner_inside = PathBuf::from("/usr/lib/skyisland").join(runner_name);
+    let runner_source = PathBuf::from("/usr/lib/skyisland").join(runner_name);
     if !layer.join(".complete").is_file() {
-        lay_down(runtime, &real, &version, &layer, &runner_inside, runner_text)
+        lay_down(runtime, &real, &version, &layer, &runner_source, runner_text)
             .map_err(|e| format!("preparing the {runtime} jail's layer failed: {e}"))?;
     }
+    // Python runs its runner compiled: a script given by name is compiled at every start.
+    let runner_inside = match runtime {
+        Runtime::Python => runner_source.with_extension("pyc"),
+        _ => runner_source,
+    };
     let file = std::fs::File::open(layer.join(real.strip_prefix("/").expect("absolute")))
         .map_err(|e| format!("opening the {runtime} interpreter in its layer: {e}"))?;
     Ok(Interpreter { runtime, version, layer, program_inside: real, runner_inside, program: file.into() })
@@ -192,6 +197,9 @@ fn lay_down(
         let runner = temp.join(runner_inside.strip_prefix("/").expect("absolute"));
         std::fs::create_dir_all(runner.parent().expect("has a parent"))?;
         std::fs::write(&runner, runner_text)?;
+        if runtime == Runtime::Python {
+            compile_python(program, &runner)?;
+        }
         std::fs::write(temp.join(".complete"), LAYER_VERSION)?;
         match std::fs::rename(&temp, layer) {
             // Another server laid it down meanwhile.
@@ -207,6 +215,26 @@ fn lay_down(
     }
     tracing::info!(%runtime, layer = %layer.display(), "laid down the runtime's layer");
     result
+}
+
+/// Compiles the Python runner `source` into `<source stem>.pyc` beside it, with the
+/// interpreter that will run it (checked by hash, never by the file's time).
+fn compile_python(program: &Path, source: &Path) -> std::io::Result<()> {
+    let script = "import sys, py_compile; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True, \
+                  invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)";
+    let out = Command::new(program)
+        .args(["-I", "-S", "-c", script])
+        .arg(source)
+        .arg(source.with_extension("pyc"))
+        .env_clear()
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "compiling the runner failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// The shared libraries `elf` loads, per `ldd`: (the path the loader looks for, moved

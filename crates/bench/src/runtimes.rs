@@ -1,0 +1,248 @@
+//! Interpreted functions (Python, JavaScript, Lua) through a real `skyisland serve`, side
+//! by side with the same interpreter running the same function: a cached call in a fresh
+//! jail (`"cache": false`, the package already installed) against plain fork+exec of the
+//! interpreter and against the same under bubblewrap, interleaved call by call so that the
+//! machine's noise falls on all alike. Then a first call that installs a dependency (a new
+//! commit each run) against pip and npm run by hand on the same package.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::functions::{Args, call, client, commit_change, repository_from, start};
+use crate::stats::{self, summarize};
+
+/// One runtime's package and how to run its function outside Sky Island.
+struct Case {
+    runtime: &'static str,
+    dir: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    call: &'static str,
+    /// The interpreter and its arguments, `{dir}` the package directory.
+    plain: &'static [&'static str],
+    answer: &'static str,
+}
+
+const CASES: [Case; 3] = [
+    Case {
+        runtime: "python",
+        dir: "py",
+        files: &[("m.py", "def f(x):\n    return x + 1\n")],
+        call: "m.f(1)",
+        plain: &[
+            "/usr/bin/python3",
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, '{dir}'); import m; print(m.f(1), end='')",
+        ],
+        answer: "2",
+    },
+    Case {
+        runtime: "node",
+        dir: "js",
+        files: &[("index.js", "exports.f = (x) => x + 1;\n")],
+        call: "f(1)",
+        plain: &["/usr/bin/node", "-e", "process.stdout.write(String(require('{dir}/index.js').f(1)))"],
+        answer: "2",
+    },
+    Case {
+        runtime: "lua",
+        dir: "lua",
+        files: &[("m.lua", "local M = {}\nfunction M.f(x) return x + 1 end\nreturn M\n")],
+        call: "m.f(1)",
+        plain: &["/usr/bin/lua5.4", "-e", "package.path = '{dir}/?.lua'; io.write(require('m').f(1))"],
+        answer: "2",
+    },
+];
+
+fn timed(cmd: &mut Command, answer: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{cmd:?}"))?;
+    let took = started.elapsed();
+    if !out.status.success() || String::from_utf8_lossy(&out.stdout) != answer {
+        bail!("{cmd:?}: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+/// The same command under bubblewrap: the host's /usr and the package read-only, new
+/// namespaces of every kind.
+fn bwrap(argv: &[String], package: &Path) -> Command {
+    let mut cmd = Command::new("bwrap");
+    cmd.args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+        .args(["--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+        .arg("--ro-bind")
+        .arg(package)
+        .arg(package)
+        .args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"])
+        .args(argv);
+    cmd
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(&args.dir);
+    fs::create_dir_all(&args.dir)?;
+    let mut files: Vec<(String, String)> = Vec::new();
+    for case in &CASES {
+        for (name, text) in case.files {
+            files.push((format!("{}/{name}", case.dir), (*text).to_owned()));
+        }
+    }
+    // The dependency cases: a wheel in a local find-links directory, an npm tarball.
+    let wheels = args.dir.join("wheels");
+    fs::create_dir_all(&wheels)?;
+    make_wheel(&wheels)?;
+    files.push(("pydeps/requirements.txt".into(), "skyfoo==1.0\n".into()));
+    files.push(("pydeps/main.py".into(), "import skyfoo\n\ndef shout(t):\n    return skyfoo.shout(t)\n".into()));
+    files.push((
+        "jsdeps/package.json".into(),
+        r#"{"name": "d", "version": "1.0.0", "dependencies": {"leftpad": "file:leftpad-1.0.0.tgz"}}"#.into(),
+    ));
+    files.push(("jsdeps/index.js".into(), "exports.pad = (t, n) => require('leftpad')(t, n);\n".into()));
+    repository_from(&args.dir, "rt", &files)?;
+    let tarball =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../skyisland/tests/fixtures/rt-node/deps/leftpad-1.0.0.tgz");
+    fs::copy(&tarball, args.dir.join("work/rt/jsdeps/leftpad-1.0.0.tgz"))?;
+    commit_change(&args.dir, "rt", "jsdeps/leftpad-1.0.0.tgz")?;
+
+    let config = format!("[cache]\nbust_interval = \"0s\"\n[python]\nfind_links = [\"{}\"]\n", wheels.display());
+    let server = start(&args.dir, &config)?;
+    let (tokio, http) = client()?;
+    let url = server.url.clone();
+    let work = args.dir.join("work/rt");
+    println!("\n## Interpreted functions ({} interleaved runs each)\n", args.runs);
+    stats::header();
+    let mut ratios = Vec::new();
+    for case in &CASES {
+        let package = work.join(case.dir);
+        let argv: Vec<String> = case.plain.iter().map(|a| a.replace("{dir}", &package.display().to_string())).collect();
+        let body = json!({"url": format!("example.test/bench/rt/{}", case.dir), "call": case.call, "cache": false});
+        // Installed, and the jails warm.
+        for _ in 0..5 {
+            let answer = tokio.block_on(call(&http, &url, body.clone()))?;
+            if answer["data"] != case.answer {
+                bail!("{}: {answer}", case.runtime);
+            }
+        }
+        let (mut jail, mut plain, mut wrapped) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let started = Instant::now();
+            tokio.block_on(call(&http, &url, body.clone()))?;
+            jail.push(started.elapsed());
+            plain.push(timed(Command::new(&argv[0]).args(&argv[1..]).env_clear(), case.answer)?);
+            wrapped.push(timed(&mut bwrap(&argv, &package), case.answer)?);
+        }
+        let (jail, plain, wrapped) = (summarize(&mut jail), summarize(&mut plain), summarize(&mut wrapped));
+        stats::row(&format!("{}: call through the server, fresh jail", case.runtime), &jail);
+        stats::row(&format!("{}: fork+exec of the interpreter", case.runtime), &plain);
+        stats::row(&format!("{}: the same under bubblewrap", case.runtime), &wrapped);
+        ratios.push((case.runtime, jail.median, plain.median, wrapped.median));
+    }
+    println!();
+    for (runtime, jail, plain, wrapped) in ratios {
+        let target = if runtime == "lua" { 2.0 } else { 1.3 };
+        stats::ratio(&format!("{runtime}: server call / fork+exec (target ≤ {target}×)"), jail, plain);
+        stats::ratio(&format!("{runtime}: server call / bubblewrap"), jail, wrapped);
+    }
+
+    // A new dependency set: a first call of a new commit (fetch, checkout, install, run)
+    // against pip or npm by hand on the same package, alternately.
+    let installs = args.runs.clamp(1, 10);
+    let (mut py_first, mut py_hand, mut js_first, mut js_hand) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..installs {
+        fs::write(work.join("pydeps/extra.py"), format!("N = {i}\n"))?;
+        fs::write(work.join("jsdeps/extra.js"), format!("exports.n = {i};\n"))?;
+        commit_change(&args.dir, "rt", ".")?;
+        let started = Instant::now();
+        let answer = tokio.block_on(call(
+            &http,
+            &url,
+            json!({"url": "example.test/bench/rt/pydeps", "call": "shout('a')", "cache_bust": true}),
+        ))?;
+        py_first.push(started.elapsed());
+        if answer["data"] != "A!" {
+            bail!("pydeps: {answer}");
+        }
+        let started = Instant::now();
+        let answer = tokio.block_on(call(
+            &http,
+            &url,
+            json!({"url": "example.test/bench/rt/jsdeps", "call": "pad('a', 3)", "cache_bust": true}),
+        ))?;
+        js_first.push(started.elapsed());
+        if answer["data"] != "**a" {
+            bail!("jsdeps: {answer}");
+        }
+        let target = args.dir.join("hand-pip");
+        let _ = fs::remove_dir_all(&target);
+        let started = Instant::now();
+        crate::functions::sh(
+            Command::new("/usr/bin/python3")
+                .args(["-I", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input"])
+                .args(["--no-index", "--find-links"])
+                .arg(&wheels)
+                .arg("--target")
+                .arg(&target)
+                .args(["-r", "requirements.txt"])
+                .current_dir(work.join("pydeps")),
+        )?;
+        py_hand.push(started.elapsed());
+        let hand = args.dir.join("hand-npm");
+        let _ = fs::remove_dir_all(&hand);
+        crate::functions::copy_dir(&work.join("jsdeps"), &hand)?;
+        let started = Instant::now();
+        crate::functions::sh(
+            Command::new("/usr/bin/npm")
+                .args(["install", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--offline"])
+                .args(["--no-package-lock", "--cache"])
+                .arg(args.dir.join("npm-cache"))
+                .current_dir(&hand),
+        )?;
+        js_hand.push(started.elapsed());
+    }
+    let rows = [
+        ("python: first call of a new commit (install)", summarize(&mut py_first)),
+        ("python: pip install by hand", summarize(&mut py_hand)),
+        ("node: first call of a new commit (install)", summarize(&mut js_first)),
+        ("node: npm install by hand", summarize(&mut js_hand)),
+    ];
+    println!("\n## A new dependency set ({installs} alternating runs)\n");
+    stats::header();
+    for (name, summary) in &rows {
+        stats::row(name, summary);
+    }
+    println!();
+    stats::ratio("python: first call / pip by hand (target ≤ 1×)", rows[0].1.median, rows[1].1.median);
+    stats::ratio("node: first call / npm by hand (target ≤ 1×)", rows[2].1.median, rows[3].1.median);
+    drop(server);
+    Ok(())
+}
+
+/// A wheel of `skyfoo` 1.0 (pure Python), made with the host's Python.
+fn make_wheel(dir: &Path) -> anyhow::Result<()> {
+    let script = r#"
+import sys, zipfile, hashlib, base64
+path = sys.argv[1] + "/skyfoo-1.0-py3-none-any.whl"
+files = {
+    "skyfoo/__init__.py": "def shout(text):\n    return text.upper() + '!'\n",
+    "skyfoo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: skyfoo\nVersion: 1.0\n",
+    "skyfoo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+with zipfile.ZipFile(path, "w") as z:
+    for name, text in files.items():
+        data = text.encode()
+        z.writestr(name, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append("%s,sha256=%s,%d" % (name, digest, len(data)))
+    record.append("skyfoo-1.0.dist-info/RECORD,,")
+    z.writestr("skyfoo-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#;
+    crate::functions::sh(Command::new("/usr/bin/python3").args(["-c", script]).arg(dir))?;
+    Ok(())
+}
