@@ -94,7 +94,7 @@ package.path = pkg .. "/?.lua;" .. pkg .. "/?/init.lua;" .. pkg .. "/lua_modules
 package.cpath = ""
 
 if module_name == nil then
-  -- A bare name: main.lua, then init.lua, then the directory's only module.
+  -- A bare name: main.lua, then init.lua.
   for _, candidate in ipairs({ "main", "init" }) do
     local f = io.open(pkg .. "/" .. candidate .. ".lua")
     if f then f:close(); module_name = candidate; break end
