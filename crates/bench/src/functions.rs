@@ -525,18 +525,6 @@ fn change_geo(dir: &Path, i: usize) -> anyhow::Result<String> {
     let file = work.join("geo.go");
     let source = fs::read_to_string(&file)?;
     fs::write(&file, format!("{source}\n// change {i}\n"))?;
-    let git = |args: &[&str], cwd: &Path| {
-        sh(Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@example.test")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@example.test"))
-    };
-    git(&["commit", "-qam", "change"], &work)?;
-    let bare = dir.join("git/example.test/bench/geo.git");
-    git(&["push", "-q", bare.to_str().expect("utf-8"), "main"], &work)?;
+    commit_change(dir, "geo", ".")?;
     Ok(git(&["rev-parse", "HEAD"], &work)?.trim().to_owned())
 }

@@ -86,6 +86,18 @@ impl Mount {
     pub fn new(host: PathBuf, inside: &'static str, writable: bool) -> Mount {
         Mount { host, inside, writable }
     }
+
+    /// The bind mount that puts it below `/build`.
+    fn bind(&self) -> Bind {
+        Bind { source: self.host.clone(), target: Path::new(BUILD_MOUNT).join(self.inside), writable: self.writable }
+    }
+}
+
+/// A build jail's argv: `sh -c SCRIPT skyisland ARGS...` (`$1`... in the script).
+fn sh_argv(script: &str, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "skyisland".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv
 }
 
 /// Why a build jail needs (or does not need) the network.
@@ -257,19 +269,14 @@ impl Toolchain {
         mounts: &[Mount],
         network: NetworkNeed<'_>,
     ) -> Result<RunReport, RunError> {
-        let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "skyisland".to_owned()];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let argv = sh_argv(script, args);
         let mut binds = vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }];
         binds.extend(self.extra_binds.iter().cloned());
         let caches = [
             Mount::new(self.host_path("gocache"), "gocache", true),
             Mount::new(self.host_path("gomodcache"), "gomodcache", self.modcache_writable),
         ];
-        binds.extend(caches.iter().chain(mounts).map(|m| Bind {
-            source: m.host.clone(),
-            target: Path::new(BUILD_MOUNT).join(m.inside),
-            writable: m.writable,
-        }));
+        binds.extend(caches.iter().chain(mounts).map(Mount::bind));
         let egress = match network {
             NetworkNeed::Clone { url } if url.starts_with("file://") => {
                 binds.extend(self.file_roots.iter().filter(|root| root.is_dir()).map(|root| Bind {
@@ -312,14 +319,9 @@ impl Toolchain {
         extra_env: Vec<String>,
         egress: bool,
     ) -> Result<RunReport, RunError> {
-        let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "skyisland".to_owned()];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let argv = sh_argv(script, args);
         let mut all = vec![Bind { source: "/usr".into(), target: "/usr".into(), writable: false }];
-        all.extend(mounts.iter().map(|m| Bind {
-            source: m.host.clone(),
-            target: Path::new(BUILD_MOUNT).join(m.inside),
-            writable: m.writable,
-        }));
+        all.extend(mounts.iter().map(Mount::bind));
         all.extend(binds.iter().filter(|(host, _)| host.exists()).map(|(host, inside)| Bind {
             source: host.clone(),
             target: inside.clone(),

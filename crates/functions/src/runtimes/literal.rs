@@ -408,19 +408,7 @@ impl<'a> Lexer<'a> {
                     '0' if !self.peek().is_some_and(|c| c.is_ascii_digit()) => out.push('\0'),
                     '1'..='9' | '0' => return err("octal escapes are not accepted in JavaScript strings", at),
                     'x' => out.push(self.hex_escape(2, at)?),
-                    'u' if self.peek() == Some('{') => {
-                        self.bump();
-                        let start = self.pos;
-                        while self.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
-                            self.bump();
-                        }
-                        let digits = &self.src[start..self.pos];
-                        if self.bump() != Some('}') || digits.is_empty() {
-                            return err("malformed \\u{…} escape", at);
-                        }
-                        let value = u32::from_str_radix(digits, 16).ok().and_then(char::from_u32);
-                        out.push(value.ok_or(CallError { message: "invalid code point".into(), at: Some(at) })?);
-                    }
+                    'u' if self.peek() == Some('{') => out.push(self.braced_escape(at)?),
                     'u' => {
                         let first = self.hex_value(4, at)?;
                         // A surrogate pair spelled as two escapes.
@@ -500,19 +488,7 @@ impl<'a> Lexer<'a> {
                         }
                         out.push(c);
                     }
-                    'u' if self.peek() == Some('{') => {
-                        self.bump();
-                        let start = self.pos;
-                        while self.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
-                            self.bump();
-                        }
-                        let digits = &self.src[start..self.pos];
-                        if self.bump() != Some('}') || digits.is_empty() {
-                            return err("malformed \\u{…} escape", at);
-                        }
-                        let value = u32::from_str_radix(digits, 16).ok().and_then(char::from_u32);
-                        out.push(value.ok_or(CallError { message: "invalid code point".into(), at: Some(at) })?);
-                    }
+                    'u' if self.peek() == Some('{') => out.push(self.braced_escape(at)?),
                     other => return err(format!("invalid escape \\{other} in a Lua string"), at),
                 }
             } else {
@@ -536,6 +512,21 @@ impl<'a> Lexer<'a> {
         body = body.strip_prefix("\r\n").or_else(|| body.strip_prefix('\n')).unwrap_or(body);
         self.pos = body_start + end + close.len();
         Ok(Some(body.to_owned()))
+    }
+
+    /// The rest of a `\u{…}` escape (JavaScript's and Lua's), at its `{`.
+    fn braced_escape(&mut self, at: usize) -> Result<char, CallError> {
+        self.bump();
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
+            self.bump();
+        }
+        let digits = &self.src[start..self.pos];
+        if self.bump() != Some('}') || digits.is_empty() {
+            return err("malformed \\u{…} escape", at);
+        }
+        let value = u32::from_str_radix(digits, 16).ok().and_then(char::from_u32);
+        value.ok_or(CallError { message: "invalid code point".into(), at: Some(at) })
     }
 
     fn hex_value(&mut self, digits: usize, at: usize) -> Result<u32, CallError> {
