@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{NetNs, Repo, Sandbox, Server, health_until, root_or_skip};
+use support::{NetNs, Repo, Sandbox, Server, root_or_skip};
 
 async fn wait_for_jails(server: &Server, kind: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -188,7 +188,7 @@ async fn hostile_requests_get_clear_errors_and_the_server_stays_healthy() {
     let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
     let mut server = Server::start(&sandbox);
     assert_eq!(server.data(&misc.import_path, "Hello()").await, "hello");
-    let before = server.admin(Method::GET, "/api/v1/admin/resources").await.1;
+    let before = support::mixed::settle(&server, Some(2)).await;
     let m = misc.import_path.as_str();
 
     let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
@@ -317,10 +317,9 @@ async fn hostile_requests_get_clear_errors_and_the_server_stays_healthy() {
     drop(crowd);
 
     // Nothing was lost: the server holds what it held before.
-    health_until(&server, "the server to be idle", Duration::from_secs(30), |h| h["jails"]["running"] == 0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now = server.admin(Method::GET, "/api/v1/admin/resources").await.1;
+        let now = support::mixed::settle(&server, Some(2)).await;
         // Descriptors may be fewer than before (a client connection open then), never more.
         let same = ["child_processes", "mounts", "root_clones"].iter().all(|k| now[k] == before[k])
             && now["open_fds"].as_u64() <= before["open_fds"].as_u64();

@@ -17,9 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::mixed::{
-    AT_REST, FDS_AT_REST, Kind, Plan, Tally, at_rest_probe, env_or, holdings, own_sockets, plan, right,
-};
+use support::mixed::{AT_REST, FDS_AT_REST, Kind, Plan, Tally, env_or, holdings, own_sockets, plan, right, settle};
 use support::{NetNs, Repo, Sandbox, Server, root_or_skip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,23 +38,7 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
     for (url, call) in [(&geo, "Encode(1, 2)"), (&misc, "Hello()"), (&net, "Addr(0)")] {
         server.data(&url.import_path, call).await;
     }
-    // At rest: the warm jails are back and the address namespaces have gone idle and down.
-    let settle = async |server: &Server| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (health, now) = at_rest_probe(server).await;
-            let rested = health["jails"]["running"] == 0
-                && health["jails"]["warm"] == 2
-                && now["ip4"]["leases"] == 0
-                && now["ip4"]["idle_namespaces"] == 0;
-            if rested {
-                return now;
-            }
-            assert!(Instant::now() < deadline, "the server did not come to rest: {health}\n{now}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let before = settle(&server).await;
+    let before = settle(&server, Some(2)).await;
     let held_before = holdings(server.pid());
     let sockets_before = own_sockets(server.pid());
 
@@ -129,7 +111,7 @@ async fn mixed_load_gets_the_right_answers_and_leaks_nothing() {
     // Back at rest, the server holds what it held before.
     let deadline = Instant::now() + Duration::from_secs(60);
     let after = loop {
-        let now = settle(&server).await;
+        let now = settle(&server, Some(2)).await;
         if AT_REST.iter().all(|k| now[k] == before[k])
             && FDS_AT_REST.iter().all(|k| now["fds"][k] == before["fds"][k])
             && own_sockets(server.pid()) == sockets_before

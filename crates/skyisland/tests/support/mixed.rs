@@ -190,6 +190,33 @@ pub async fn at_rest_probe(server: &Server) -> (Value, Value) {
     (get("/healthcheck").await, get("/api/v1/admin/resources").await)
 }
 
+/// Waits until `server` is at rest and answers its resources: no jail running, `warm` warm
+/// jails ready when given (`[jails] warm_jails`; a server makes them once it has run a
+/// call), every warm jail ready in any case (the spawner and the warm jails are its only children,
+/// and each warm jail holds one execution slot), no build slot, no address lease, no idle address namespace.
+/// A jail still being made ready is a child without being warm yet; comparing resources
+/// taken then with resources at rest is what made one test fail one run in many.
+pub async fn settle(server: &Server, warm: Option<u64>) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (health, now) = at_rest_probe(server).await;
+        let refilled = warm.is_none_or(|w| now["jails"]["warm"] == w);
+        let warm = &now["jails"]["warm"];
+        let ip4_idle = now["ip4"].is_null() || (now["ip4"]["leases"] == 0 && now["ip4"]["idle_namespaces"] == 0);
+        let rested = health["jails"]["running"] == 0
+            && refilled
+            && now["child_processes"].as_u64() == warm.as_u64().map(|w| w + 1)
+            && now["slots_in_use"]["exec"] == *warm
+            && now["slots_in_use"]["build"] == 0
+            && ip4_idle;
+        if rested {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not come to rest: {health}\n{now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether `status` and `answer` are right for what `expect`s.
 pub fn right(expect: &Expect, status: u16, answer: &Value) -> bool {
     let text = format!("{} {}", answer["error"], answer["stderr"]);
