@@ -17,7 +17,8 @@ use crate::sources::{InUse, Sources};
 use crate::toolchain::{Mount, NetworkNeed, Toolchain};
 
 /// Fetches one ref (or commit) of `url` into the bare repository at `/build/repo`
-/// (initialised if it is empty: the server empties one without a HEAD first) and prints
+/// (initialised if it is empty or half made: the server empties one without a HEAD first,
+/// and `git init` again completes one that has a HEAD but lacks another part) and prints
 /// the commit it resolved to and the repository's size in KiB. A pack that grew to the
 /// file size limit (`$3` bytes, where the kernel stopped it) means a repository too large
 /// (exit 11).
@@ -40,7 +41,10 @@ commits() {
     git rev-parse --disambiguate="$prefix" | git cat-file --batch-check='%(objecttype) %(objectname)' |
         while read -r type name; do if [ "$type" = commit ]; then echo "$name"; fi; done
 }
-[ -f "$repo/HEAD" ] || "$GIT" init -q --bare "$repo"
+# git init writes each file whole (a lock file renamed), but a server killed while it ran
+# leaves some of them: running it again makes what is missing.
+[ -f "$repo/HEAD" ] && [ -f "$repo/config" ] && [ -d "$repo/objects" ] && [ -d "$repo/refs" ] ||
+    "$GIT" init -q --bare "$repo"
 if [ -n "$prefix" ]; then
     if err=$(git fetch -q --depth=1 --no-tags "$url" "$ref" 2>&1); then
         prefix=

@@ -111,6 +111,10 @@ async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() 
     // And what a git killed in a fetch leaves: its lock files.
     let mut locks = Vec::new();
     for clone in std::fs::read_dir(data.join("build/repos")).unwrap().flatten() {
+        // And a git init killed after it wrote HEAD: no config or objects yet (then git
+        // says "not a git repository").
+        let _ = std::fs::remove_file(clone.path().join("config"));
+        let _ = std::fs::remove_dir_all(clone.path().join("objects"));
         // As the build jail's git would: owned by the build uid.
         let owner = std::os::unix::fs::MetadataExt::uid(&clone.metadata().unwrap());
         for lock in ["shallow.lock", "refs/skyisland/x.lock"] {
@@ -151,6 +155,10 @@ async fn after_a_crash_a_restarted_server_reaps_everything_and_serves_at_once() 
     for path in leftovers.iter().chain(&locks) {
         assert!(!path.exists(), "{} is still there", path.display());
     }
+    // A fetch into the clones whose git init was cut short works.
+    let commit = misc.change("later.go", "package misc\n\nfunc Later() string { return \"later\" }\n", "later");
+    let (status, body) = server.call(json!({"url": misc.import_path, "call": "Later()", "version": commit})).await;
+    assert_eq!((status, body["data"].as_str()), (200, Some("later")), "{body}");
     // Fetching again works.
     let (status, body) = server.call(json!({"url": misc.import_path, "call": "Hello()", "cache_bust": true})).await;
     assert_eq!(status, 200, "{body}");
