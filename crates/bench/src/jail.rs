@@ -292,6 +292,8 @@ async fn one(jails: &Jails, config: &Config, program: &Path) -> anyhow::Result<(
         output: Output::Capture,
         exec: Some(fs::File::open(program)?.into()),
         network: None,
+        input: None,
+        prestart: false,
     };
     let report = jails.run(request).await?;
     if report.end != End::Exited || !report.status.success() {

@@ -178,6 +178,15 @@ pub struct Jails {
     /// Execution jails kept set up and waiting for a call (per kind of jail), so that a
     /// call does not wait for a jail's setup; each serves one call. 0 turns this off.
     pub warm_jails: usize,
+    /// Pre-started jails (a function's program already started in a fresh jail, waiting
+    /// for its one call), all functions together. 0 turns pre-starting off.
+    pub prestart_budget: u32,
+    /// Memory of the pre-started jails together, each counted at `memory_limit`.
+    pub prestart_memory: Size,
+    /// Pre-started jails of one function at most.
+    pub prestart_per_function: u32,
+    /// A function not called for this long keeps no pre-started jail.
+    pub prestart_idle: Span,
 }
 
 impl Default for Jails {
@@ -197,6 +206,10 @@ impl Default for Jails {
             build_disk_limit: Size::mib(1024),
             max_builds: 2,
             warm_jails: 2,
+            prestart_budget: 8,
+            prestart_memory: Size::mib(2048),
+            prestart_per_function: 4,
+            prestart_idle: Span::secs(60),
         }
     }
 }
@@ -932,6 +945,23 @@ impl Config {
             return bad(
                 "jails.warm_jails",
                 format!("({}) cannot exceed jails.max_jails ({})", j.warm_jails, j.max_jails),
+            );
+        }
+        // (A budget above max_jails is not refused: pre-starting never takes the last free
+        // slot, so the slots bound it anyway.)
+        if j.prestart_budget > 4096 {
+            return bad("jails.prestart_budget", format!("must be at most 4096, not {}", j.prestart_budget));
+        }
+        if j.prestart_per_function == 0 || j.prestart_per_function > 256 {
+            return bad(
+                "jails.prestart_per_function",
+                format!("must be between 1 and 256, not {}", j.prestart_per_function),
+            );
+        }
+        if j.prestart_idle.get().is_zero() || j.prestart_idle.get() > std::time::Duration::from_secs(24 * 3600) {
+            return bad(
+                "jails.prestart_idle",
+                format!("must be longer than zero and at most 1d, not {}", j.prestart_idle),
             );
         }
         if !(1..=256).contains(&j.max_builds) {

@@ -1,6 +1,8 @@
 // Sky Island's JavaScript runner: calls one export of the package with the arguments the
-// server parsed, awaits it, and prints what it returns. The call arrives as JSON data
-// (argv), never as source. Exit 87: no such module or export; 88: the package does not
+// server parsed, awaits it, and prints what it returns. argv names the package and the
+// module (JSON); the module is loaded first, then the call is read from stdin as JSON data,
+// never as source: a pre-started runner waits there, its package loaded, for its one call.
+// Exit 87: no such module or export; 88: the package does not
 // load (a syntax error); an exception: its stack and exit 1.
 // CommonJS, not an ES module: the ES loader's start costs every call ~5 ms more. ES
 // modules of the package are loaded with import().
@@ -41,15 +43,15 @@ function entry(pkg) {
 }
 
 async function main() {
-  const [pkg, spec] = [process.argv[2], JSON.parse(process.argv[3])];
+  const [pkg, moduleName] = [process.argv[2], JSON.parse(process.argv[3])];
   let file;
-  if (spec.module === null) {
+  if (moduleName === null) {
     const found = entry(pkg);
     if (found.error) return fail(88, found.error);
     file = found.file;
   } else {
-    file = [".mjs", ".js", ".cjs"].map((ext) => join(pkg, spec.module + ext)).find((f) => existsSync(f));
-    if (!file) return fail(87, `no file ${spec.module}.js, .mjs or .cjs in the package`);
+    file = [".mjs", ".js", ".cjs"].map((ext) => join(pkg, moduleName + ext)).find((f) => existsSync(f));
+    if (!file) return fail(87, `no file ${moduleName}.js, .mjs or .cjs in the package`);
   }
   if (!existsSync(file)) return fail(87, `the package's entry point ${file.slice(pkg.length + 1)} does not exist`);
   let module;
@@ -66,6 +68,8 @@ async function main() {
     if (e instanceof SyntaxError) return fail(88, `${e.name}: ${e.message} (${file.slice(pkg.length + 1)})`);
     throw e;
   }
+  // All of stdin: the call (a pipe; read synchronously, as nothing else runs meanwhile).
+  const spec = JSON.parse(readFileSync(0, "utf8"));
   let fn = Object.prototype.hasOwnProperty.call(module, spec.name) ? module[spec.name] : undefined;
   if (fn === undefined && module.default && typeof module.default === "object") {
     fn = Object.prototype.hasOwnProperty.call(module.default, spec.name) ? module.default[spec.name] : undefined;

@@ -1,8 +1,9 @@
 -- Sky Island's Lua runner: calls one function of the package with the arguments the
--- server parsed, and prints what it returns. The call arrives as JSON data (arg), never
--- as source. Exit 87: no such module or name; 88: the package does not load (a syntax
+-- server parsed, and prints what it returns. arg names the package and the module (JSON);
+-- the module is loaded first, then the call is read from stdin as JSON data, never as
+-- source: a pre-started runner waits there, its package loaded, for its one call. Exit 87: no such module or name; 88: the package does not load (a syntax
 -- error); an error: its traceback and exit 1.
-local pkg, spec_text = arg[1], arg[2]
+local pkg, module_text = arg[1], arg[2]
 
 local function fail(code, message)
   io.stdout:flush()
@@ -85,9 +86,13 @@ local function decode(text, lengths)
 end
 
 local lengths = setmetatable({}, { __mode = "k" })
-local spec = decode(spec_text, lengths)
-local module_name, name, args = spec.module, spec.name, spec.args
-local nargs = lengths[args]
+local module_name = decode(module_text, lengths)
+-- The call: all of stdin, read once.
+local spec
+local function call()
+  if spec == nil then spec = decode(io.stdin:read("a"), lengths) end
+  return spec
+end
 
 package.path = pkg .. "/?.lua;" .. pkg .. "/?/init.lua;" .. pkg .. "/lua_modules/share/lua/5.4/?.lua;"
   .. pkg .. "/lua_modules/share/lua/5.4/?/init.lua"
@@ -100,7 +105,7 @@ if module_name == nil then
     if f then f:close(); module_name = candidate; break end
   end
   if module_name == nil then
-    fail(87, "a bare name needs main.lua or init.lua in the package; name the module: module." .. name .. "(...)")
+    fail(87, "a bare name needs main.lua or init.lua in the package; name the module: module." .. call().name .. "(...)")
   end
 end
 
@@ -119,6 +124,8 @@ if not ok then
   os.exit(1)
 end
 package.loaded[module_name] = module == nil and true or module
+local name, args = call().name, call().args
+local nargs = lengths[args]
 local fn
 if type(module) == "table" then fn = module[name] end
 if fn == nil then fn = _G[name] end

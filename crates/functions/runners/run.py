@@ -1,6 +1,7 @@
 # Sky Island's Python runner: calls one function of the package with the arguments the
-# server parsed, and prints what it returns. The call arrives as JSON data (argv), never
-# as source. Exit 87: no such module or name; 88: the package does not load (a syntax
+# server parsed, and prints what it returns. argv names the package and the module (JSON);
+# the module is imported first, then the call is read from stdin as JSON data, never as
+# source: a pre-started runner waits there, its package imported, for its one call. Exit 87: no such module or name; 88: the package does not load (a syntax
 # error); anything the function raises: its traceback and exit 1.
 import sys
 
@@ -43,13 +44,26 @@ def encode(value):
     return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
+def read_call():
+    """The call (`{"name":…,"args":[…]}`), all of stdin, read once."""
+    import posix
+
+    chunks = []
+    while True:
+        chunk = posix.read(0, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return decode(b"".join(chunks).decode("utf-8"))
+
+
 def main():
     # Only what every call needs: the runner's own imports are part of every call's time
     # (inspect alone costs ~14 ms; json, through re and enum, ~5 ms; os ~1 ms: posix is
     # built in).
     import posix
 
-    pkg, deps, spec = sys.argv[1], sys.argv[2], decode(sys.argv[3])
+    pkg, deps, module_name = sys.argv[1], sys.argv[2], decode(sys.argv[3])
     sys.path[:0] = [pkg]
     try:
         has_deps = posix.stat(deps).st_mode & 0o170000 == 0o040000
@@ -59,7 +73,6 @@ def main():
         import site
 
         site.addsitedir(deps)
-    module_name = spec["module"]
     if module_name is None:
         # A bare name: main.py, then __init__.py, then the directory's only module.
         files = sorted(f for f in posix.listdir(pkg) if f.endswith(".py"))
@@ -70,7 +83,7 @@ def main():
         else:
             if len(files) != 1:
                 fail(87, "a bare name needs main.py, __init__.py or a single module in the package; "
-                         "name the module: module.%s(...)" % spec["name"])
+                         "name the module: module.%s(...)" % read_call()["name"])
             module_name = files[0][:-3]
     try:
         if module_name == "__init__":
@@ -90,6 +103,7 @@ def main():
         if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
             fail(87, "no module named %r in the package" % module_name)
         raise
+    spec = read_call()
     function = getattr(module, spec["name"], None)
     if function is None or spec["name"].startswith("_"):
         fail(87, "module %s has no function %s" % (module_name if module_name != "__init__" else "__init__.py",

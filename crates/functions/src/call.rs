@@ -87,6 +87,17 @@ impl Arg {
     }
 }
 
+/// What the dispatcher reads from stdin: the function's name, then each argument in its
+/// argv form ([`Arg::encode`]), each as `LENGTH:BYTES` (any byte may occur in a literal).
+pub fn dispatch_input(name: &str, args: &[Arg]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in std::iter::once(name.to_owned()).chain(args.iter().map(Arg::encode)) {
+        out.extend_from_slice(format!("{}:", item.len()).as_bytes());
+        out.extend_from_slice(item.as_bytes());
+    }
+    out
+}
+
 /// A parsed, validated call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {

@@ -427,7 +427,7 @@ impl Functions {
             ) => admission.failed(),
             _ => {}
         }
-        let Located { commit, result_key, entry, argv, how, built, interpreter } = match located? {
+        let Located { commit, result_key, entry, argv, input, how, built, interpreter } = match located? {
             Found::Cached(answer) => return Ok(answer),
             Found::Ready(located) => located,
         };
@@ -438,7 +438,8 @@ impl Functions {
             })?),
             _ => None,
         };
-        let (data, run_time) = inner.execute(&entry, argv, &request.call, network, interpreter.as_deref()).await?;
+        let (data, run_time) =
+            inner.execute(&entry, argv, input, &request.call, network, interpreter.as_deref()).await?;
         if let Some(key) = &result_key {
             let now = results::now_ms();
             let stored = Stored {
@@ -479,6 +480,9 @@ struct Located {
     /// A Go binary, or an interpreted function's installed package (a directory).
     entry: Arc<Entry>,
     argv: Vec<String>,
+    /// The call, for programs that read it from stdin (the dispatcher, the runners): these
+    /// may be pre-started, as argv then names the function's code but not the call.
+    input: Option<Vec<u8>>,
     how: &'static str,
     built: bool,
     /// The interpreter that runs an interpreted function.
@@ -598,19 +602,18 @@ impl Inner {
         if !index.exports(&call.name) {
             return Err(FunctionError::NotExported { package: index.import_path.clone(), name: call.name.clone() });
         }
-        let (entry, argv, how) = match &call.literal_args {
+        let (entry, input, how) = match &call.literal_args {
             Some(args) if index.dispatchable(&call.name) => {
-                let mut argv = vec!["fn".to_owned(), call.name.clone()];
-                argv.extend(args.iter().map(call::Arg::encode));
-                (dispatcher, argv, "dispatch")
+                (dispatcher, Some(call::dispatch_input(&call.name, args)), "dispatch")
             }
             _ => {
                 let (entry, fresh) = self.binary(repo, path, &commit, generator, &go, Some(call)).await?;
                 built |= fresh;
-                (entry, vec!["fn".to_owned()], "build")
+                (entry, None, "build")
             }
         };
-        Ok(Found::Ready(Located { commit, result_key, entry, argv, how, built, interpreter: None }))
+        let argv = vec!["fn".to_owned()];
+        Ok(Found::Ready(Located { commit, result_key, entry, argv, input, how, built, interpreter: None }))
     }
 
     /// The runtime of the package, detected from its files once per commit and directory.
@@ -722,12 +725,13 @@ impl Inner {
         if runtime == Runtime::Python {
             argv.push(format!("{}/deps", runtimes::install::FN_MOUNT));
         }
-        argv.push(spec);
+        argv.push(call.module_json());
         Ok(Found::Ready(Located {
             commit,
             result_key,
             entry,
             argv,
+            input: Some(spec.into_bytes()),
             how: runtime.name(),
             built,
             interpreter: Some(interpreter),
@@ -877,6 +881,7 @@ impl Inner {
         &self,
         entry: &Entry,
         argv: Vec<String>,
+        input: Option<Vec<u8>>,
         label: &str,
         network: Option<Box<dyn skyisland_runner::JailNetwork>>,
         interpreter: Option<&Interpreter>,
@@ -913,6 +918,8 @@ impl Inner {
             output: Output::Capture,
             exec: Some(program),
             network,
+            prestart: input.is_some(),
+            input,
         };
         let started = Instant::now();
         let report = self.jails.run(request).await?;

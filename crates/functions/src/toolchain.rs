@@ -370,6 +370,8 @@ impl Toolchain {
             output_limit: self.output_limit,
             output: Output::Capture,
             exec: None,
+            input: None,
+            prestart: false,
         }
     }
 

@@ -42,6 +42,11 @@ pub fn try_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
     wait_with(pidfd, WaitIdOptions::EXITED | WaitIdOptions::NOHANG)
 }
 
+/// Whether the process has exited, without reaping it (its status stays for `wait`).
+pub fn has_exited(pidfd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(wait_with(pidfd, WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT)?.is_some())
+}
+
 /// Blocks until the process exits and reaps it.
 pub fn wait(pidfd: BorrowedFd<'_>) -> io::Result<ExitStatus> {
     loop {

@@ -31,6 +31,8 @@ pub struct Census {
 pub struct JailCounts {
     pub running: usize,
     pub warm: usize,
+    /// Pre-started: launched with their program waiting for its call, or being launched.
+    pub prestarted: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,7 +112,11 @@ impl Jails {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_default();
         Ok(Census {
-            jails: JailCounts { running: summary.running, warm: summary.warm },
+            jails: JailCounts {
+                running: summary.running,
+                warm: summary.warm,
+                prestarted: summary.prestarted.ready + summary.prestarted.starting,
+            },
             slots_in_use: SlotCounts { exec: in_use(SlotKind::Exec), build: in_use(SlotKind::Build) },
             root_clones: host.backend().in_use().len(),
             cgroups: host.cgroups().list().len(),

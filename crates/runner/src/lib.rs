@@ -5,8 +5,11 @@
 
 pub mod census;
 pub mod machine;
+mod prestart;
 mod registry;
 mod warm;
+
+pub use prestart::PrestartCounts;
 
 use std::future::Future;
 use std::io;
@@ -78,6 +81,12 @@ pub struct RunRequest {
     pub exec: Option<OwnedFd>,
     /// A network of its own: the jail joins the network namespace `network` prepares.
     pub network: Option<Box<dyn JailNetwork>>,
+    /// Written to the program's stdin once it runs (then closed): the call, for programs
+    /// that read it there. An execution jail without input reads end-of-file.
+    pub input: Option<Vec<u8>>,
+    /// Whether the program may be pre-started for the next calls like this one: it reads
+    /// its call from stdin and does nothing before that a call could tell apart.
+    pub prestart: bool,
 }
 
 /// Gives a jail a network of its own (the pool's address, a link to the bridge).
@@ -133,6 +142,7 @@ pub struct Jails {
     active: Arc<AtomicUsize>,
     closing: Arc<AtomicBool>,
     warm: Arc<warm::WarmPool>,
+    prestart: Arc<prestart::PrestartPool>,
     /// Requests waiting for a slot to come free; while any waits, no jail is warmed.
     wanting: Arc<AtomicUsize>,
 }
@@ -176,6 +186,12 @@ impl Jails {
             active: Arc::default(),
             closing: Arc::default(),
             warm: Arc::new(warm::WarmPool::new(config.jails.warm_jails)),
+            prestart: Arc::new(prestart::PrestartPool::new(prestart::Limits {
+                budget: config.jails.prestart_budget as usize,
+                memory: config.jails.prestart_memory.bytes(),
+                per_function: config.jails.prestart_per_function as usize,
+                idle: config.jails.prestart_idle.get(),
+            })),
             wanting: Arc::default(),
         })
     }
@@ -201,6 +217,7 @@ impl Jails {
             capacity: self.host.capacity(SlotKind::Exec),
             build_capacity: self.host.capacity(SlotKind::Build),
             warm: self.warm.len(),
+            prestarted: self.prestart.counts(),
             backend: self.host.backend().name(),
             cgroup: match self.host.cgroups().version() {
                 skyisland_jail::CgroupVersion::V1 => "v1",
@@ -210,13 +227,15 @@ impl Jails {
     }
 
     /// Lets go, every half second, of the slots that have been idle for [`SLOT_HOLD`], so
-    /// that several servers on one host share them. Runs until the process ends.
+    /// that several servers on one host share them, and of pre-started jails no longer
+    /// wanted. Runs until the process ends.
     pub async fn share_slots(self) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
+            self.prestart.tend().await;
             self.host.release_idle_slots(SLOT_HOLD);
         }
     }
@@ -230,6 +249,7 @@ impl Jails {
             // Kill again each round: a run may have been launching when we started, and
             // a jail may have been warming.
             warm::discard(self.warm.drain()).await;
+            warm::discard(self.prestart.drain()).await;
             self.registry.kill_all();
             if self.active.load(Ordering::Acquire) == 0 || Instant::now() > deadline {
                 break;
@@ -249,7 +269,7 @@ impl Jails {
         if self.closing.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
-        let RunRequest { mut launch, label, timeout, output_limit, output, exec, network } = request;
+        let RunRequest { mut launch, label, timeout, output_limit, output, exec, network, input, prestart } = request;
         let mut netns = None;
         let network = match network {
             Some(mut network) => {
@@ -269,8 +289,29 @@ impl Jails {
             None => None,
         };
         let profile = warm::Profile::of(&launch);
+        let key = match (&profile, &exec) {
+            (Some(profile), Some(exec)) if prestart && self.prestart.enabled() => {
+                prestart::Key::of(profile, &launch, exec)
+            }
+            _ => None,
+        };
+        if let Some(key) = &key
+            && let Some(mut started) = self.prestart.take(key).await
+        {
+            // Its program has started; from here on it is watched like any jail.
+            feed(started.stdin.take(), input);
+            self.prestart.replenish(self, key);
+            return self.supervise(started, &launch, label, timeout, output_limit, output).await;
+        }
+        let template = match &key {
+            Some(_) => {
+                exec.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup the program", e))?
+            }
+            None => None,
+        };
+        let cold = Instant::now();
         let warm = profile.as_ref().and_then(|p| self.warm.take(p));
-        let started = match (warm, exec) {
+        let mut started = match (warm, exec) {
             (Some(warm), Some(exec)) => {
                 let control = warm.control.as_ref().expect("warm jails have a control socket");
                 skyisland_jail::send_program(control.as_fd(), exec.as_fd(), &launch.argv, &launch.env)
@@ -295,6 +336,7 @@ impl Jails {
                 started
             }
         };
+        feed(started.stdin.take(), input);
         if let Some(profile) = &profile {
             self.warm.replenish(self, profile.clone(), &launch);
         }
@@ -302,6 +344,11 @@ impl Jails {
         // Under load there were no slots to spare for warming; now this one is free.
         if let Some(profile) = profile {
             self.warm.replenish(self, profile, &launch);
+        }
+        if let (Some(key), Some(template)) = (&key, template) {
+            let succeeded = report.as_ref().is_ok_and(|r| r.end == End::Exited && r.status.success());
+            self.prestart.cold_call(key, &launch, template, cold.elapsed(), succeeded);
+            self.prestart.replenish(self, key);
         }
         report
     }
@@ -325,7 +372,7 @@ impl Jails {
         // waits, and other servers on the host let go of theirs once done.
         let yield_deadline = Instant::now() + patience;
         let mut _wanting = None;
-        let (mut running, out_read, err_read, control) = loop {
+        let (mut running, out_read, err_read, control, stdin) = loop {
             let (out_read, out_write) = pipe_pair()?;
             let (err_read, err_write) = pipe_pair()?;
             let (control, go) = if warm {
@@ -343,7 +390,15 @@ impl Jails {
             let exec =
                 exec.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup the program", e))?;
             let netns = netns.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup netns", e))?;
-            let io = JailIo { stdin: None, stdout: out_write, stderr: err_write, exec, go, netns };
+            // Execution jails read their input (or end-of-file) from a pipe of ours.
+            let (stdin, stdin_write) = match launch.kind {
+                SlotKind::Exec => {
+                    let (read, write) = pipe_pair()?;
+                    (Some(read), Some(write))
+                }
+                SlotKind::Build => (None, None),
+            };
+            let io = JailIo { stdin, stdout: out_write, stderr: err_write, exec, go, netns };
             let launched = if self.host.launches_inline() {
                 // In this thread, which must be the process's only one.
                 self.host.launch(&launch, io)
@@ -357,14 +412,17 @@ impl Jails {
                 }
             };
             match launched {
-                Ok(running) => break (running, out_read, err_read, control),
+                Ok(running) => break (running, out_read, err_read, control, stdin_write),
                 // Every slot is taken: a warm jail waiting for work gives its slot to a
                 // request (warming never makes a request fail). Otherwise a slot is on its
                 // way back: a jail being warmed (it gives its slot up once ready), one being
                 // discarded, or a run cleaning up.
                 Err(HostError::Busy(kind)) if !warm && Instant::now() < yield_deadline => {
                     _wanting.get_or_insert_with(|| Active::count(&self.wanting));
-                    let victim = if kind == SlotKind::Exec { self.warm.evict_one() } else { None };
+                    let victim = match kind {
+                        SlotKind::Exec => self.warm.evict_one().or_else(|| self.prestart.evict_one()),
+                        SlotKind::Build => None,
+                    };
                     match victim {
                         Some(victim) => warm::discard(vec![victim]).await,
                         None => tokio::time::sleep(Duration::from_millis(2)).await,
@@ -385,7 +443,7 @@ impl Jails {
                 return Err(RunError::Setup(String::from_utf8_lossy(&reason).into_owned()));
             }
         }
-        Ok(Started { id, running, stdout: out_read, stderr: err_read, setup, control, network: None })
+        Ok(Started { id, running, stdout: out_read, stderr: err_read, stdin, setup, control, network: None })
     }
 
     /// Watches a started jail to its end, then releases its network.
@@ -422,7 +480,7 @@ impl Jails {
         output_limit: u64,
         output: Output,
     ) -> Result<RunReport, RunError> {
-        let Started { id, running, stdout, stderr, mut setup, control, network: _ } = started;
+        let Started { id, running, stdout, stderr, stdin: _, mut setup, control, network: _ } = started;
         let since = Instant::now();
         let kill = Arc::new(Notify::new());
         let _listed = self.registry.insert(
@@ -556,6 +614,8 @@ struct Started {
     running: skyisland_jail::Running,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    /// The host's end of an execution jail's stdin, until its input is fed.
+    stdin: Option<OwnedFd>,
     setup: pipe::Receiver,
     /// The host's end of a warm jail's control socket.
     control: Option<OwnedFd>,
@@ -571,6 +631,8 @@ pub struct Summary {
     pub build_capacity: usize,
     /// Execution jails set up and waiting for a call.
     pub warm: usize,
+    /// Execution jails with a function's program started, waiting for its call.
+    pub prestarted: PrestartCounts,
     pub backend: &'static str,
     pub cgroup: &'static str,
 }
@@ -593,6 +655,16 @@ async fn finish(running: skyisland_jail::Running, status: ExitStatus) -> Result<
     tokio::task::spawn_blocking(move || running.finish(status))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Writes `input` to a jail's stdin in the background and closes it (at once when there is
+/// no input). A jail that ends before reading it all ends the write (a broken pipe).
+fn feed(stdin: Option<OwnedFd>, input: Option<Vec<u8>>) {
+    let (Some(stdin), Some(input)) = (stdin, input) else { return };
+    tokio::spawn(async move {
+        let Ok(mut sender) = pipe::Sender::from_owned_fd(stdin) else { return };
+        let _ = sender.write_all(&input).await;
+    });
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RunError> {

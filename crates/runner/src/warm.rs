@@ -19,6 +19,10 @@ use crate::{Active, Jails, Started};
 pub(crate) struct Profile(String);
 
 impl Profile {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The profile of `launch`, if it can be served by a warm jail: an execution jail
     /// whose program comes as a descriptor, without a network of its own (its network
     /// would need the request's address).

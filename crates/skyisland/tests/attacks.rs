@@ -75,24 +75,30 @@ async fn contained(server: &Server, sandbox: &Sandbox, url: &str, ip4: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_functions_are_contained_in_cold_warm_and_ip4_jails() {
-    if !root_or_skip("hostile_functions_are_contained_in_cold_warm_and_ip4_jails") {
+async fn hostile_functions_are_contained_in_cold_warm_prestarted_and_ip4_jails() {
+    if !root_or_skip("hostile_functions_are_contained_in_cold_warm_prestarted_and_ip4_jails") {
         return;
     }
     let netns = NetNs::new();
     let first = Sandbox::new();
     let repo = Repo::from_fixture(&first, "acme", "hostile", "hostile");
-    for warm in [2, 0] {
+    // Cold jails only; then warm and pre-started ones (each call after the first of a
+    // function finds its program already started in a fresh jail).
+    for (warm, prestart) in [(0, 0), (2, 8)] {
         let mut sandbox = Sandbox::new();
         sandbox.shared_git_root = Some(first.git_root());
-        sandbox.jails_config = format!("warm_jails = {warm}");
+        sandbox.jails_config = format!("warm_jails = {warm}\nprestart_budget = {prestart}\nprestart_idle = \"60s\"");
         sandbox.extra_config = support::ip4_config(&netns, "skya0", 9, 4);
         let mut server = Server::start(&sandbox);
         contained(&server, &sandbox, &repo.import_path, false).await;
+        let hits = server.metric("skyisland_prestart_calls_total", &["outcome=\"hit\""]).await;
         if warm > 0 {
             let health = server.health().await;
             assert!(health["jails"]["warm"].as_u64().unwrap() > 0, "warm jails served these: {health}");
+            assert!(hits >= 5.0, "pre-started jails served most of these calls ({hits})");
             contained(&server, &sandbox, &repo.import_path, true).await;
+        } else {
+            assert_eq!(hits, 0.0, "pre-starting is off");
         }
         server.stop();
         sandbox.assert_clean();

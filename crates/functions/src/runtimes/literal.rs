@@ -90,14 +90,20 @@ pub struct ScriptCall {
 }
 
 impl ScriptCall {
+    /// The module as the runner's argv names it: a JSON string, or `null` for a bare name.
+    /// A pre-started runner has imported it before its call arrives.
+    pub fn module_json(&self) -> String {
+        match &self.module {
+            Some(m) => serde_json::to_string(m).expect("strings serialize"),
+            None => "null".to_owned(),
+        }
+    }
+
     /// What the runner reads: `{"module":…,"name":…,"args":[…],"undefined":[…]}`. Also
     /// the call's normal form in cache keys.
     pub fn to_json(&self) -> String {
         let mut out = String::from("{\"module\":");
-        match &self.module {
-            Some(m) => out.push_str(&serde_json::to_string(m).expect("strings serialize")),
-            None => out.push_str("null"),
-        }
+        out.push_str(&self.module_json());
         out.push_str(",\"name\":");
         out.push_str(&serde_json::to_string(&self.name).expect("strings serialize"));
         out.push_str(",\"args\":");

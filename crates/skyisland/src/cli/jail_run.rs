@@ -52,6 +52,8 @@ pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCod
         output: Output::PassThrough,
         exec: Some(program),
         network: None,
+        input: None,
+        prestart: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {

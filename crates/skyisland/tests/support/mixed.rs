@@ -190,12 +190,14 @@ pub async fn at_rest_probe(server: &Server) -> (Value, Value) {
     (get("/healthcheck").await, get("/api/v1/admin/resources").await)
 }
 
-/// Waits until `server` is at rest and answers its resources: no jail running, `warm` warm
-/// jails ready when given (`[jails] warm_jails`; a server makes them once it has run a
-/// call), every warm jail ready in any case (the spawner and the warm jails are its only children,
-/// and each warm jail holds one execution slot), no build slot, no address lease, no idle address namespace.
-/// A jail still being made ready is a child without being warm yet; comparing resources
-/// taken then with resources at rest is what made one test fail one run in many.
+/// Waits until `server` is at rest and answers its resources: no jail running or
+/// pre-started and no function remembered for pre-starting (the tests' servers forget a
+/// function 2 s after its last call), `warm` warm jails ready when given (`[jails] warm_jails`; a server makes them once
+/// it has run a call), every warm jail ready in any case (the spawner and the warm jails are
+/// its only children, and each warm jail holds one execution slot), no build slot, no
+/// address lease, no idle address namespace. A jail still being made ready is a child
+/// without being warm yet; comparing resources taken then with resources at rest is what
+/// made one test fail one run in many.
 pub async fn settle(server: &Server, warm: Option<u64>) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -203,7 +205,10 @@ pub async fn settle(server: &Server, warm: Option<u64>) -> Value {
         let refilled = warm.is_none_or(|w| now["jails"]["warm"] == w);
         let warm = &now["jails"]["warm"];
         let ip4_idle = now["ip4"].is_null() || (now["ip4"]["leases"] == 0 && now["ip4"]["idle_namespaces"] == 0);
+        // (A function remembered for pre-starting holds a descriptor of its program.)
         let rested = health["jails"]["running"] == 0
+            && now["jails"]["prestarted"] == 0
+            && health["jails"]["prestarted"]["functions"] == 0
             && refilled
             && now["child_processes"].as_u64() == warm.as_u64().map(|w| w + 1)
             && now["slots_in_use"]["exec"] == *warm

@@ -131,6 +131,7 @@ token = "{ADMIN_TOKEN}"
 max_jails = {MAX_JAILS}
 uid_base = {uid}
 build_timeout = "120s"
+{prestart_idle}
 {jails}
 [cgroup]
 parent = "{cgroup}"
@@ -146,6 +147,9 @@ parent = "{cgroup}"
             cgroup = self.cgroup_parent,
             git = self.git_root().display(),
             jails = self.jails_config,
+            // Pre-started jails go soon after the last call, so that a test finds its
+            // server at rest (see mixed::settle) within seconds; unless it sets its own.
+            prestart_idle = if self.jails_config.contains("prestart_idle") { "" } else { "prestart_idle = \"2s\"" },
             extra = self.extra_config,
             top = self.top_config,
             git_keys = self.git_config,

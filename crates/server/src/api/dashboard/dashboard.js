@@ -55,6 +55,7 @@ async function system() {
       ["uptime", duration(h.uptime_seconds)],
       ["jails running", `${j.running} (capacity ${j.capacity}, builds ${j.build_capacity})`],
       ["warm jails", j.warm],
+      ["pre-started jails", j.prestarted ? `${j.prestarted.ready} ready, ${j.prestarted.starting} starting, for ${j.prestarted.functions} functions; ${j.prestarted.hits} hits, ${j.prestarted.misses} misses, ${j.prestarted.evictions} evictions, ${j.prestarted.failures} failures` : "–"],
       ["root clones, cgroups", `${j.backend}, cgroup ${j.cgroup}`],
       ["queued requests, executions, builds", `${h.queued.requests}, ${h.queued.executions}, ${h.queued.builds}`],
       ["binary cache", `${h.binary_cache.entries} binaries, ${bytes(h.binary_cache.bytes)}`],

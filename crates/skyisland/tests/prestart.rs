@@ -1,0 +1,165 @@
+//! Pre-started jails through a real server: calls after a function's first find its
+//! program already started (Go's package initialised, a Python module imported) in a fresh
+//! jail, and cannot tell except by timing — what was printed while starting comes first as
+//! in a cold call, state never carries from one call to the next, each call has its own
+//! jail. A function that never started successfully is never pre-started; one whose
+//! pre-started jails die while waiting gets cold calls, answered right, and is pre-started
+//! again after one succeeds. Idle functions keep none.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Item, Repo, Sandbox, Server, root_or_skip};
+
+fn file(text: &str) -> Item {
+    Item::File(text.to_owned())
+}
+
+/// A call's `data`, never from the request cache.
+async fn data(server: &Server, url: &str, call: &str) -> String {
+    let (status, body) = server.call(json!({"url": url, "call": call, "cache": false})).await;
+    assert_eq!(status, 200, "{url} {call}: {body}");
+    body["data"].as_str().unwrap().to_owned()
+}
+
+async fn hits(server: &Server) -> f64 {
+    server.metric("skyisland_prestart_calls_total", &["outcome=\"hit\""]).await
+}
+
+/// Calls `call` until the server answers one from a pre-started jail (the first call of
+/// a function is cold; the jails for the next are started after it), checking each answer.
+async fn until_hit(server: &Server, url: &str, call: &str, want: &str) {
+    let before = hits(server).await;
+    for _ in 0..20 {
+        assert_eq!(data(server, url, call).await, want, "{call}");
+        if hits(server).await > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no call of {url} {call} found a pre-started jail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestarted_calls_answer_as_cold_ones_and_share_nothing() {
+    if !root_or_skip("prestarted_calls_answer_as_cold_ones_and_share_nothing") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "prestart_idle = \"5s\"".into();
+    let go = Repo::from_items(
+        &sandbox,
+        "acme",
+        "goinit",
+        &[
+            ("go.mod", file("module example.test/acme/goinit\n\ngo 1.19\n")),
+            (
+                "init.go",
+                file(
+                    "package goinit\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nvar count int\n\n\
+                     func init() { fmt.Print(\"init \"); count++ }\n\n\
+                     // Bump counts calls in this process: always 1 in a fresh jail.\n\
+                     func Bump(by int) int { count += by; return count }\n\n\
+                     // Pid is the function's pid in its jail.\n\
+                     func Pid() int { return os.Getpid() }\n",
+                ),
+            ),
+        ],
+    );
+    let py = Repo::from_items(
+        &sandbox,
+        "acme",
+        "pyinit",
+        &[(
+            "main.py",
+            file(
+                "import time\nprint('imported')\nstarted = time.monotonic()\ncount = 0\n\
+                 time.sleep(1.5)\n\n\
+                 def bump(by):\n    global count\n    count += by\n    return count\n",
+            ),
+        )],
+    );
+    let mut server = Server::start(&sandbox);
+
+    // Go: init's output first and its state fresh, cold or pre-started.
+    assert_eq!(data(&server, &go.import_path, "Bump(1)").await, "init 2");
+    until_hit(&server, &go.import_path, "Bump(1)", "init 2").await;
+    for by in [5, -1] {
+        assert_eq!(data(&server, &go.import_path, &format!("Bump({by})")).await, format!("init {}", 1 + by));
+    }
+    // Each call its own jail, its program PID 1 in it.
+    assert_eq!(data(&server, &go.import_path, "Pid()").await, "init 1");
+
+    // Python: the module's 1.5 s import is done before a pre-started call arrives.
+    let started = Instant::now();
+    assert_eq!(data(&server, &py.import_path, "bump(1)").await, "imported\n1");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "a cold call pays for the import");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = hits(&server).await;
+    let started = Instant::now();
+    assert_eq!(data(&server, &py.import_path, "bump(2)").await, "imported\n2");
+    let took = started.elapsed();
+    assert_eq!(hits(&server).await, before + 1.0, "this call found its module imported");
+    assert!(took < Duration::from_millis(1500), "a pre-started call does not wait for the import ({took:?})");
+
+    // Idle functions keep no pre-started jail (prestart_idle is 5 s here).
+    support::eventually_async("pre-started jails to go", Duration::from_secs(15), || async {
+        server.health().await["jails"]["prestarted"]["ready"] == 0
+    })
+    .await;
+    server.stop();
+    sandbox.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_that_do_not_start_are_not_prestarted() {
+    if !root_or_skip("functions_that_do_not_start_are_not_prestarted") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // A module that never imports; one that imports, then dies 300 ms later unless its call
+    // came first (as a cold call's does).
+    let repo = Repo::from_items(
+        &sandbox,
+        "acme",
+        "pyfail",
+        &[
+            ("broken/main.py", file("raise RuntimeError('no start')\n")),
+            (
+                "dying/main.py",
+                file(
+                    "import os, threading\n\
+                     timer = threading.Timer(0.3, os._exit, [3])\n\
+                     timer.daemon = True\n\
+                     timer.start()\n\n\
+                     def hello():\n    return 'hello'\n",
+                ),
+            ),
+        ],
+    );
+    let mut server = Server::start(&sandbox);
+    let broken = format!("{}/broken", repo.import_path);
+    for _ in 0..3 {
+        let (status, body) = server.call(json!({"url": broken, "call": "f()"})).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body["stderr"].as_str().unwrap().contains("RuntimeError: no start"), "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let health = server.health().await;
+    assert_eq!(health["jails"]["prestarted"]["ready"], 0, "a function that never started keeps none: {health}");
+    assert_eq!(hits(&server).await, 0.0);
+
+    // Pre-started jails of `dying` die while waiting: each call still answers right.
+    let dying = format!("{}/dying", repo.import_path);
+    for _ in 0..4 {
+        assert_eq!(data(&server, &dying, "hello()").await, "hello");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let failures = server.metric("skyisland_prestart_failures_total", &[]).await;
+    assert!(failures >= 1.0, "the pre-started jails that died were counted ({failures})");
+    assert_eq!(hits(&server).await, 0.0, "no call was handed to a dead jail");
+    server.stop();
+    sandbox.assert_clean();
+}
