@@ -147,7 +147,12 @@ local function encode(v, out, depth)
   elseif t == "number" then
     if v ~= v or v == math.huge or v == -math.huge then out[#out + 1] = "null"
     elseif math.type(v) == "integer" then out[#out + 1] = string.format("%d", v)
-    else out[#out + 1] = string.format("%.17g", v) end
+    else
+      -- The shortest of %.14g and %.17g that reads back as the same number (0.1, not
+      -- 0.10000000000000001).
+      local short = string.format("%.14g", v)
+      out[#out + 1] = tonumber(short) == v and short or string.format("%.17g", v)
+    end
   elseif t == "string" then
     out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
       local map = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
@@ -164,14 +169,21 @@ local function encode(v, out, depth)
       end
       out[#out + 1] = "]"
     else
-      out[#out + 1] = "{"
-      local first = true
+      -- Keys sorted: Lua's own order of a table's keys changes from run to run (its
+      -- string hashes are seeded per state), and an answer must not.
+      local keys, by_name = {}, {}
       for k, item in pairs(v) do
-        if not first then out[#out + 1] = "," end
-        first = false
-        encode(tostring(k), out, depth + 1)
+        local name = tostring(k)
+        keys[#keys + 1] = name
+        by_name[name] = item
+      end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, name in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        encode(name, out, depth + 1)
         out[#out + 1] = ":"
-        encode(item, out, depth + 1)
+        encode(by_name[name], out, depth + 1)
       end
       out[#out + 1] = "}"
     end
