@@ -5,6 +5,7 @@ mod api_key;
 mod call;
 mod doctor;
 mod jail_run;
+mod layout;
 mod serve;
 
 use std::path::PathBuf;
@@ -254,9 +255,21 @@ fn config_command(path: Option<PathBuf>, command: ConfigCommand) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says what [`layout::ensure`] did, when it did something.
+fn report_layout(data_dir: &std::path::Path, outcome: layout::Outcome) {
+    if let layout::Outcome::Migrated(from) = outcome {
+        let to = layout::CURRENT;
+        tracing::info!(data_dir = %data_dir.display(), from, to, "migrated the data directory's layout");
+        eprintln!("skyisland: migrated {} from layout {from} to {to}", data_dir.display());
+    }
+}
+
 fn init(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load(config)?;
     skyisland_runner::machine::require_root("init")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    report_layout(&config.data_dir, layout::ensure(&config.data_dir)?);
     let created = skyisland_runner::machine::init(&config)?;
     println!(
         "{} base root filesystem ({} backend)",
