@@ -12,7 +12,11 @@
 //! `skyisland_ip4_pool_exhausted_total`, `skyisland_rate_limited_total{by}`,
 //! `skyisland_auth_rejected_total{reason}`, `skyisland_overloaded_total`,
 //! `skyisland_circuit_opened_total`, `skyisland_circuit_rejected_total`,
-//! `skyisland_redis_up`, `skyisland_accept_errors_total`.
+//! `skyisland_redis_up`, `skyisland_accept_errors_total`; pre-started jails:
+//! `skyisland_prestarted_jails{state}`, `skyisland_prestart_calls_total{outcome}`,
+//! `skyisland_prestart_evictions_total{reason}`, `skyisland_prestart_failures_total`; set at
+//! each scrape: `skyisland_queued{what}`, `skyisland_jail_capacity{kind}`,
+//! `skyisland_warm_jails`, `skyisland_data_dir_free_bytes`, `skyisland_data_dir_size_bytes`.
 
 use std::io;
 use std::net::UdpSocket;

@@ -61,5 +61,41 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> 
     let Some(handle) = &app.metrics else {
         return Err(ApiError::not_found("metrics are not enabled on this server"));
     };
+    point_in_time_gauges(&app);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response())
+}
+
+/// Gauges of what the server holds right now, set at each scrape (the dashboards' and
+/// alert rules' queue depths, slots and disk; see packaging/): queued requests,
+/// executions and builds; jail capacity and what runs, warm and pre-started; the data
+/// directory's filesystem.
+fn point_in_time_gauges(app: &App) {
+    let (executions, builds) = app.functions.queued();
+    for (what, n) in [("requests", app.guard.queued()), ("executions", executions), ("builds", builds)] {
+        metrics::gauge!("skyisland_queued", "what" => what).set(n as f64);
+    }
+    let jails = app.jails.summary();
+    metrics::gauge!("skyisland_jail_capacity", "kind" => "exec").set(jails.capacity as f64);
+    metrics::gauge!("skyisland_jail_capacity", "kind" => "build").set(jails.build_capacity as f64);
+    metrics::gauge!("skyisland_warm_jails").set(jails.warm as f64);
+    // Present from the start (the registry moves them as jails come and go).
+    for kind in ["exec", "build"] {
+        metrics::gauge!("skyisland_jails_running", "kind" => kind).increment(0.0);
+    }
+    for state in ["ready", "starting"] {
+        metrics::gauge!("skyisland_prestarted_jails", "state" => state).increment(0.0);
+    }
+    // Counters of rare events start at zero rather than appear with the first one.
+    for outcome in ["hit", "miss"] {
+        metrics::counter!("skyisland_prestart_calls_total", "outcome" => outcome).increment(0);
+    }
+    for reason in ["idle", "budget", "slots"] {
+        metrics::counter!("skyisland_prestart_evictions_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!("skyisland_prestart_failures_total").increment(0);
+    if let Ok(fs) = rustix::fs::statvfs(&app.config.data_dir) {
+        let block = fs.f_frsize.max(1) as f64;
+        metrics::gauge!("skyisland_data_dir_free_bytes").set(fs.f_bavail as f64 * block);
+        metrics::gauge!("skyisland_data_dir_size_bytes").set(fs.f_blocks as f64 * block);
+    }
 }
