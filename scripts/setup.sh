@@ -14,6 +14,7 @@ packages=(
     bubblewrap crun hyperfine wrk          # benchmarks against other sandboxes
     nftables                               # NAT and egress rules for jail networks
     strace                                 # the seccomp test traces real programs
+    systemd util-linux                     # the package test: systemd-analyze verify, setpriv
 )
 
 missing=()
@@ -42,6 +43,13 @@ if ! command -v cargo >/dev/null; then
         curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt >/dev/null
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
+fi
+
+# The Debian package is built with cargo-deb (scripts/package.sh; the package test).
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
+    echo "setup: installing cargo-deb $cargo_deb_version"
+    cargo install --quiet --locked --version "$cargo_deb_version" cargo-deb
 fi
 
 # The python3 first on PATH may not be Debian's (pyenv, a venv): it needs setuptools and

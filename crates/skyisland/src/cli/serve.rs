@@ -28,6 +28,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         LogFormat::Json => logs.json().init(),
     }
     let _data_dir = lock_data_dir(&config.data_dir)?;
+    super::report_layout(&config.data_dir, super::layout::ensure(&config.data_dir)?);
     raise_open_files_limit();
     if skyisland_runner::machine::init(&config)? {
         tracing::info!("laid down the base root filesystem");
@@ -59,7 +60,16 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "skyisland listening on http://{addr}")?;
         stdout.flush()?;
-        skyisland_server::serve(listener, app, shutdown_signal()).await?;
+        // Under systemd (Type=notify): ready now. Elsewhere NOTIFY_SOCKET is unset and
+        // this does nothing.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "telling the service manager that the server is ready failed");
+        }
+        skyisland_server::serve(listener, app, async {
+            shutdown_signal().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        })
+        .await?;
         tracing::info!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -262,10 +262,16 @@ impl Server {
     /// Starts `skyisland ARGS` and waits until it listens (on any address: it is reached
     /// on loopback).
     pub fn start_with(sandbox: &Sandbox, args: &[&std::ffi::OsStr]) -> Server {
+        let mut command = Command::new(bin());
+        command.args(args);
+        Server::start_command(sandbox, command)
+    }
+
+    /// Starts `command` (a `skyisland serve` however it is wrapped) and waits until it listens.
+    pub fn start_command(sandbox: &Sandbox, mut command: Command) -> Server {
         warm_go_cache(sandbox);
         let stderr = sandbox.path().join(format!("server-{}.log", rand_suffix()));
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut child = command
             .env("RUST_LOG", "info,skyisland=debug")
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&stderr).unwrap())
@@ -458,8 +464,18 @@ pub struct Repo {
 impl Repo {
     /// Creates the repository from `tests/fixtures/<fixture>` and commits it.
     pub fn from_fixture(sandbox: &Sandbox, owner: &str, name: &str, fixture: &str) -> Repo {
+        Repo::from_dir(
+            sandbox,
+            owner,
+            name,
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture),
+        )
+    }
+
+    /// Creates the repository from a copy of directory `dir` and commits it.
+    pub fn from_dir(sandbox: &Sandbox, owner: &str, name: &str, dir: &Path) -> Repo {
         let work = sandbox.path().join("work").join(owner).join(name);
-        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture), &work);
+        copy_dir(dir, &work);
         run(git(&work).args(["init", "-q", "-b", "main"]));
         let bare = sandbox.git_root().join("example.test").join(owner).join(format!("{name}.git"));
         fs::create_dir_all(bare.parent().unwrap()).unwrap();
