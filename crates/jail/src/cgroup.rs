@@ -303,6 +303,28 @@ impl Cgroups {
         Ok(counter(&text, "oom_kill"))
     }
 
+    /// CPU time used by cgroup `name`: since it was made where the hierarchy accounts it
+    /// (v2 `cpu.stat`, v1 `cpuacct.usage` when cpuacct is mounted with cpu); otherwise what
+    /// its live processes have used (from `/proc/<pid>/stat`, their reaped children
+    /// included). Take a baseline and compare.
+    pub fn cpu_usage(&self, name: &str) -> Result<Duration, CgroupError> {
+        let file = match self.version {
+            Version::V1 => self.dir("cpu", name).join("cpuacct.usage"),
+            Version::V2 => self.dir("cpu", name).join("cpu.stat"),
+        };
+        let text = match fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.version == Version::V1 => {
+                return Ok(self.procs(name)?.into_iter().filter_map(process_cpu).sum());
+            }
+            Err(e) => return Err(at("read", &file)(e)),
+        };
+        Ok(match self.version {
+            Version::V1 => Duration::from_nanos(text.trim().parse().unwrap_or(0)),
+            Version::V2 => Duration::from_micros(counter(&text, "usage_usec")),
+        })
+    }
+
     /// How many forks cgroup `name` refused because of its pids limit.
     pub fn pids_refused(&self, name: &str) -> Result<u64, CgroupError> {
         let file = self.dir("pids", name).join("pids.events");
@@ -353,6 +375,16 @@ impl Cgroups {
 }
 
 /// The value of `key` in a flat-keyed cgroup file (`key value` lines).
+/// User and system time of a process and of its children it has reaped.
+fn process_cpu(pid: i32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state is field 3, utime 14 … cstime 17.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11..15)?.iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second))
+}
+
 fn counter(text: &str, key: &str) -> u64 {
     text.lines()
         .filter_map(|line| line.split_once(' '))

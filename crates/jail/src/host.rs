@@ -366,6 +366,12 @@ impl fmt::Debug for Running {
 }
 
 impl Running {
+    /// CPU time the jail's slot cgroup has used since it was made (across the slot's
+    /// jails: take a baseline), if the host accounts it.
+    pub fn slot_cpu_usage(&self) -> Option<Duration> {
+        self.host.inner.cgroups.cpu_usage(&self.slot).ok()
+    }
+
     /// Kills the whole jail (its first process is PID 1 of its namespace).
     pub fn kill(&self) -> std::io::Result<()> {
         process::kill(self.pidfd.as_fd())

@@ -13,7 +13,10 @@
 //! counted at its memory limit); a function that needs one takes it from the least
 //! recently called function that has one, and never takes the last free slot. A function
 //! whose pre-started jail exits before its call (an import error, a crash while starting)
-//! is not pre-started again until a cold call of it succeeds.
+//! is not pre-started again until a cold call of it succeeds; one whose waiting program
+//! keeps using CPU past what its start costs (a cold call's run twice, plus a second) is
+//! killed and not pre-started again while the server remembers it — a waiting jail has no
+//! timeout, so it must not be a way to run code for longer than a call may.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -59,9 +62,32 @@ struct Template {
     exec: OwnedFd,
 }
 
+/// A pre-started jail waiting for its call, and its slot's CPU time when it was handed
+/// its program.
+#[derive(Debug)]
+struct Waiting {
+    started: Started,
+    cpu_base: Option<Duration>,
+}
+
+impl Waiting {
+    fn new(started: Started) -> Waiting {
+        let cpu_base = started.running.slot_cpu_usage();
+        Waiting { started, cpu_base }
+    }
+
+    /// CPU time its program has used since it was handed over.
+    fn cpu_used(&self) -> Duration {
+        match (self.cpu_base, self.started.running.slot_cpu_usage()) {
+            (Some(base), Some(now)) => now.saturating_sub(base),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Function {
-    ready: Vec<Started>,
+    ready: Vec<Waiting>,
     starting: usize,
     calls: VecDeque<Instant>,
     last_call: Instant,
@@ -71,6 +97,11 @@ struct Function {
     /// of it exited before its call. Cleared by a successful cold call.
     failed: bool,
     template: Option<Arc<Template>>,
+    /// A pre-started jail of it kept using CPU while it waited (a program that keeps
+    /// working after its initialisation, e.g. a goroutine started by `init`): not
+    /// pre-started again while the server remembers the function (a cold call's own
+    /// timeout bounds what it may use; a waiting jail has none).
+    busy: bool,
 }
 
 impl Function {
@@ -84,12 +115,13 @@ impl Function {
             // Not known to start until a cold call of it succeeds.
             failed: true,
             template: None,
+            busy: false,
         }
     }
 
     /// Jails this function should have now.
     fn wanted(&self, limits: &Limits, now: Instant) -> usize {
-        if self.failed || self.template.is_none() || now.duration_since(self.last_call) > limits.idle {
+        if self.failed || self.busy || self.template.is_none() || now.duration_since(self.last_call) > limits.idle {
             return 0;
         }
         let rate = self.calls.len() as f64 / WINDOW.as_secs_f64();
@@ -120,7 +152,7 @@ impl State {
             .iter_mut()
             .filter(|(key, f)| Some(*key) != except && !f.ready.is_empty() && before.is_none_or(|b| f.last_call < b))
             .min_by_key(|(_, f)| f.last_call)?;
-        function.ready.pop()
+        function.ready.pop().map(|w| w.started)
     }
 }
 
@@ -201,12 +233,12 @@ impl PrestartPool {
                 function.calls.pop_front();
             }
             let mut found = None;
-            while let Some(started) = function.ready.pop() {
-                if exited(&started) {
+            while let Some(waiting) = function.ready.pop() {
+                if exited(&waiting) {
                     function.failed = true;
-                    dead.push(started);
+                    dead.push(waiting.started);
                 } else {
-                    found = Some(started);
+                    found = Some(waiting.started);
                     break;
                 }
             }
@@ -297,7 +329,7 @@ impl PrestartPool {
                     match (started, function) {
                         (Ok(Ok(started)), Some(function)) if !closing => {
                             function.starting = function.starting.saturating_sub(1);
-                            function.ready.push(started);
+                            function.ready.push(Waiting::new(started));
                             None
                         }
                         (started, function) => {
@@ -343,11 +375,26 @@ impl PrestartPool {
                 function.ready = alive;
                 if !gone.is_empty() {
                     function.failed = true;
-                    dead.extend(gone);
+                    dead.extend(gone.into_iter().map(|w| w.started));
+                }
+                // What its start may cost (a cold call's whole run, twice, and a second),
+                // and no more: a waiting program should be blocked reading its call.
+                let allowance = function.cost * 2 + Duration::from_secs(1);
+                let (spinning, quiet): (Vec<_>, Vec<_>) =
+                    function.ready.drain(..).partition(|w| w.cpu_used() > allowance);
+                function.ready = quiet;
+                if !spinning.is_empty() {
+                    tracing::warn!(
+                        jails = spinning.len(),
+                        ?allowance,
+                        "a pre-started jail kept using CPU while it waited; not pre-starting its function again"
+                    );
+                    function.busy = true;
+                    dead.extend(spinning.into_iter().map(|w| w.started));
                 }
                 let wanted = function.wanted(&self.limits, now);
                 while function.held() > wanted && !function.ready.is_empty() {
-                    idle.extend(function.ready.pop());
+                    idle.extend(function.ready.pop().map(|w| w.started));
                 }
             }
             // Forget functions idle long enough to want nothing and hold nothing.
@@ -379,7 +426,7 @@ impl PrestartPool {
 
     /// Every pre-started jail, for shutdown.
     pub(crate) fn drain(&self) -> Vec<Started> {
-        self.lock().functions.values_mut().flat_map(|f| f.ready.drain(..)).collect()
+        self.lock().functions.values_mut().flat_map(|f| f.ready.drain(..)).map(|w| w.started).collect()
     }
 
     pub(crate) fn counts(&self) -> PrestartCounts {
@@ -398,8 +445,8 @@ impl PrestartPool {
 
 /// Whether a waiting jail's program has already ended (its status is left for the
 /// cleanup).
-fn exited(started: &Started) -> bool {
-    skyisland_jail::process::has_exited(started.running.pidfd.as_fd()).unwrap_or(true)
+fn exited(waiting: &Waiting) -> bool {
+    skyisland_jail::process::has_exited(waiting.started.running.pidfd.as_fd()).unwrap_or(true)
 }
 
 /// Launches a jail (a warm one, waiting for its program) and hands it the program.

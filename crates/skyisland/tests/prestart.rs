@@ -163,3 +163,47 @@ async fn functions_that_do_not_start_are_not_prestarted() {
     server.stop();
     sandbox.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_keeps_working_while_it_waits_is_stopped_and_not_prestarted_again() {
+    if !root_or_skip("a_program_that_keeps_working_while_it_waits_is_stopped_and_not_prestarted_again") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "prestart_idle = \"60s\"".into();
+    // A cold call ends when Hello returns; a pre-started jail would spin until its call,
+    // with no timeout of its own.
+    let repo = Repo::from_items(
+        &sandbox,
+        "acme",
+        "spinner",
+        &[
+            ("go.mod", file("module example.test/acme/spinner\n\ngo 1.19\n")),
+            (
+                "spin.go",
+                file(
+                    "package spinner\n\nvar spins int\n\n\
+                     func init() { go func() { for { spins++ } }() }\n\n\
+                     func Hello() string { return \"hello\" }\n",
+                ),
+            ),
+        ],
+    );
+    let mut server = Server::start(&sandbox);
+    assert_eq!(data(&server, &repo.import_path, "Hello()").await, "hello");
+    support::eventually_async("the spinning pre-started jail to be stopped", Duration::from_secs(30), || async {
+        server.metric("skyisland_prestart_failures_total", &[]).await >= 1.0
+    })
+    .await;
+    // Calls still answer, cold, and nothing is pre-started for it any more.
+    for _ in 0..3 {
+        assert_eq!(data(&server, &repo.import_path, "Hello()").await, "hello");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let health = server.health().await;
+    let prestarted = &health["jails"]["prestarted"];
+    assert_eq!((&prestarted["ready"], &prestarted["starting"]), (&json!(0), &json!(0)), "{health}");
+    assert!(server.log().contains("kept using CPU while it waited"), "{}", server.log());
+    server.stop();
+    sandbox.assert_clean();
+}

@@ -255,12 +255,11 @@ fn config_command(path: Option<PathBuf>, command: ConfigCommand) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// Says what [`layout::ensure`] did, when it did something.
-fn report_layout(data_dir: &std::path::Path, outcome: layout::Outcome) {
+/// Logs what [`layout::ensure`] did, when it did something.
+fn report_layout(data_dir: &std::path::Path, outcome: &layout::Outcome) {
     if let layout::Outcome::Migrated(from) = outcome {
         let to = layout::CURRENT;
         tracing::info!(data_dir = %data_dir.display(), from, to, "migrated the data directory's layout");
-        eprintln!("skyisland: migrated {} from layout {from} to {to}", data_dir.display());
     }
 }
 
@@ -269,7 +268,9 @@ fn init(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     skyisland_runner::machine::require_root("init")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    report_layout(&config.data_dir, layout::ensure(&config.data_dir)?);
+    if let layout::Outcome::Migrated(from) = layout::ensure(&config.data_dir)? {
+        println!("migrated {} from layout {from} to {}", config.data_dir.display(), layout::CURRENT);
+    }
     let created = skyisland_runner::machine::init(&config)?;
     println!(
         "{} base root filesystem ({} backend)",

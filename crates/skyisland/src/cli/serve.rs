@@ -28,7 +28,7 @@ pub fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         LogFormat::Json => logs.json().init(),
     }
     let _data_dir = lock_data_dir(&config.data_dir)?;
-    super::report_layout(&config.data_dir, super::layout::ensure(&config.data_dir)?);
+    super::report_layout(&config.data_dir, &super::layout::ensure(&config.data_dir)?);
     raise_open_files_limit();
     if skyisland_runner::machine::init(&config)? {
         tracing::info!("laid down the base root filesystem");
