@@ -702,6 +702,7 @@ impl Inner {
             runtime,
             gate: self.build_gate.clone(),
             policy: self.install.clone(),
+            shared: self.shared.clone(),
         };
         let (entry, built) = match self.artifacts.get_or_build(&key, move || job.run()).await {
             Ok(found) => found,
@@ -709,6 +710,8 @@ impl Inner {
         };
         if !built {
             metrics::counter!("skyisland_cache_hits_total", "tier" => "artifact").increment(1);
+        } else if let Some(shared) = &self.shared {
+            publish_package(shared, &entry, &repo.key, self.config.cache.binary_expiration.get());
         }
         *installed_ok = true;
         let package = Path::new(runtimes::install::FN_MOUNT).join("tree").join(&path.subdir);
@@ -1140,11 +1143,17 @@ struct InstallJob {
     runtime: Runtime,
     gate: Gate,
     policy: InstallPolicy,
+    /// Installed packages travel through Redis as tar archives, as binaries do (see
+    /// [`publish_package`]).
+    shared: Option<Arc<Shared>>,
 }
 
 impl InstallJob {
     async fn run(self) -> Result<Built, FunctionError> {
         metrics::counter!("skyisland_cache_misses_total", "tier" => "artifact").increment(1);
+        if let Some(built) = self.fetch_shared().await {
+            return Ok(built);
+        }
         let started = Instant::now();
         let result = self.install().await;
         let outcome = match &result {
@@ -1156,6 +1165,42 @@ impl InstallJob {
         metrics::counter!("skyisland_builds_total", "result" => outcome).increment(1);
         metrics::histogram!("skyisland_build_duration_seconds").record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// The package another server installed, when Redis has it: unpacked into a new
+    /// directory (the archive's paths stay inside it, its links are kept as links), given
+    /// to root and made a generation of its own, as an install of ours would be.
+    async fn fetch_shared(&self) -> Option<Built> {
+        let shared = self.shared.as_ref()?;
+        let (info, data) = shared.get_binary(&self.key).await?;
+        let Ok(SharedInfo { index, meta }) = serde_json::from_slice::<SharedInfo>(&info) else {
+            tracing::warn!(key = %self.key, "ignoring a shared package with an unreadable description");
+            return None;
+        };
+        let out_rel = format!("out/{}-{:x}", self.key, rand::random::<u32>());
+        let unpacked = self.toolchain.fresh_dir(&out_rel).and_then(|out| {
+            let mut archive = tar::Archive::new(&data[..]);
+            archive.set_preserve_permissions(true);
+            archive.set_preserve_ownerships(false);
+            archive.set_unpack_xattrs(false);
+            archive.set_overwrite(false);
+            archive.unpack(&out)?;
+            runtimes::install::seal(&out)?;
+            runtimes::install::generation(&out, &self.toolchain.host_path(&format!("{out_rel}.pkg")))
+        });
+        match unpacked {
+            Ok(package) => {
+                metrics::counter!("skyisland_cache_hits_total", "tier" => "redis_artifact").increment(1);
+                tracing::info!(key = %self.key, bytes = data.len(), "using a package another server installed");
+                Some(Built { binary: package, index, meta, fetched: true })
+            }
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "unpacking a shared package failed; installing it");
+                let _ = std::fs::remove_dir_all(self.toolchain.host_path(&out_rel));
+                let _ = std::fs::remove_dir_all(self.toolchain.host_path(&format!("{out_rel}.pkg")));
+                None
+            }
+        }
     }
 
     async fn install(&self) -> Result<Built, FunctionError> {
@@ -1220,6 +1265,31 @@ impl InstallJob {
         }
         result
     }
+}
+
+/// Offers a package this server installed to the other servers, in the background, as a
+/// tar archive of its generation (read where the artifact cache keeps it).
+fn publish_package(shared: &Arc<Shared>, entry: &Entry, repo_key: &str, ttl: Duration) {
+    let info = SharedInfo { index: entry.index.clone(), meta: entry.meta.clone() };
+    let Ok(info) = serde_json::to_vec(&info) else { return };
+    let (shared, key, repo_key, package) =
+        (Arc::clone(shared), entry.key.clone(), repo_key.to_owned(), entry.binary.clone());
+    tokio::spawn(async move {
+        // Archiving reads the whole tree: not on an async worker.
+        let archived = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let generation = runtimes::install::generation_of(&package)?;
+            let mut archive = tar::Builder::new(Vec::new());
+            archive.follow_symlinks(false);
+            archive.append_dir_all(".", &generation)?;
+            archive.into_inner()
+        })
+        .await;
+        match archived {
+            Ok(Ok(data)) => shared.put_binary(&key, &info, &data, &repo_key, ttl).await,
+            Ok(Err(e)) => tracing::warn!(key = %key, error = %e, "archiving an installed package for Redis failed"),
+            Err(e) => tracing::warn!(key = %key, error = %e, "archiving an installed package for Redis failed"),
+        }
+    });
 }
 
 /// A build's error, for each of the requests that shared it.

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{RedisServer, Repo, Sandbox, Server, bin, health_until, root_or_skip, run};
+use support::{Item, RedisServer, Repo, Sandbox, Server, bin, health_until, root_or_skip, run};
 
 const FUNCTION_ROUTE: &str = r#"route="POST /api/v1/function""#;
 
@@ -173,10 +173,20 @@ async fn servers_share_results_and_binaries_through_redis_and_outlive_it() {
         return;
     }
     let mut redis = RedisServer::start();
-    let cache = format!("[cache]\nredis_url = \"{}\"\nredis_prefix = \"t{:x}\"\n", redis.url(), rand::random::<u32>());
+    let prefix = format!("t{:x}", rand::random::<u32>());
+    let cache = format!("[cache]\nredis_url = \"{}\"\nredis_prefix = \"{prefix}\"\n", redis.url());
     let mut a_box = Sandbox::new();
     a_box.extra_config = cache.clone();
     let misc = Repo::from_fixture(&a_box, "acme", "misc", "misc");
+    let py = Repo::from_items(
+        &a_box,
+        "acme",
+        "pyshared",
+        &[(
+            "main.py",
+            Item::File("import os\n\ndef hello():\n    return 'hello ' + str(len(os.listdir('/fn')))\n".into()),
+        )],
+    );
     let mut b_box = Sandbox::new();
     b_box.extra_config = cache;
     b_box.shared_git_root = Some(a_box.git_root());
@@ -205,6 +215,19 @@ async fn servers_share_results_and_binaries_through_redis_and_outlive_it() {
     assert_eq!(b.metric("skyisland_builds_total", &[]).await, 0.0, "b compiled nothing");
     assert_eq!(b.metric("skyisland_cache_hits_total", &[r#"tier="redis_binary""#]).await, 1.0);
     assert!(b.log().contains("using a binary another server built"));
+
+    // So is a package installed on one server (an interpreted function): once a has
+    // offered it (in the background: wait until Redis holds one more), b unpacks it.
+    let shared = || redis.cli(&["--scan", "--pattern", &format!("{prefix}:binary:*")]).lines().count();
+    let before = shared();
+    let (hello, _, first) = ok(&a, json!({"url": py.import_path, "call": "hello()", "cache": false})).await;
+    assert_eq!((hello.as_str(), first["built"].as_bool()), ("hello 1", Some(true)), "{first}");
+    support::eventually("a's install in Redis", Duration::from_secs(20), || shared() > before).await;
+    let (hello, _, answer) = ok(&b, json!({"url": py.import_path, "call": "hello()", "cache": false})).await;
+    assert_eq!((hello.as_str(), answer["built"].as_bool()), ("hello 1", Some(false)), "{answer}");
+    assert_eq!(b.metric("skyisland_builds_total", &[]).await, 0.0, "b installed nothing");
+    assert_eq!(b.metric("skyisland_cache_hits_total", &[r#"tier="redis_artifact""#]).await, 1.0);
+    assert!(b.log().contains("using a package another server installed"));
 
     // cache_bust on one server drops the results everywhere.
     let (h2, _, _) = ok(&a, json!({"url": url, "call": "Hostname()", "cache_bust": true})).await;
