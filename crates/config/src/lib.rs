@@ -94,6 +94,11 @@ pub struct Config {
     pub rate_limit: RateLimit,
     pub auth: Auth,
     pub circuit_breaker: CircuitBreaker,
+    /// Asynchronous invocations, schedules and builds (`async` is a Rust keyword).
+    #[serde(rename = "async")]
+    pub asynchronous: Async,
+    /// Git push webhooks (`POST /api/v1/hooks/git`).
+    pub hooks: Hooks,
 }
 
 impl Default for Config {
@@ -121,6 +126,8 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             auth: Auth::default(),
             circuit_breaker: CircuitBreaker::default(),
+            asynchronous: Async::default(),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -809,6 +816,56 @@ impl Default for CircuitBreaker {
     }
 }
 
+/// Asynchronous invocations (`"async": true`), schedules and builds: kept in an embedded
+/// SQLite database in the data directory, run by this server's workers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Async {
+    /// Invocations and builds run at once, at most; each takes one only while an
+    /// execution slot is free, so synchronous calls keep priority. 0 runs none (they stay
+    /// queued).
+    pub workers: u32,
+    /// Attempts an invocation gets when it ends in a 5xx that is not its own doing (a
+    /// timeout, an overloaded server, a server that stopped under it).
+    pub max_attempts: u32,
+    /// The wait before the second attempt; doubled for each further one (at most a minute).
+    pub retry_backoff: Span,
+    /// How long a finished invocation or build (and its idempotency key) is kept.
+    pub keep_results: Span,
+    /// URL prefixes (`scheme://host[:port][/path]`) that `callback_url` may start with;
+    /// empty, no callback is accepted. Callbacks are never sent anywhere else, and
+    /// redirects are not followed.
+    pub callback_allow: Vec<String>,
+    /// Attempts to deliver a callback (with backoff from one second, doubled each time).
+    pub callback_attempts: u32,
+    /// Queued invocations and builds, at most; more are refused with 503.
+    pub max_queued: u32,
+}
+
+impl Default for Async {
+    fn default() -> Self {
+        Async {
+            workers: 2,
+            max_attempts: 3,
+            retry_backoff: Span::secs(1),
+            keep_results: Span::secs(7 * 24 * 3600),
+            callback_allow: Vec::new(),
+            callback_attempts: 5,
+            max_queued: 10_000,
+        }
+    }
+}
+
+/// Git push webhooks: the secrets their HMAC signatures are checked with.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// The secret for repositories not listed in `secrets`; unset, only those are accepted.
+    pub secret: Option<String>,
+    /// Per repository (its import path, e.g. `github.com/user/repo`): its secret.
+    pub secrets: BTreeMap<String, String>,
+}
+
 impl Config {
     /// Reads and validates a configuration file, or returns the embedded defaults; with
     /// the warnings to show (for keys of the original's that mean nothing here). A file
@@ -894,6 +951,8 @@ impl Config {
             ("cache.purge_after", self.cache.purge_after, 366 * DAY),
             ("cache.binary_expiration", self.cache.binary_expiration, 366 * DAY),
             ("circuit_breaker.cool_down", self.circuit_breaker.cool_down, DAY),
+            ("async.retry_backoff", self.asynchronous.retry_backoff, 3600),
+            ("async.keep_results", self.asynchronous.keep_results, 366 * DAY),
         ] {
             if span.get().is_zero() || span.get() > std::time::Duration::from_secs(max) {
                 return bad(key, format!("must be longer than zero and at most {}, not {span}", Span::secs(max)));
@@ -1063,6 +1122,22 @@ impl Config {
             }
             if value.contains(['\0', '\n']) || value.len() > 4096 {
                 return bad("go.env", format!("{name} must be one line of at most 4096 bytes"));
+            }
+        }
+        let a = &self.asynchronous;
+        for (key, value, range) in [
+            ("async.workers", a.workers, 0..=1024),
+            ("async.max_attempts", a.max_attempts, 1..=100),
+            ("async.callback_attempts", a.callback_attempts, 1..=100),
+            ("async.max_queued", a.max_queued, 1..=10_000_000),
+        ] {
+            if !range.contains(&value) {
+                return bad(key, format!("must be between {} and {}, not {value}", range.start(), range.end()));
+            }
+        }
+        for prefix in &a.callback_allow {
+            if let Err(why) = CallbackPrefix::parse(prefix) {
+                return bad("async.callback_allow", format!("has {prefix:?}: {why}"));
             }
         }
         // A call's literals travel to the jail in one message of the spawner's (1 MiB).
@@ -1337,4 +1412,55 @@ mod tests {
             assert!(!err.contains('\n'), "one line: {err}");
         }
     }
+}
+
+/// An allowed callback URL prefix: scheme, host and port must equal the URL's, and the
+/// URL's path must be the prefix's or lie below it (`/hooks` allows `/hooks` and
+/// `/hooks/x`, not `/hooksx`). Compared on parsed URLs, never on strings, so that
+/// `http://allowed@elsewhere/` or `http://allowed.elsewhere/` do not pass.
+#[derive(Clone, Debug)]
+pub struct CallbackPrefix {
+    url: url::Url,
+}
+
+impl CallbackPrefix {
+    pub fn parse(text: &str) -> Result<CallbackPrefix, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        check_callback_url(&url)?;
+        if url.query().is_some() {
+            return Err("a prefix has no query".into());
+        }
+        Ok(CallbackPrefix { url })
+    }
+
+    /// Whether `url` (already checked with [`check_callback_url`]) starts with this prefix.
+    pub fn allows(&self, url: &url::Url) -> bool {
+        let (p, u) = (&self.url, url);
+        if p.scheme() != u.scheme() || p.host() != u.host() || p.port_or_known_default() != u.port_or_known_default() {
+            return false;
+        }
+        let base = p.path().trim_end_matches('/');
+        match u.path().strip_prefix(base) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || base.is_empty(),
+            None => false,
+        }
+    }
+}
+
+/// What any callback URL must be: http or https, a host, no user name or password, no
+/// fragment.
+pub fn check_callback_url(url: &url::Url) -> Result<(), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("the scheme must be http or https, not {}", url.scheme()));
+    }
+    if url.host().is_none() {
+        return Err("it names no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("it may not carry a user name or password".into());
+    }
+    if url.fragment().is_some() {
+        return Err("it may not have a fragment".into());
+    }
+    Ok(())
 }

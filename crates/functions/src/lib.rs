@@ -159,6 +159,15 @@ pub enum CacheUse {
     Miss,
 }
 
+/// What [`Functions::build`] built.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub commit: String,
+    pub runtime: Runtime,
+    /// Whether this built it (false: it was built already).
+    pub built: bool,
+}
+
 /// Its result.
 #[derive(Clone, Debug)]
 pub struct Answer {
@@ -354,36 +363,57 @@ impl Functions {
         }
     }
 
+    /// Checks what can be checked of a request before anything is fetched: its size, url,
+    /// call and options. An asynchronous call is refused with this error at once.
+    pub fn check(&self, request: &Request) -> Result<(), FunctionError> {
+        self.inner.check(request).map(|_| ())
+    }
+
+    /// Fetches `version` of the package at `url` (the current commit when `None`) and
+    /// builds it (Go) or installs its dependencies (the interpreted runtimes), as a first
+    /// call would, so that calls find it built. With `make_current`, the commit becomes
+    /// the repository's current one (what calls without a version run), and the
+    /// repository's stored results are dropped.
+    pub async fn build(
+        &self,
+        url: &str,
+        version: Option<&str>,
+        runtime: Option<Runtime>,
+        make_current: bool,
+    ) -> Result<Prepared, FunctionError> {
+        let inner = &self.inner;
+        let path = inner.check_url(url)?;
+        let admission = inner.breakers.admit(&path.repo)?;
+        let clone_url = path.clone_url(&inner.config.git.url_rewrite);
+        let repo = inner.repos.repo(&path.repo);
+        let mut ok = false;
+        let built = inner.build(&path, &repo, &clone_url, version, runtime, &mut ok).await;
+        match &built {
+            _ if ok => admission.succeeded(),
+            Err(
+                FunctionError::RepoNotFound { .. }
+                | FunctionError::CloneFailed { .. }
+                | FunctionError::TooLarge(_)
+                | FunctionError::BuildFailed { .. }
+                | FunctionError::BuildTimedOut(_),
+            ) => admission.failed(),
+            _ => {}
+        }
+        let built = built?;
+        if make_current {
+            inner.repos.make_current(&repo, &built.commit).await?;
+            inner.results.bust_repo(&path.repo);
+            if let Some(shared) = &inner.shared {
+                shared.bust_repo(&path.repo, &repo.key, false).await;
+            }
+        }
+        Ok(built)
+    }
+
     /// Runs a function call.
     pub async fn call(&self, request: &Request) -> Result<Answer, FunctionError> {
         let inner = &self.inner;
-        let max_call = inner.config.limits.max_call;
-        if request.call.len() as u64 > max_call.bytes() {
-            return Err(FunctionError::BadRequest(format!(
-                "the call is {} bytes long; the limit is {max_call}",
-                request.call.len()
-            )));
-        }
-        let path = ImportPath::parse(&request.url).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
-        if path.host_is_local() && !inner.toolchain.egress().lists(path.host()) {
-            return Err(FunctionError::BadRequest(format!(
-                "invalid url {:?}: the host {} is an address or localhost; only hosts listed in [git] allow_hosts may be",
-                request.url,
-                path.host()
-            )));
-        }
-        if request.ip4 && inner.network.is_none() {
-            return Err(FunctionError::BadRequest(
-                "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])".into(),
-            ));
-        }
-        let calls = Calls::parse(&request.call, request.runtime)?;
-        if request.runtime == Some(Runtime::Go)
-            && let Ok(call) = &calls.go
-            && !call.is_exported()
-        {
-            return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
-        }
+        let (path, calls) = inner.check(request)?;
         let admission = inner.breakers.admit(&path.repo)?;
         let url = path.clone_url(&inner.config.git.url_rewrite);
         let repo = inner.repos.repo(&path.repo);
@@ -458,6 +488,72 @@ impl Functions {
             inner.results.put(key, stored);
         }
         Ok(Answer { data, commit, path: how, built, run_time, cache: CacheUse::Miss, cached_at_ms: None })
+    }
+}
+
+impl Inner {
+    async fn build(
+        &self,
+        path: &ImportPath,
+        repo: &Arc<repos::Repo>,
+        url: &str,
+        version: Option<&str>,
+        runtime: Option<Runtime>,
+        ok: &mut bool,
+    ) -> Result<Prepared, FunctionError> {
+        let commit = self.repos.resolve(&self.jails, repo, url, version).await?;
+        let generator = self.generator().await?;
+        let runtime = match runtime {
+            Some(runtime) => runtime,
+            None => self.runtime_of(repo, path, &commit, generator).await?,
+        };
+        let built = if runtime == Runtime::Go {
+            let go = self.toolchain_for(repo, path, &commit, generator).await?;
+            self.binary(repo, path, &commit, generator, &go, None).await?.1
+        } else {
+            let interpreter =
+                Arc::clone(self.interpreters.get(runtime).map_err(|e| FunctionError::NoToolchain(e.to_string()))?);
+            self.install_package(path, runtime, repo, &commit, generator, &interpreter).await?.1
+        };
+        *ok = true;
+        Ok(Prepared { commit, runtime, built })
+    }
+
+    /// A package's import path, refused before anything is fetched when it is not one or
+    /// names a local host that is not allowed.
+    fn check_url(&self, url: &str) -> Result<ImportPath, FunctionError> {
+        let path = ImportPath::parse(url).map_err(|e| FunctionError::BadRequest(e.to_string()))?;
+        if path.host_is_local() && !self.toolchain.egress().lists(path.host()) {
+            return Err(FunctionError::BadRequest(format!(
+                "invalid url {url:?}: the host {} is an address or localhost; only hosts listed in [git] allow_hosts may be",
+                path.host()
+            )));
+        }
+        Ok(path)
+    }
+
+    fn check(&self, request: &Request) -> Result<(ImportPath, Calls), FunctionError> {
+        let max_call = self.config.limits.max_call;
+        if request.call.len() as u64 > max_call.bytes() {
+            return Err(FunctionError::BadRequest(format!(
+                "the call is {} bytes long; the limit is {max_call}",
+                request.call.len()
+            )));
+        }
+        let path = self.check_url(&request.url)?;
+        if request.ip4 && self.network.is_none() {
+            return Err(FunctionError::BadRequest(
+                "ip4 was requested, but this server has no IPv4 pool configured ([network.ip4])".into(),
+            ));
+        }
+        let calls = Calls::parse(&request.call, request.runtime)?;
+        if request.runtime == Some(Runtime::Go)
+            && let Ok(call) = &calls.go
+            && !call.is_exported()
+        {
+            return Err(FunctionError::NotExported { package: path.full.clone(), name: call.name.clone() });
+        }
+        Ok((path, calls))
     }
 }
 
@@ -682,37 +778,7 @@ impl Inner {
                 cached_at_ms: Some(stored.stored_at_ms),
             }));
         }
-        let key = binaries::key(&[
-            "artifact",
-            &path.repo,
-            &commit,
-            &path.subdir,
-            &interpreter.id(),
-            &self.install.fingerprint(runtime),
-        ]);
-        let job = InstallJob {
-            jails: self.jails.clone(),
-            toolchain: self.toolchain.clone(),
-            repo: Arc::clone(repo),
-            repos: Arc::clone(&self.repos),
-            generator: generator.path.clone(),
-            path: path.clone(),
-            commit: commit.clone(),
-            key: key.clone(),
-            runtime,
-            gate: self.build_gate.clone(),
-            policy: self.install.clone(),
-            shared: self.shared.clone(),
-        };
-        let (entry, built) = match self.artifacts.get_or_build(&key, move || job.run()).await {
-            Ok(found) => found,
-            Err(shared) => return Err(shared_error(&shared)),
-        };
-        if !built {
-            metrics::counter!("skyisland_cache_hits_total", "tier" => "artifact").increment(1);
-        } else if let Some(shared) = &self.shared {
-            publish_package(shared, &entry, &repo.key, self.config.cache.binary_expiration.get());
-        }
+        let (entry, built) = self.install_package(path, runtime, repo, &commit, generator, &interpreter).await?;
         *installed_ok = true;
         let package = Path::new(runtimes::install::FN_MOUNT).join("tree").join(&path.subdir);
         let mut argv = vec![interpreter.program_inside.display().to_string()];
@@ -739,6 +805,51 @@ impl Inner {
             built,
             interpreter: Some(interpreter),
         }))
+    }
+
+    /// An interpreted function's package with its dependencies installed (now, if they
+    /// were not), and whether this installed it.
+    async fn install_package(
+        &self,
+        path: &ImportPath,
+        runtime: Runtime,
+        repo: &Arc<repos::Repo>,
+        commit: &str,
+        generator: &Generator,
+        interpreter: &Interpreter,
+    ) -> Result<(Arc<Entry>, bool), FunctionError> {
+        let key = binaries::key(&[
+            "artifact",
+            &path.repo,
+            commit,
+            &path.subdir,
+            &interpreter.id(),
+            &self.install.fingerprint(runtime),
+        ]);
+        let job = InstallJob {
+            jails: self.jails.clone(),
+            toolchain: self.toolchain.clone(),
+            repo: Arc::clone(repo),
+            repos: Arc::clone(&self.repos),
+            generator: generator.path.clone(),
+            path: path.clone(),
+            commit: commit.to_owned(),
+            key: key.clone(),
+            runtime,
+            gate: self.build_gate.clone(),
+            policy: self.install.clone(),
+            shared: self.shared.clone(),
+        };
+        let (entry, built) = match self.artifacts.get_or_build(&key, move || job.run()).await {
+            Ok(found) => found,
+            Err(shared) => return Err(shared_error(&shared)),
+        };
+        if !built {
+            metrics::counter!("skyisland_cache_hits_total", "tier" => "artifact").increment(1);
+        } else if let Some(shared) = &self.shared {
+            publish_package(shared, &entry, &repo.key, self.config.cache.binary_expiration.get());
+        }
+        Ok((entry, built))
     }
 
     /// A stored result from memory, or from Redis (then kept in memory too).

@@ -307,6 +307,16 @@ impl Repos {
         Ok(commit)
     }
 
+    /// Makes `commit` (one [`Repos::resolve`] returned) the repository's current commit:
+    /// what requests without a version run from now on.
+    pub async fn make_current(&self, repo: &Repo, commit: &str) -> Result<(), FunctionError> {
+        let mut guard = repo.state.write().await;
+        let state = guard.get_or_insert_with(|| self.load(repo));
+        state.commits.insert(commit.to_owned());
+        state.current = Some(commit.to_owned());
+        self.save(repo, state)
+    }
+
     async fn fetch(
         &self,
         jails: &Jails,

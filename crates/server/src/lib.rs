@@ -8,6 +8,7 @@ pub mod auth;
 mod linger;
 pub mod metrics;
 pub mod stats;
+pub mod work;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct App {
     pub guard: Arc<api::Guard>,
     /// Renders `/metrics`; `None` when no recorder was installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Asynchronous invocations, builds and schedules.
+    pub work: work::Work,
 }
 
 impl std::fmt::Debug for App {
@@ -66,7 +69,8 @@ impl App {
             token
         });
         let guard = api::Guard::new(Arc::clone(&config))?;
-        Ok(App { config, jails, functions, network, stats: stats::Stats::default(), admin_token, guard, metrics })
+        let work = work::Work::open(&config).map_err(std::io::Error::other)?;
+        Ok(App { config, jails, functions, network, stats: stats::Stats::default(), admin_token, guard, metrics, work })
     }
 }
 
@@ -82,6 +86,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = api::router(Arc::clone(&app));
+    let background = work::start(Arc::clone(&app)).await;
     // A client gets `client_timeout` to send a request's headers (slow clients hold no
     // connection for longer; this also bounds idle keep-alive connections), and as long
     // again for its body (the router's body timeout).
@@ -148,6 +153,10 @@ pub async fn serve(
     };
     if let Err(e) = cleaned {
         tracing::error!(error = %e, "cleaning up the jails at shutdown");
+    }
+    // An async attempt cut short here is counted and run again at the next start.
+    for task in background {
+        task.abort();
     }
     if let Some(network) = &app.network {
         network.shutdown().await;

@@ -11,11 +11,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::json;
 use skyisland_functions::runtimes::Runtime;
 use skyisland_functions::{CacheUse, FunctionError, Request};
 
 use super::ApiError;
 use crate::App;
+use crate::work::{self, Inserted, Job, Kind, StoredCall};
 
 /// The request body: `url` and `call`, and optionally `version`, `cache_bust`, `ip4` and
 /// `cache`, read as the original read it (see [`super::lenient`]): its clients send every
@@ -32,6 +34,12 @@ pub struct FunctionRequest {
     pub cache: Option<bool>,
     /// "go", "python", "node" or "lua"; absent or "": detected from the package's files.
     pub runtime: Option<Runtime>,
+    /// Answer 202 at once and run the call in the background.
+    pub asynchronous: bool,
+    /// For an async call: where to POST the finished invocation.
+    pub callback_url: Option<String>,
+    /// For an async call: the same key names the same invocation.
+    pub idempotency_key: Option<String>,
 }
 
 impl FunctionRequest {
@@ -53,8 +61,21 @@ impl FunctionRequest {
                     ))
                 })?),
             },
+            asynchronous: body.bool("async")?.unwrap_or(false),
+            callback_url: body.string("callback_url")?.filter(|u| !u.is_empty()),
+            idempotency_key: body.string("idempotency_key")?.filter(|k| !k.is_empty()),
         };
         body.finish();
+        if !request.asynchronous && (request.callback_url.is_some() || request.idempotency_key.is_some()) {
+            return Err(ApiError::bad_request(
+                "callback_url and idempotency_key are for async calls (\"async\": true)",
+            ));
+        }
+        if let Some(key) = &request.idempotency_key
+            && (key.len() > 200 || key.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request("idempotency_key must be at most 200 bytes, with no control characters"));
+        }
         Ok(request)
     }
 }
@@ -90,6 +111,9 @@ pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
     // Too large or too slow: the rest of the body is not read.
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()).closing())?;
     let request = FunctionRequest::parse(&body)?;
+    if request.asynchronous {
+        return submit(&app, request).await;
+    }
     let answer = app
         .functions
         .call(&Request {
@@ -103,11 +127,18 @@ pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
         })
         .await
         .map_err(to_api_error)?;
+    let answer = answer_body(answer, started);
+    let cache = answer.cache;
+    Ok(([(CACHE_HEADER, cache)], Json(answer)).into_response())
+}
+
+/// The answer to a call that ran, `started` when its request came.
+pub fn answer_body(answer: skyisland_functions::Answer, started: Instant) -> FunctionAnswer {
     let (cache, cache_tier) = match answer.cache {
         CacheUse::Hit { tier } => ("hit", Some(tier)),
         CacheUse::Miss => ("miss", None),
     };
-    let body = Json(FunctionAnswer {
+    FunctionAnswer {
         timestamp: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         data: answer.data,
         commit: answer.commit,
@@ -117,8 +148,65 @@ pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
         cache_tier,
         cached_at_ms: answer.cached_at_ms,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
-    Ok(([(CACHE_HEADER, cache)], body).into_response())
+    }
+}
+
+/// An async call: checked as far as it can be before anything is fetched, recorded, and
+/// answered 202 with its id (or the invocation its idempotency key names).
+async fn submit(app: &App, request: FunctionRequest) -> Result<Response, ApiError> {
+    let stored = StoredCall {
+        url: request.url,
+        call: request.call,
+        version: request.version,
+        cache_bust: request.cache_bust,
+        ip4: request.ip4,
+        cache: request.cache,
+        runtime: request.runtime.map(|r| r.name().to_owned()),
+    };
+    app.functions.check(&stored.to_request().map_err(to_api_error)?).map_err(to_api_error)?;
+    let callback_url = match &request.callback_url {
+        Some(url) => Some(app.work.check_callback(url).map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    let value =
+        serde_json::to_value(&stored).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut job = Job::new(Kind::Call, value, work::now_ms());
+    job.callback_url = callback_url;
+    job.idempotency_key = request.idempotency_key;
+    accept(app, job, "invocations").await
+}
+
+/// Records a job and answers 202 with where to find it.
+pub async fn accept(app: &App, job: Job, collection: &str) -> Result<Response, ApiError> {
+    let request = job.request.clone();
+    let callback = job.callback_url.clone();
+    let inserted = app.work.submit(job, app.config.asynchronous.max_queued).await.map_err(|e| {
+        tracing::error!(error = %e, "recording an async job");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the job could not be recorded; try again").retry_after(1)
+    })?;
+    let (job, status) = match inserted {
+        Inserted::New(job) => (job, StatusCode::ACCEPTED),
+        Inserted::Existing(job) if job.request == request && job.callback_url == callback => {
+            (job, StatusCode::ACCEPTED)
+        }
+        Inserted::Existing(job) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "this idempotency_key names an invocation with a different request",
+            )
+            .with("id", job.id));
+        }
+        Inserted::Full(queued) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{queued} jobs are queued already, the most this server keeps ([async] max_queued)"),
+            )
+            .retry_after(5));
+        }
+    };
+    let status_url = format!("/api/v1/{collection}/{}", job.id);
+    let body = json!({ "id": job.id, "status": job.status, "status_url": status_url });
+    Ok((status, [(axum::http::header::LOCATION, status_url)], Json(body)).into_response())
 }
 
 /// The status of each way a function call fails.

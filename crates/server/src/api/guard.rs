@@ -140,6 +140,37 @@ pub async fn guard_function(State(app): State<Arc<App>>, request: Request, next:
     Ok(next.run(request).await)
 }
 
+/// Endpoints for the operator or a holder of an API key (builds): the admin token, or a
+/// known key (whether or not keys are required for calls).
+pub async fn require_key_or_admin(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match super::is_admin(&app, request.headers()) {
+        Some(true) => return Ok(next.run(request).await),
+        Some(false) => {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden")
+                .with("detail", format!("wrong admin token in the {} header", app.config.admin.header))
+                .closing());
+        }
+        None => {}
+    }
+    match given_key(&request, &app.config.auth.key_header)? {
+        Some(given) if app.guard.keys.find(given).is_some() => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "unknown API key").closing()),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "builds need the admin token ({}) or an API key (Authorization: Bearer KEY or {})",
+                app.config.admin.header, app.config.auth.key_header
+            ),
+        )
+        .with_header("www-authenticate", "Bearer")
+        .closing()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod health;
 mod ips;
 pub mod lenient;
 mod resources;
+mod work;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
@@ -46,16 +48,30 @@ pub fn router(app: Arc<App>) -> Router {
         // The original's paths for the same.
         .route("/api/v1/admin/network/ips", get(ips::original_list))
         .route("/api/v1/admin/network/ip", put(ips::set))
+        .route("/api/v1/invocations", get(work::list_invocations))
+        .route("/api/v1/builds", get(work::list_builds))
+        .route("/api/v1/schedules", get(work::list_schedules).post(work::post_schedule))
+        .route(
+            "/api/v1/schedules/{name}",
+            get(work::get_schedule).put(work::put_schedule).delete(work::delete_schedule),
+        )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_admin));
     let function = Router::new()
         .route("/api/v1/function", post(function::call))
+        .route("/api/v1/invocations/{id}", get(work::get_invocation))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), guard::guard_function));
+    let builds = Router::new()
+        .route("/api/v1/builds", post(work::post_build))
+        .route("/api/v1/builds/{id}", get(work::get_build))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), guard::require_key_or_admin));
     Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard.js", get(dashboard::script))
         .route("/healthcheck", get(health::healthcheck))
         .route("/metrics", get(health::metrics))
+        .route("/api/v1/hooks/git", post(work::git_push))
         .merge(function)
+        .merge(builds)
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -103,16 +119,20 @@ async fn method_not_allowed(request: Request) -> ApiError {
 async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
     let header = &app.config.admin.header;
     let forbidden = |detail: String| ApiError::new(StatusCode::FORBIDDEN, "Forbidden").with("detail", detail).closing();
-    let Some(given) = request.headers().get(header.as_str()) else {
-        return Err(forbidden(format!("admin endpoints need the admin token in the {header} header")));
-    };
+    match is_admin(&app, request.headers()) {
+        None => Err(forbidden(format!("admin endpoints need the admin token in the {header} header"))),
+        Some(false) => Err(forbidden(format!("wrong admin token in the {header} header"))),
+        Some(true) => Ok(next.run(request).await),
+    }
+}
+
+/// Whether the request carries the admin token (`None`: it carries none).
+pub fn is_admin(app: &App, headers: &HeaderMap) -> Option<bool> {
+    let given = headers.get(app.config.admin.header.as_str())?;
     // Digests of equal length compared in constant time: neither the token's bytes nor its
     // length show in the time a wrong guess takes.
     let digest = |bytes: &[u8]| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(bytes).into() };
-    if !bool::from(digest(given.as_bytes()).ct_eq(&digest(app.admin_token.as_bytes()))) {
-        return Err(forbidden(format!("wrong admin token in the {header} header")));
-    }
-    Ok(next.run(request).await)
+    Some(bool::from(digest(given.as_bytes()).ct_eq(&digest(app.admin_token.as_bytes()))))
 }
 
 /// A body declared larger than `limits.max_body` is refused (413) before any of it is read,
