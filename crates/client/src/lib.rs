@@ -183,6 +183,126 @@ impl Client {
         self.admin(Method::PUT, "/api/v1/admin/ips", Some(body)).await
     }
 
+    /// Submits `request` to run in the background; returns the invocation's id at once
+    /// (202). `callback_url` must be under one of the server's `[async] callback_allow`;
+    /// the same `idempotency_key` names the same invocation.
+    pub async fn call_async(
+        &self,
+        request: &Request,
+        callback_url: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, Error> {
+        let mut body = serde_json::to_value(request).map_err(|e| Error::Decode(e.to_string()))?;
+        body["async"] = Value::Bool(true);
+        if let Some(url) = callback_url {
+            body["callback_url"] = url.into();
+        }
+        if let Some(key) = idempotency_key {
+            body["idempotency_key"] = key.into();
+        }
+        let mut builder = self.http.post(format!("{}/api/v1/function", self.base)).json(&body);
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let answer = send(builder).await?;
+        accepted_id(&answer)
+    }
+
+    /// An invocation: `status` (queued, running, succeeded, failed), its attempts and, once
+    /// finished, `result` (the answer a synchronous call gets) or `error` and `http_status`.
+    pub async fn invocation(&self, id: &str) -> Result<Value, Error> {
+        let mut builder = self.http.get(format!("{}/api/v1/invocations/{}", self.base, encode(id)));
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        send(builder).await
+    }
+
+    /// Waits (polling) until the invocation has finished, at most `timeout`; returns it.
+    pub async fn wait_invocation(&self, id: &str, timeout: Duration) -> Result<Value, Error> {
+        wait_finished(timeout, || self.invocation(id)).await
+    }
+
+    /// Invocations, newest first (admin), optionally of one status.
+    pub async fn invocations(&self, status: Option<&str>) -> Result<Value, Error> {
+        let path = match status {
+            Some(status) => format!("/api/v1/invocations?status={}", encode(status)),
+            None => "/api/v1/invocations".to_owned(),
+        };
+        self.admin(Method::GET, &path, None).await
+    }
+
+    /// Starts fetching and building a package ahead of calls (admin token or API key);
+    /// returns the build's id.
+    pub async fn build(&self, url: &str, version: Option<&str>, runtime: Option<&str>) -> Result<String, Error> {
+        let mut body = serde_json::json!({ "url": url });
+        if let Some(version) = version {
+            body["version"] = version.into();
+        }
+        if let Some(runtime) = runtime {
+            body["runtime"] = runtime.into();
+        }
+        let answer = self.keyed(Method::POST, "/api/v1/builds", Some(body)).await?;
+        accepted_id(&answer)
+    }
+
+    /// A build: its `status`, and once finished its `result` (commit, runtime) or `error`
+    /// (with the compiler's `output`).
+    pub async fn build_status(&self, id: &str) -> Result<Value, Error> {
+        self.keyed(Method::GET, &format!("/api/v1/builds/{}", encode(id)), None).await
+    }
+
+    /// Waits (polling) until the build has finished, at most `timeout`; returns it.
+    pub async fn wait_build(&self, id: &str, timeout: Duration) -> Result<Value, Error> {
+        wait_finished(timeout, || self.build_status(id)).await
+    }
+
+    /// Adds a schedule (admin): `{"name", "url", "call", "cron" | "every", ...}`.
+    pub async fn add_schedule(&self, schedule: &Value) -> Result<Value, Error> {
+        self.admin(Method::POST, "/api/v1/schedules", Some(schedule.clone())).await
+    }
+
+    pub async fn schedules(&self) -> Result<Value, Error> {
+        self.admin(Method::GET, "/api/v1/schedules", None).await
+    }
+
+    /// A schedule with its last runs.
+    pub async fn schedule(&self, name: &str) -> Result<Value, Error> {
+        self.admin(Method::GET, &format!("/api/v1/schedules/{}", encode(name)), None).await
+    }
+
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<Value, Error> {
+        let body = serde_json::json!({ "paused": paused });
+        self.admin(Method::PUT, &format!("/api/v1/schedules/{}", encode(name)), Some(body)).await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        let mut builder = self.http.delete(format!("{}/api/v1/schedules/{}", self.base, encode(name)));
+        if let Some(token) = &self.admin_token {
+            builder = builder.header(self.admin_header.as_str(), token);
+        }
+        let response = builder.send().await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        send_answered(response).await.map(|_| ())
+    }
+
+    /// A request with the admin token when there is one, else the API key.
+    async fn keyed(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        if self.admin_token.is_some() {
+            return self.admin(method, path, body).await;
+        }
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        send(builder).await
+    }
+
     pub async fn api_stats(&self) -> Result<Value, Error> {
         self.admin(Method::GET, "/api/v1/admin/api-stats", None).await
     }
@@ -199,8 +319,39 @@ impl Client {
     }
 }
 
+fn accepted_id(answer: &Value) -> Result<String, Error> {
+    answer
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Decode(format!("no id in {answer}")))
+}
+
+/// Polls `get` until the job it reads has finished (or `timeout` passes: an error).
+async fn wait_finished<F: Future<Output = Result<Value, Error>>>(
+    timeout: Duration,
+    mut get: impl FnMut() -> F,
+) -> Result<Value, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let job = get().await?;
+        if matches!(job.get("status").and_then(Value::as_str), Some("succeeded" | "failed")) {
+            return Ok(job);
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(Error::Decode(format!("not finished within {timeout:?}: {job}")));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
 async fn send(builder: reqwest::RequestBuilder) -> Result<Value, Error> {
-    let response = builder.send().await?;
+    send_answered(builder.send().await?).await
+}
+
+async fn send_answered(response: reqwest::Response) -> Result<Value, Error> {
     let status = response.status();
     let retry_after =
         response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).map(Duration::from_secs);

@@ -221,6 +221,30 @@ async fn async_calls_end_once_with_their_attempts_and_call_back_only_where_allow
     }
     assert_eq!(listener.bodies().len(), 1, "no refused callback was sent");
 
+    // The same through the command line.
+    let cli = |args: &[&str]| {
+        let output =
+            std::process::Command::new(support::bin()).args(args).args(["--server", &server.url]).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, id, stderr) = cli(&["call", "--async", url, "Hello()"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(id.len(), 32, "{id}");
+    let (code, shown, stderr) = cli(&["invocation", "get", &id, "--wait", "60s"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["result"]["data"], "hello", "{shown}");
+    let (_, id, _) = cli(&["call", "--async", url, "Panic(\"cli\")"]);
+    let (code, shown, _) = cli(&["invocation", "get", &id, "--wait"]);
+    assert_eq!(code, Some(1), "a failed invocation exits 1: {shown}");
+    let (code, _, stderr) = cli(&["call", "--async", url, "Hello(", "--idempotency-key", "k"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("400"), "{stderr}");
+
     // Look-ups: an unknown id is 404, a malformed one too; the list is the operator's.
     assert_eq!(get(&server, &format!("/api/v1/invocations/{}", "0".repeat(32))).await.0, 404);
     assert_eq!(get(&server, "/api/v1/invocations/../admin").await.0, 404);
@@ -320,6 +344,13 @@ async fn builds_ahead_of_calls_and_push_webhooks() {
     let (status, answer) = server.call(json!({"url": url, "call": "Version()"})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!((answer["data"].as_str(), answer["built"].as_bool()), (Some("one"), Some(false)), "{answer}");
+    // The command line builds and waits, and says which commit it built.
+    let output = std::process::Command::new(support::bin())
+        .args(["build", url, "--server", &server.url, "--admin-token", ADMIN_TOKEN])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("{} go", repo.head()));
     // A build that fails says why.
     let (status, answer) = post(&server, "/api/v1/builds", &json!({"url": broken.import_path}), &admin).await;
     assert_eq!(status, 202, "{answer}");

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use skyisland_client::{Client, Error, Request};
+use skyisland_client::{Client, Request};
 
 use super::CallArgs;
 
@@ -23,6 +23,16 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         ..Request::new(args.url, args.call)
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if args.asynchronous {
+        let submitted = client.call_async(&request, args.callback_url.as_deref(), args.idempotency_key.as_deref());
+        return match runtime.block_on(submitted) {
+            Ok(id) => {
+                println!("{id}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => super::work::failed(e, &args.server),
+        };
+    }
     match runtime.block_on(client.call(&request)) {
         Ok(answer) => {
             let mut stdout = std::io::stdout();
@@ -37,15 +47,6 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             stdout.flush().context("writing the answer")?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(Error::Status { status, message, body, .. }) => {
-            eprintln!("skyisland: {status}: {message}");
-            for extra in ["output", "stderr", "detail"] {
-                if let Some(text) = body.get(extra).and_then(|v| v.as_str()).filter(|t| !t.is_empty()) {
-                    eprintln!("{}", text.trim_end());
-                }
-            }
-            Ok(ExitCode::FAILURE)
-        }
-        Err(e) => Err(e).with_context(|| format!("calling {}", args.server)),
+        Err(e) => super::work::failed(e, &args.server),
     }
 }

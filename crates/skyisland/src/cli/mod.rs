@@ -7,6 +7,7 @@ mod doctor;
 mod jail_run;
 mod layout;
 mod serve;
+mod work;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,18 @@ enum Command {
     },
     /// Call a function through a running server and print what it printed.
     Call(CallArgs),
+    /// Look up an asynchronous invocation (`skyisland call --async` prints its id).
+    Invocation {
+        #[command(subcommand)]
+        command: work::InvocationCommand,
+    },
+    /// Fetch and build a package ahead of calls, through a running server.
+    Build(work::BuildArgs),
+    /// Calls a running server makes on a schedule (cron or a fixed interval).
+    Schedule {
+        #[command(subcommand)]
+        command: work::ScheduleCommand,
+    },
     /// Manage the API keys kept (hashed) in the data directory.
     ApiKey {
         #[command(subcommand)]
@@ -111,6 +124,15 @@ struct CallArgs {
     /// Print the whole answer as JSON.
     #[arg(long)]
     json: bool,
+    /// Run it in the background: print the invocation's id at once (see `skyisland invocation`).
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// With --async: where the server POSTs the finished invocation.
+    #[arg(long, requires = "asynchronous")]
+    callback_url: Option<String>,
+    /// With --async: the same key names the same invocation.
+    #[arg(long, requires = "asynchronous")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +210,9 @@ pub fn main() -> ExitCode {
         (Some(Command::Jail { command: JailCommand::Run(args) }), false) => jail_run::run(config, args),
         (Some(Command::ApiKey { command }), false) => api_key::run(config, command),
         (Some(Command::Call(args)), false) => call::run(args),
+        (Some(Command::Invocation { command }), false) => work::invocation(command),
+        (Some(Command::Build(args)), false) => work::build(args),
+        (Some(Command::Schedule { command }), false) => work::schedule(command),
         (Some(Command::Config { command }), false) => config_command(config, command),
         (Some(Command::Completions { shell }), false) => {
             // Into memory first: clap_complete panics on a failed write (a closed pipe).
