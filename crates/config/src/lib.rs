@@ -99,6 +99,9 @@ pub struct Config {
     pub asynchronous: Async,
     /// Git push webhooks (`POST /api/v1/hooks/git`).
     pub hooks: Hooks,
+    /// Where asynchronous work is kept: this server's SQLite database, or Redis Streams
+    /// shared by a cluster.
+    pub queue: Queue,
 }
 
 impl Default for Config {
@@ -128,6 +131,7 @@ impl Default for Config {
             circuit_breaker: CircuitBreaker::default(),
             asynchronous: Async::default(),
             hooks: Hooks::default(),
+            queue: Queue::default(),
         }
     }
 }
@@ -856,6 +860,46 @@ impl Default for Async {
     }
 }
 
+/// The engine of asynchronous work.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// `auto`: Redis when `redis_url` or `[cache] redis_url` is set, else the embedded
+    /// SQLite database; or `sqlite`, or `redis`.
+    pub backend: QueueBackend,
+    /// A Redis server for the queue other than `[cache] redis_url`.
+    pub redis_url: Option<String>,
+    /// With Redis: a job whose server has not said it is still working on it for this long
+    /// is taken over by another (its attempt counted as cut short). Servers say so every
+    /// third of it.
+    pub visibility_timeout: Span,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { backend: QueueBackend::Auto, redis_url: None, visibility_timeout: Span::secs(30) }
+    }
+}
+
+impl Queue {
+    /// The Redis server to queue through, if any.
+    pub fn redis_url<'a>(&'a self, cache: &'a Cache) -> Option<&'a str> {
+        match self.backend {
+            QueueBackend::Sqlite => None,
+            QueueBackend::Auto | QueueBackend::Redis => self.redis_url.as_deref().or(cache.redis_url.as_deref()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    #[default]
+    Auto,
+    Sqlite,
+    Redis,
+}
+
 /// Git push webhooks: the secrets their HMAC signatures are checked with.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -953,6 +997,7 @@ impl Config {
             ("circuit_breaker.cool_down", self.circuit_breaker.cool_down, DAY),
             ("async.retry_backoff", self.asynchronous.retry_backoff, 3600),
             ("async.keep_results", self.asynchronous.keep_results, 366 * DAY),
+            ("queue.visibility_timeout", self.queue.visibility_timeout, DAY),
         ] {
             if span.get().is_zero() || span.get() > std::time::Duration::from_secs(max) {
                 return bad(key, format!("must be longer than zero and at most {}, not {span}", Span::secs(max)));
@@ -1134,6 +1179,9 @@ impl Config {
             if !range.contains(&value) {
                 return bad(key, format!("must be between {} and {}, not {value}", range.start(), range.end()));
             }
+        }
+        if self.queue.backend == QueueBackend::Redis && self.queue.redis_url(&self.cache).is_none() {
+            return bad("queue.backend", "is redis, but neither queue.redis_url nor cache.redis_url is set".into());
         }
         for prefix in &a.callback_allow {
             if let Err(why) = CallbackPrefix::parse(prefix) {

@@ -14,7 +14,9 @@
 //! - A callback goes only to a URL under one of `[async] callback_allow`, without
 //!   following redirects.
 
+pub mod cluster;
 pub mod schedule;
+pub mod sqlite;
 pub mod store;
 
 use std::sync::Arc;
@@ -105,7 +107,17 @@ pub struct Work {
 
 impl Work {
     pub fn open(config: &Config) -> Result<Work, StoreError> {
-        let store = Store::open(&config.data_dir.join(DATABASE))?;
+        let a = &config.asynchronous;
+        let store = match config.queue.redis_url(&config.cache) {
+            Some(url) => Store::Redis(Box::new(cluster::RedisQueue::open(
+                url,
+                &config.cache.redis_prefix,
+                config.queue.visibility_timeout.get(),
+                a.max_attempts,
+                a.keep_results.get(),
+            )?)),
+            None => Store::Sqlite(sqlite::Sqlite::open(&config.data_dir.join(DATABASE))?),
+        };
         let prefixes =
             config.asynchronous.callback_allow.iter().filter_map(|p| CallbackPrefix::parse(p).ok()).collect();
         let client = reqwest::Client::builder()
@@ -171,6 +183,27 @@ pub async fn start(app: Arc<App>) -> Vec<JoinHandle<()>> {
     tasks
 }
 
+/// Logs a store that keeps failing once (and its recovery), not at every turn of a loop.
+#[derive(Debug, Default)]
+pub struct Outage {
+    failing: bool,
+}
+
+impl Outage {
+    pub fn failed(&mut self, what: &str, e: &StoreError) {
+        if !self.failing {
+            tracing::error!(error = %e, "{what} failed; retrying until it works again");
+        }
+        self.failing = true;
+    }
+
+    pub fn worked(&mut self, what: &str) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("{what} works again");
+        }
+    }
+}
+
 /// Whether an async job may take a slot now: one is free and no synchronous call waits.
 fn spare_capacity(app: &App) -> bool {
     let summary = app.jails.summary();
@@ -179,6 +212,7 @@ fn spare_capacity(app: &App) -> bool {
 }
 
 async fn work(app: Arc<App>, worker: u32) {
+    let mut outage = Outage::default();
     loop {
         if app.jails.is_closing() {
             return;
@@ -187,7 +221,11 @@ async fn work(app: Arc<App>, worker: u32) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        match app.work.store.claim(now_ms()).await {
+        let claimed = app.work.store.claim(now_ms()).await;
+        if claimed.is_ok() {
+            outage.worked("claiming async jobs");
+        }
+        match claimed {
             Ok(Some(job)) => {
                 tracing::debug!(worker, id = %job.id, attempt = job.attempts.len(), "running an async job");
                 run(&app, job).await;
@@ -197,7 +235,7 @@ async fn work(app: Arc<App>, worker: u32) {
                 let _ = tokio::time::timeout(Duration::from_millis(250), app.work.queued.notified()).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "claiming an async job");
+                outage.failed("claiming async jobs", &e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -231,9 +269,26 @@ fn backoff(config: &Config, attempts: usize) -> Duration {
 
 async fn run(app: &Arc<App>, job: Job) {
     let started = std::time::Instant::now();
-    let result = match job.kind {
-        Kind::Call => run_call(app, &job).await,
-        Kind::Build => run_build(app, &job).await,
+    let work = async {
+        match job.kind {
+            Kind::Call => run_call(app, &job).await,
+            Kind::Build => run_build(app, &job).await,
+        }
+    };
+    // With Redis: said again every third of the visibility timeout, so that no other
+    // server takes the job over while it runs.
+    let every = app.config.queue.visibility_timeout.get() / 3;
+    let keep_alive = async {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = app.work.store.keep_alive(&job).await {
+                tracing::warn!(id = %job.id, error = %e, "could not say a job is still running");
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        never = keep_alive => never,
     };
     let attempts = job.attempts.len();
     let (outcome, error, retry) = match result {
@@ -253,7 +308,7 @@ async fn run(app: &Arc<App>, job: Job) {
     };
     let status = outcome.status;
     let ended = store::Ended { status, error, retry_at_ms: retry_at, outcome };
-    match app.work.store.finish(job.id.clone(), ended, now_ms()).await {
+    match app.work.store.finish(&job, ended, now_ms()).await {
         Ok(Some(done)) => {
             let label = if retry_at.is_some() { "retry" } else { done.status.name() };
             metrics::counter!("skyisland_async_attempts_total", "kind" => kind, "outcome" => label).increment(1);
@@ -266,7 +321,9 @@ async fn run(app: &Arc<App>, job: Job) {
                 tracing::info!(id = %job.id, attempt = attempts, status, "async attempt failed; retrying");
             }
         }
-        Ok(None) => tracing::warn!(id = %job.id, "an async job vanished while it ran"),
+        Ok(None) => {
+            tracing::warn!(id = %job.id, "an async job was taken over or vanished while it ran; its end is not recorded")
+        }
         // Left `running`: the next start-up counts it and runs it again.
         Err(e) => tracing::error!(id = %job.id, error = %e, "recording how an async job ended"),
     }
@@ -304,14 +361,18 @@ async fn run_build(app: &Arc<App>, job: &Job) -> Result<Value, FunctionError> {
 /// Delivers finished invocations to their `callback_url`, retrying with backoff.
 async fn send_callbacks(app: Arc<App>) {
     let work = &app.work;
+    let mut outage = Outage::default();
     loop {
         if app.jails.is_closing() {
             return;
         }
         let due = match work.store.callbacks_due(now_ms(), 16).await {
-            Ok(due) => due,
+            Ok(due) => {
+                outage.worked("finding callbacks to send");
+                due
+            }
             Err(e) => {
-                tracing::error!(error = %e, "finding callbacks to send");
+                outage.failed("finding callbacks to send", &e);
                 Vec::new()
             }
         };

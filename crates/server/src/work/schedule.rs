@@ -138,15 +138,19 @@ pub fn view(row: &ScheduleRow, runs: &[Job]) -> Value {
 
 /// Runs the ticks that are due, four times a second, until the jails close.
 pub async fn tick(app: Arc<App>) {
+    let mut outage = super::Outage::default();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if app.jails.is_closing() {
             return;
         }
         let rows = match app.work.store.schedules().await {
-            Ok(rows) => rows,
+            Ok(rows) => {
+                outage.worked("reading the schedules");
+                rows
+            }
             Err(e) => {
-                tracing::error!(error = %e, "reading the schedules");
+                outage.failed("reading the schedules", &e);
                 continue;
             }
         };
