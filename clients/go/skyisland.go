@@ -134,6 +134,151 @@ func (c *Client) FunctionWith(ctx context.Context, r Request) (*Answer, error) {
 	return &answer, nil
 }
 
+// AsyncOptions are the optional fields of an asynchronous call.
+type AsyncOptions struct {
+	// CallbackURL, when set, is where the server POSTs the finished invocation; it must
+	// be under one of the server's [async] callback_allow prefixes.
+	CallbackURL string `json:"callback_url,omitempty"`
+	// IdempotencyKey: the same key names the same invocation.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// Invocation is an asynchronous call as the server keeps it.
+type Invocation struct {
+	ID         string           `json:"id"`
+	Status     string           `json:"status"` // queued, running, succeeded, failed
+	Request    map[string]any   `json:"request"`
+	CreatedAt  string           `json:"created_at"`
+	StartedAt  string           `json:"started_at,omitempty"`
+	FinishedAt string           `json:"finished_at,omitempty"`
+	Attempts   []map[string]any `json:"attempts"`
+	// HTTPStatus, Result and Error are set once it has finished: Result is the answer a
+	// synchronous call gets, Error the error body it would have been answered with.
+	HTTPStatus int            `json:"http_status,omitempty"`
+	Result     *Answer        `json:"result,omitempty"`
+	Error      map[string]any `json:"error,omitempty"`
+	Schedule   string         `json:"schedule,omitempty"`
+	Callback   map[string]any `json:"callback,omitempty"`
+}
+
+// Finished reports whether the invocation has ended.
+func (i *Invocation) Finished() bool { return i.Status == "succeeded" || i.Status == "failed" }
+
+// CallAsync submits a call to run in the background and returns its id at once.
+func (c *Client) CallAsync(ctx context.Context, r Request, opts AsyncOptions) (string, error) {
+	fields := map[string]any{}
+	for _, part := range []any{r, opts} {
+		data, err := json.Marshal(part)
+		if err != nil {
+			return "", err
+		}
+		if err := json.Unmarshal(data, &fields); err != nil {
+			return "", err
+		}
+	}
+	fields["async"] = true
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		ID string `json:"id"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/api/v1/function", c.keyHeader(), body, &out); err != nil {
+		return "", err
+	}
+	return out.ID, nil
+}
+
+// Invocation looks an invocation up.
+func (c *Client) Invocation(ctx context.Context, id string) (*Invocation, error) {
+	var out Invocation
+	if err := c.do(ctx, http.MethodGet, "/api/v1/invocations/"+url.PathEscape(id), c.keyHeader(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// WaitInvocation polls until the invocation has finished or ctx is done.
+func (c *Client) WaitInvocation(ctx context.Context, id string) (*Invocation, error) {
+	pause := 50 * time.Millisecond
+	for {
+		inv, err := c.Invocation(ctx, id)
+		if err != nil || inv.Finished() {
+			return inv, err
+		}
+		select {
+		case <-ctx.Done():
+			return inv, ctx.Err()
+		case <-time.After(pause):
+		}
+		if pause *= 2; pause > time.Second {
+			pause = time.Second
+		}
+	}
+}
+
+// Schedule is a call the server makes on a schedule: Cron (with Timezone) or Every.
+type Schedule struct {
+	Name     string `json:"name"`
+	URL      string `json:"url"`
+	Call     string `json:"call"`
+	Cron     string `json:"cron,omitempty"`
+	Every    string `json:"every,omitempty"`
+	Timezone string `json:"timezone,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Runtime  string `json:"runtime,omitempty"`
+	CatchUp  bool   `json:"catch_up,omitempty"`
+	Paused   bool   `json:"paused,omitempty"`
+	Cache    *bool  `json:"cache,omitempty"`
+}
+
+// AddSchedule adds a schedule (admin).
+func (c *Client) AddSchedule(ctx context.Context, s Schedule) (map[string]any, error) {
+	body, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	err = c.admin(ctx, http.MethodPost, "/api/v1/schedules", body, &out)
+	return out, err
+}
+
+// Schedules lists the schedules (admin).
+func (c *Client) Schedules(ctx context.Context) ([]map[string]any, error) {
+	var out struct {
+		Items []map[string]any `json:"items"`
+	}
+	err := c.admin(ctx, http.MethodGet, "/api/v1/schedules", nil, &out)
+	return out.Items, err
+}
+
+// GetSchedule returns a schedule with its last runs (admin).
+func (c *Client) GetSchedule(ctx context.Context, name string) (map[string]any, error) {
+	var out map[string]any
+	err := c.admin(ctx, http.MethodGet, "/api/v1/schedules/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// PauseSchedule pauses (or, with false, resumes) a schedule (admin).
+func (c *Client) PauseSchedule(ctx context.Context, name string, paused bool) error {
+	body, _ := json.Marshal(map[string]bool{"paused": paused})
+	return c.admin(ctx, http.MethodPut, "/api/v1/schedules/"+url.PathEscape(name), body, nil)
+}
+
+// DeleteSchedule deletes a schedule (admin).
+func (c *Client) DeleteSchedule(ctx context.Context, name string) error {
+	return c.admin(ctx, http.MethodDelete, "/api/v1/schedules/"+url.PathEscape(name), nil, nil)
+}
+
+func (c *Client) keyHeader() http.Header {
+	header := http.Header{"Content-Type": {"application/json"}}
+	if c.APIKey != "" {
+		header.Set("Authorization", "Bearer "+c.APIKey)
+	}
+	return header
+}
+
 // Jails lists the running jails (admin).
 func (c *Client) Jails(ctx context.Context) ([]map[string]any, error) {
 	var out struct {
@@ -229,7 +374,7 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 		}
 		return e
 	}
-	if out == nil {
+	if out == nil || len(data) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {

@@ -137,3 +137,50 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("with the key: %+v %v", res, err)
 	}
 }
+
+func TestAsyncCallsAndSchedules(t *testing.T) {
+	c := client(t)
+	c.AdminToken = env(t, "ADMIN_TOKEN")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id, err := c.CallAsync(ctx, Request{URL: env(t, "MISC"), Call: "Hello()"}, AsyncOptions{IdempotencyKey: "go-client"})
+	if err != nil || len(id) != 32 {
+		t.Fatalf("%q %v", id, err)
+	}
+	again, err := c.CallAsync(ctx, Request{URL: env(t, "MISC"), Call: "Hello()"}, AsyncOptions{IdempotencyKey: "go-client"})
+	if err != nil || again != id {
+		t.Fatalf("the same key named %q, not %q: %v", again, id, err)
+	}
+	inv, err := c.WaitInvocation(ctx, id)
+	if err != nil || inv.Status != "succeeded" || inv.Result == nil || inv.Result.Data != "hello" || len(inv.Attempts) != 1 {
+		t.Fatalf("%+v %v", inv, err)
+	}
+	failed, err := c.CallAsync(ctx, Request{URL: env(t, "MISC"), Call: `Panic("go")`}, AsyncOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv, err := c.WaitInvocation(ctx, failed); err != nil || inv.Status != "failed" || inv.HTTPStatus != 500 {
+		t.Fatalf("%+v %v", inv, err)
+	}
+	if _, err := c.CallAsync(ctx, Request{URL: env(t, "MISC"), Call: "Hello("}, AsyncOptions{}); !IsStatus(err, 400) {
+		t.Fatalf("a bad call: %v", err)
+	}
+	if _, err := c.Invocation(ctx, strings.Repeat("0", 32)); !IsStatus(err, 404) {
+		t.Fatalf("an unknown id: %v", err)
+	}
+	if _, err := c.AddSchedule(ctx, Schedule{Name: "go-client", URL: env(t, "MISC"), Call: "Hello()", Cron: "0 3 * * *", Timezone: "Europe/Copenhagen"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PauseSchedule(ctx, "go-client", true); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.GetSchedule(ctx, "go-client"); err != nil || s["paused"] != true {
+		t.Fatalf("%v %v", s, err)
+	}
+	if err := c.DeleteSchedule(ctx, "go-client"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetSchedule(ctx, "go-client"); !IsStatus(err, 404) {
+		t.Fatalf("a deleted schedule: %v", err)
+	}
+}

@@ -32,6 +32,36 @@ export interface Answer {
   duration_ms: number;
 }
 
+export interface Invocation {
+  id: string;
+  status: "queued" | "running" | "succeeded" | "failed";
+  request: Record<string, unknown>;
+  created_at: string;
+  started_at?: string;
+  finished_at?: string;
+  attempts: Array<{ number: number; started_at: string; finished_at?: string; status?: number; error?: string }>;
+  /** Once finished: the status a synchronous call would have had, and its answer or error body. */
+  http_status?: number;
+  result?: Answer;
+  error?: Record<string, unknown>;
+  schedule?: string;
+  callback?: { state: "pending" | "delivered" | "failed"; attempts: number; last_error?: string };
+}
+
+export interface Schedule {
+  name: string;
+  url: string;
+  call: string;
+  cron?: string;
+  every?: string;
+  timezone?: string;
+  version?: string;
+  runtime?: "go" | "python" | "node" | "lua";
+  catch_up?: boolean;
+  paused?: boolean;
+  cache?: boolean;
+}
+
 export class SkyIslandError extends Error {
   /** The HTTP status, or 0 when there was no answer. */
   status: number;
@@ -49,6 +79,18 @@ export class Client {
   apiKey: string | null;
   function(url: string, call: string, options?: FunctionOptions & { fullResp?: false }): Promise<string>;
   function(url: string, call: string, options: FunctionOptions & { fullResp: true }): Promise<Answer>;
+  callAsync(
+    url: string,
+    call: string,
+    options?: Omit<FunctionOptions, "fullResp"> & { callbackUrl?: string; idempotencyKey?: string },
+  ): Promise<string>;
+  invocation(id: string): Promise<Invocation>;
+  waitInvocation(id: string, timeout?: number): Promise<Invocation>;
+  addSchedule(schedule: Schedule): Promise<Record<string, unknown>>;
+  schedules(): Promise<Array<Record<string, unknown>>>;
+  schedule(name: string): Promise<Record<string, unknown>>;
+  pauseSchedule(name: string, paused?: boolean): Promise<Record<string, unknown>>;
+  deleteSchedule(name: string): Promise<void>;
   jails(): Promise<Array<Record<string, unknown>>>;
   jail(id: string): Promise<Record<string, unknown>>;
   killJail(id: string): Promise<Record<string, unknown>>;

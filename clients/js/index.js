@@ -49,6 +49,67 @@ export class Client {
     return options.fullResp ? answer : answer.data;
   }
 
+  /**
+   * Submits a call to run in the background; resolves to its invocation id at once.
+   * `options`: those of `function`, and `callbackUrl`, `idempotencyKey`.
+   */
+  async callAsync(url, call, options = {}) {
+    const body = { url, call, async: true };
+    if (options.version !== undefined) body.version = options.version;
+    if (options.cacheBust) body.cache_bust = true;
+    if (options.ip4) body.ip4 = true;
+    if (options.runtime !== undefined) body.runtime = options.runtime;
+    if (options.cache !== undefined) body.cache = Boolean(options.cache);
+    if (options.callbackUrl !== undefined) body.callback_url = options.callbackUrl;
+    if (options.idempotencyKey !== undefined) body.idempotency_key = options.idempotencyKey;
+    return (await this.#request("POST", "/api/v1/function", body, this.#keyHeaders())).id;
+  }
+
+  /** An invocation: `status`, `attempts`, and once finished `http_status` and `result` or `error`. */
+  invocation(id) {
+    return this.#request("GET", `/api/v1/invocations/${encodeURIComponent(id)}`, undefined, this.#keyHeaders());
+  }
+
+  /** Polls until the invocation has finished (at most `timeout` ms); resolves to it. */
+  async waitInvocation(id, timeout = 600000) {
+    const deadline = Date.now() + timeout;
+    let pause = 50;
+    for (;;) {
+      const invocation = await this.invocation(id);
+      if (invocation.status === "succeeded" || invocation.status === "failed") return invocation;
+      if (Date.now() + pause > deadline) {
+        throw new SkyIslandError(0, `invocation ${id} did not finish within ${timeout} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, 1000);
+    }
+  }
+
+  /** Adds a schedule (admin): `{name, url, call, cron | every, timezone?, catch_up?, ...}`. */
+  addSchedule(schedule) {
+    return this.#admin("POST", "/api/v1/schedules", schedule);
+  }
+
+  async schedules() {
+    return (await this.#admin("GET", "/api/v1/schedules")).items;
+  }
+
+  schedule(name) {
+    return this.#admin("GET", `/api/v1/schedules/${encodeURIComponent(name)}`);
+  }
+
+  pauseSchedule(name, paused = true) {
+    return this.#admin("PUT", `/api/v1/schedules/${encodeURIComponent(name)}`, { paused });
+  }
+
+  async deleteSchedule(name) {
+    await this.#admin("DELETE", `/api/v1/schedules/${encodeURIComponent(name)}`);
+  }
+
+  #keyHeaders() {
+    return this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {};
+  }
+
   async jails() {
     return (await this.#admin("GET", "/api/v1/admin/jails")).jails;
   }
@@ -108,6 +169,7 @@ export class Client {
       const retry = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
       throw new SkyIslandError(response.status, message, parsed ?? {}, Number.isNaN(retry) ? null : retry);
     }
+    if (text === "" && response.status === 204) return null;
     if (parsed === null) throw new SkyIslandError(response.status, `unreadable answer: ${text.slice(0, 200)}`);
     return parsed;
   }

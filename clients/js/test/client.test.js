@@ -78,3 +78,20 @@ test("api keys", async () => {
   await rejects(keyed().function(env("MISC"), "Hello()"), 401);
   assert.equal(await keyed({ apiKey: env("API_KEY") }).function(env("MISC"), "Hello()"), "hello");
 });
+
+test("async calls and schedules", async () => {
+  const c = client({ adminToken: env("ADMIN_TOKEN") });
+  const id = await c.callAsync(env("MISC"), "Hello()", { idempotencyKey: "js-client" });
+  assert.equal(id.length, 32);
+  assert.equal(await c.callAsync(env("MISC"), "Hello()", { idempotencyKey: "js-client" }), id);
+  const done = await c.waitInvocation(id, 120000);
+  assert.deepEqual([done.status, done.result.data, done.attempts.length], ["succeeded", "hello", 1]);
+  const failed = await c.waitInvocation(await c.callAsync(env("MISC"), 'Panic("js")', { cache: false }), 120000);
+  assert.deepEqual([failed.status, failed.http_status], ["failed", 500]);
+  await assert.rejects(c.callAsync(env("MISC"), "Hello("), (e) => e instanceof SkyIslandError && e.status === 400);
+  await c.addSchedule({ name: "js-client", url: env("MISC"), call: "Hello()", every: "1h" });
+  assert.ok((await c.schedules()).some((s) => s.name === "js-client"));
+  assert.equal((await c.pauseSchedule("js-client")).paused, true);
+  await c.deleteSchedule("js-client");
+  await assert.rejects(c.schedule("js-client"), (e) => e.status === 404);
+});

@@ -13,6 +13,7 @@ server's status and message. The admin calls need ``admin_token``.
 """
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -69,6 +70,61 @@ class Client:
         answer = self._request("POST", "/api/v1/function", body, headers)
         return answer if full_resp else answer["data"]
 
+    # Asynchronous calls and schedules.
+
+    def call_async(self, url, call, callback_url=None, idempotency_key=None, **fields):
+        """Submits a call to run in the background; returns its invocation id at once.
+        ``fields`` are the optional fields of :meth:`function` (``version``, ``cache``, …)."""
+        body = {"url": url, "call": call, "async": True}
+        body.update({k: v for k, v in fields.items() if v is not None})
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        return self._request("POST", "/api/v1/function", body, self._key_headers())["id"]
+
+    def invocation(self, invocation_id):
+        """The invocation: ``status`` (queued, running, succeeded, failed), ``attempts``,
+        and once finished ``http_status`` and ``result`` (or ``error``)."""
+        path = "/api/v1/invocations/" + urllib.parse.quote(invocation_id, safe="")
+        return self._request("GET", path, None, self._key_headers())
+
+    def wait_invocation(self, invocation_id, timeout=600):
+        """Polls until the invocation has finished (at most ``timeout`` seconds); returns it."""
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            invocation = self.invocation(invocation_id)
+            if invocation["status"] in ("succeeded", "failed"):
+                return invocation
+            if time.monotonic() + pause > deadline:
+                raise SkyIslandError(0, "invocation {} did not finish within {} s".format(invocation_id, timeout))
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def add_schedule(self, name, url, call, cron=None, every=None, **fields):
+        """A call the server makes on a schedule: ``cron`` (with ``timezone``) or ``every``."""
+        body = {"name": name, "url": url, "call": call}
+        for key, value in dict(fields, cron=cron, every=every).items():
+            if value is not None:
+                body[key] = value
+        return self._admin("POST", "/api/v1/schedules", body)
+
+    def schedules(self):
+        return self._admin("GET", "/api/v1/schedules")["items"]
+
+    def schedule(self, name):
+        return self._admin("GET", "/api/v1/schedules/" + urllib.parse.quote(name, safe=""))
+
+    def pause_schedule(self, name, paused=True):
+        return self._admin("PUT", "/api/v1/schedules/" + urllib.parse.quote(name, safe=""), {"paused": paused})
+
+    def delete_schedule(self, name):
+        self._admin("DELETE", "/api/v1/schedules/" + urllib.parse.quote(name, safe=""))
+
+    def _key_headers(self):
+        return {"Authorization": "Bearer " + self.api_key} if self.api_key else {}
+
     # The admin endpoints.
 
     def jails(self):
@@ -108,7 +164,8 @@ class Client:
         request = urllib.request.Request(self.endpoint + path, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
+                text = response.read().decode("utf-8")
+                return json.loads(text) if text else None
         except urllib.error.HTTPError as e:
             text = e.read().decode("utf-8", "replace")
             try:

@@ -75,6 +75,26 @@ class ClientTest(unittest.TestCase):
             admin.kill_jail("no-such-jail")
         self.assertEqual(caught.exception.status, 404)
 
+    def test_async_calls_and_schedules(self):
+        c = client(admin_token=env("ADMIN_TOKEN"))
+        first = c.call_async(env("MISC"), "Hello()", idempotency_key="python-client")
+        self.assertEqual(len(first), 32)
+        self.assertEqual(c.call_async(env("MISC"), "Hello()", idempotency_key="python-client"), first)
+        done = c.wait_invocation(first, timeout=120)
+        self.assertEqual((done["status"], done["result"]["data"], len(done["attempts"])), ("succeeded", "hello", 1))
+        failed = c.wait_invocation(c.call_async(env("MISC"), 'Panic("py")', cache=False), timeout=120)
+        self.assertEqual((failed["status"], failed["http_status"]), ("failed", 500))
+        with self.assertRaises(SkyIslandError) as caught:
+            c.call_async(env("MISC"), "Hello(")
+        self.assertEqual(caught.exception.status, 400)
+        c.add_schedule("python-client", env("MISC"), "Hello()", every="1h")
+        self.assertIn("python-client", [s["name"] for s in c.schedules()])
+        self.assertTrue(c.pause_schedule("python-client")["paused"])
+        c.delete_schedule("python-client")
+        with self.assertRaises(SkyIslandError) as caught:
+            c.schedule("python-client")
+        self.assertEqual(caught.exception.status, 404)
+
     def test_no_server(self):
         with self.assertRaises(SkyIslandError) as caught:
             Client("127.0.0.1", 1, timeout=5).function(env("GEO"), "Encode(1, 2)")

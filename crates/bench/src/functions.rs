@@ -59,6 +59,10 @@ fn git(args: &[&str], cwd: &Path) -> anyhow::Result<String> {
 }
 
 /// A bare repository of fixture `name` at `<git>/example.test/bench/<name>.git`.
+pub(crate) fn repository_named(dir: &Path, name: &str) -> anyhow::Result<()> {
+    repository(dir, name)
+}
+
 fn repository(dir: &Path, name: &str) -> anyhow::Result<()> {
     let work = dir.join("work").join(name);
     let _ = fs::remove_dir_all(&work);
@@ -124,12 +128,28 @@ pub(crate) fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
 
 /// A server of the `skyisland` binary at `exe`, with its own data, uids and cgroups.
 fn start_binary(dir: &Path, extra: &str, exe: &Path, uid_base: u32, cgroup: &str) -> anyhow::Result<Server> {
+    start_with(dir, &dir.join("git"), extra, exe, uid_base, cgroup)
+}
+
+/// A server of this build in `dir` serving the repositories under `git`.
+pub(crate) fn start_serving(
+    dir: &Path,
+    extra: &str,
+    git: &Path,
+    uid_base: u32,
+    cgroup: &str,
+) -> anyhow::Result<Server> {
+    start_with(dir, git, extra, &std::env::current_exe()?.with_file_name("skyisland"), uid_base, cgroup)
+}
+
+fn start_with(dir: &Path, git: &Path, extra: &str, exe: &Path, uid_base: u32, cgroup: &str) -> anyhow::Result<Server> {
     let config = dir.join("skyisland.toml");
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = {uid_base}\n[cgroup]\nparent = \"{cgroup}\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{d}/git/example.test/\"\n{extra}",
-            d = dir.display()
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = {uid_base}\n[cgroup]\nparent = \"{cgroup}\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{g}/example.test/\"\n{extra}",
+            d = dir.display(),
+            g = git.display()
         ),
     )?;
     let mut child = Command::new(exe)

@@ -6,8 +6,10 @@
 //! target/release/skyisland-bench jail
 //! target/release/skyisland-bench functions
 //! target/release/skyisland-bench cache
+//! target/release/skyisland-bench async
 //! ```
 
+mod asynchronous;
 mod functions;
 mod jail;
 mod runtimes;
@@ -71,6 +73,14 @@ enum Bench {
         #[arg(long, default_value = "/tmp/skyisland-bench-compare")]
         dir: PathBuf,
     },
+    /// Async calls: accepted per second (SQLite, and two servers on Redis), 202 to
+    /// succeeded, synchronous latency with async work in the background.
+    Async {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value = "/tmp/skyisland-bench-async")]
+        dir: PathBuf,
+    },
     /// The jail benchmark's helper (in a private mount namespace).
     #[command(hide = true)]
     External { dir: PathBuf, config: PathBuf, runs: usize, programs: Vec<PathBuf> },
@@ -84,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Net { runs, dir } => functions::run_network(functions::Args { runs, dir }),
         Bench::Runtimes { runs, dir } => runtimes::run(functions::Args { runs, dir }),
         Bench::Compare { other, runs, dir } => functions::run_compare(functions::Args { runs, dir }, &other),
+        Bench::Async { runs, dir } => asynchronous::run(functions::Args { runs, dir }),
         Bench::External { dir, config, runs, programs } => jail::external(&dir, &config, runs, &programs),
     }
 }

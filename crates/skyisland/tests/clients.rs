@@ -140,7 +140,7 @@ async fn every_client_against_a_real_server() {
             .args(["test", "-v", "-count=1", "./..."])
             .env("GOFLAGS", "-mod=mod")
             .env("GOTOOLCHAIN", "local"),
-        7,
+        8,
         go_passed,
     );
     // Installable with pip from its folder; tested as installed. (From a copy: pip leaves
@@ -162,11 +162,11 @@ async fn every_client_against_a_real_server() {
         "python",
         clients_dir("python").join("tests"),
         Command::new("python3").args(["-m", "unittest", "-v", "test_client"]).env("PYTHONPATH", &site),
-        8,
+        9,
         python_passed,
     );
     run("c", clients_dir("c"), Command::new("make").args(["-s", "clean", "test"]), 8, c_passed);
-    run("javascript", clients_dir("js"), Command::new("node").args(["--test", "test/"]), 8, node_passed);
+    run("javascript", clients_dir("js"), Command::new("node").args(["--test", "test/"]), 9, node_passed);
 
     // Rust: the client crate, then `skyisland call`.
     let client = Client::new(&server.url).unwrap();
@@ -186,6 +186,19 @@ async fn every_client_against_a_real_server() {
     let quoted = client.function(&fx.geo.import_path, r#"Quote("a \"b\" \\ c")"#).await.unwrap();
     assert_eq!(quoted, r#""a \"b\" \\ c""#);
     assert_eq!(client.jails().await.unwrap_err().status().map(|s| s.as_u16()), Some(403));
+    // Async calls, with the wait helper.
+    let id =
+        client.call_async(&Request::new(&fx.misc.import_path, "Hello()"), None, Some("rust-client")).await.unwrap();
+    let again = client.call_async(&Request::new(&fx.misc.import_path, "Hello()"), None, Some("rust-client")).await;
+    assert_eq!(again.unwrap(), id);
+    let done = client.wait_invocation(&id, std::time::Duration::from_secs(120)).await.unwrap();
+    assert_eq!(
+        (done["status"].as_str(), done["result"]["data"].as_str()),
+        (Some("succeeded"), Some("hello")),
+        "{done}"
+    );
+    let bad = client.call_async(&Request::new(&fx.misc.import_path, "Hello("), None, None).await.unwrap_err();
+    assert_eq!(bad.status().map(|s| s.as_u16()), Some(400));
     let admin = client.clone().admin_token(ADMIN_TOKEN);
     assert!(admin.api_stats().await.unwrap()["uptime_seconds"].is_u64());
     assert!(admin.ips(Some("available")).await.unwrap()["count"].as_u64().unwrap() >= 1);
