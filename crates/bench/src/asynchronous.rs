@@ -17,6 +17,8 @@ use crate::stats::{self, summarize};
 
 const REPO: &str = "example.test/bench/geo";
 const CALL: &str = "Encode(57.64911, 10.40744)";
+/// Room for everything the acceptance runs submit.
+const QUEUE: &str = "[async]\nmax_queued = 1000000\n";
 
 /// A redis-server on a Unix socket in `dir`, killed when dropped.
 struct Redis(Child, String);
@@ -117,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let one_dir = args.dir.join("one");
     fs::create_dir_all(&one_dir)?;
     let git = args.dir.join("git");
-    let one = start_serving(&one_dir, "", &git, 40_300_000, "skyisland-bench-async-a")?;
+    let one = start_serving(&one_dir, QUEUE, &git, 40_300_000, "skyisland-bench-async-a")?;
     let url = one.url.clone();
     let period = Duration::from_secs(5);
     let report = runtime.block_on(async {
@@ -133,38 +135,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             until_succeeded(&http, &url, &id).await?;
             to_success.push(accepted.elapsed());
         }
-        // Synchronous calls while a background submitter keeps the workers busy.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let background = {
-            let (http, url, stop) = (http.clone(), url.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let body = json!({"url": REPO, "call": CALL, "async": true, "cache": false});
-                    let _ = submit(&http, &url, &body).await;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Synchronous calls while other work runs: 100 calls a second made in the
+        // background, as async invocations (the workers' jails, the store's writes, the
+        // submissions) and, for reference, as the same calls made synchronously.
         let mut busy = Vec::new();
-        for _ in 0..args.runs {
-            let started = Instant::now();
-            call(&http, &url, json!({"url": REPO, "call": CALL, "cache": false})).await?;
-            busy.push(started.elapsed());
+        for asynchronous in [true, false] {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let background = {
+                let (http, url, stop) = (http.clone(), url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let body = json!({"url": REPO, "call": CALL, "async": asynchronous, "cache": false});
+                        let sent = http.post(format!("{url}/api/v1/function")).json(&body).send();
+                        tokio::spawn(sent);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut samples = Vec::new();
+            for _ in 0..args.runs {
+                let started = Instant::now();
+                call(&http, &url, json!({"url": REPO, "call": CALL, "cache": false})).await?;
+                samples.push(started.elapsed());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            background.await?;
+            busy.push(samples);
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        background.await?;
         drained(&http, &url).await?;
         let accepted_one = accepted_per_second(&http, std::slice::from_ref(&url), period).await?;
         drained(&http, &url).await?;
         anyhow::Ok((sync, to_success, busy, accepted_one))
     })?;
     drop(one);
-    let (mut sync, mut to_success, mut busy, accepted_one) = report;
+    let (mut sync, mut to_success, busy, accepted_one) = report;
+    let [mut busy_async, mut busy_sync]: [Vec<Duration>; 2] = busy.try_into().expect("two runs");
 
     // Two servers on one Redis.
     let redis = redis(&args.dir)?;
-    let shared = format!("[cache]\nredis_url = \"{}\"\nredis_prefix = \"bench\"\n", redis.1);
+    let shared = format!("{QUEUE}[cache]\nredis_url = \"{}\"\nredis_prefix = \"bench\"\n", redis.1);
     let mut servers: Vec<Server> = Vec::new();
     for (i, name) in ["a", "b"].into_iter().enumerate() {
         let dir = args.dir.join(format!("redis-{name}"));
@@ -194,17 +204,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let sync = summarize(&mut sync);
     let to_success = summarize(&mut to_success);
-    let busy = summarize(&mut busy);
+    let busy = summarize(&mut busy_async);
+    let busy_sync = summarize(&mut busy_sync);
     let to_success_redis = summarize(&mut to_success_redis);
     println!("\n## Asynchronous calls ({} sequential calls each; a built Go function, \"cache\": false)\n", args.runs);
     stats::header();
     stats::row("synchronous call, idle server", &sync);
     stats::row("async: 202 to succeeded, one server (SQLite)", &to_success);
     stats::row("async: 202 to succeeded, two servers (Redis)", &to_success_redis);
-    stats::row("synchronous call while async work runs", &busy);
+    stats::row("synchronous call, 100 async calls/s running", &busy);
+    stats::row("synchronous call, 100 sync calls/s running", &busy_sync);
     println!();
     stats::ratio("synchronous call, async work running / idle", busy.median, sync.median);
-    stats::ratio("p99 of the same", busy.p99, sync.p99);
+    stats::ratio("synchronous call, async work running / the same work synchronous", busy.median, busy_sync.median);
+    stats::ratio("p99, async work running / the same work synchronous", busy.p99, busy_sync.p99);
     println!("async calls accepted per second (concurrency 16), one server, SQLite: {accepted_one:.0}");
     println!("async calls accepted per second (concurrency 16), two servers, Redis: {accepted_two:.0}");
     Ok(())

@@ -114,6 +114,7 @@ pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejectio
     if request.asynchronous {
         return submit(&app, request).await;
     }
+    let _sync = app.work.sync_call();
     let answer = app
         .functions
         .call(&Request {

@@ -103,6 +103,18 @@ pub struct Work {
     finished: Notify,
     prefixes: Vec<CallbackPrefix>,
     client: reqwest::Client,
+    /// Synchronous function calls being answered now (see [`SyncCall`]).
+    sync_calls: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a synchronous call for as long as it runs: workers hold back meanwhile.
+#[derive(Debug)]
+pub struct SyncCall<'a>(&'a Work);
+
+impl Drop for SyncCall<'_> {
+    fn drop(&mut self) {
+        self.0.sync_calls.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Work {
@@ -126,7 +138,14 @@ impl Work {
             .user_agent(concat!("skyisland/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Ok(Work { store, queued: Notify::new(), finished: Notify::new(), prefixes, client })
+        Ok(Work {
+            store,
+            queued: Notify::new(),
+            finished: Notify::new(),
+            prefixes,
+            client,
+            sync_calls: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     /// Checks a `callback_url` against `[async] callback_allow`.
@@ -155,6 +174,12 @@ impl Work {
 
     pub fn wake(&self) {
         self.queued.notify_one();
+    }
+
+    /// Marks a synchronous call as running until the returned value is dropped.
+    pub fn sync_call(&self) -> SyncCall<'_> {
+        self.sync_calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        SyncCall(self)
     }
 }
 
@@ -204,21 +229,40 @@ impl Outage {
     }
 }
 
-/// Whether an async job may take a slot now: one is free and no synchronous call waits.
-fn spare_capacity(app: &App) -> bool {
+/// How long a worker holds back for synchronous calls before it takes a job anyway (so
+/// that steady synchronous traffic slows async work down but does not starve it).
+const YIELD_AT_MOST: Duration = Duration::from_millis(250);
+
+/// Whether an async job may take a slot now: one is free, no synchronous call waits for
+/// one, and (for at most [`YIELD_AT_MOST`] since `holding_back`) none is running — on a
+/// small machine the CPU, not the slots, is what a synchronous call would lose.
+fn spare_capacity(app: &App, holding_back: &mut Option<std::time::Instant>) -> bool {
     let summary = app.jails.summary();
     let (exec_waiting, _) = app.functions.queued();
-    exec_waiting == 0 && summary.running < summary.capacity
+    if exec_waiting > 0 || summary.running >= summary.capacity {
+        return false;
+    }
+    if app.work.sync_calls.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        *holding_back = None;
+        return true;
+    }
+    let since = *holding_back.get_or_insert_with(std::time::Instant::now);
+    if since.elapsed() >= YIELD_AT_MOST {
+        *holding_back = None;
+        return true;
+    }
+    false
 }
 
 async fn work(app: Arc<App>, worker: u32) {
     let mut outage = Outage::default();
+    let mut holding_back = None;
     loop {
         if app.jails.is_closing() {
             return;
         }
-        if !spare_capacity(&app) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !spare_capacity(&app, &mut holding_back) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
         }
         let claimed = app.work.store.claim(now_ms()).await;
