@@ -300,6 +300,9 @@ async fn invocations_accepted_before_a_kill_9_all_end_once_after_the_restart() {
     assert_eq!(interrupted, 2, "the two running when the server died were counted and run again");
     let (_, list) = get(&server, "/api/v1/invocations?limit=1000").await;
     assert_eq!(list["count"], 20, "nothing lost, nothing doubled: {list}");
+    let health = server.health().await;
+    assert_eq!(health["async"]["backend"], "sqlite", "{health}");
+    assert_eq!((health["async"]["queued"].as_u64(), health["async"]["running"].as_u64()), (Some(0), Some(0)));
 }
 
 fn signature(secret: &str, body: &[u8]) -> String {

@@ -127,12 +127,20 @@ async fn two_servers_run_each_invocation_once_and_one_finishes_what_a_dead_one_b
     assert!(a_ran + b_ran <= 100.0, "no invocation finished twice: a {a_ran}, b {b_ran}");
     let (_, all) = get(&b, "/api/v1/invocations?limit=1000").await;
     assert_eq!(all["count"], 100, "nothing lost, nothing doubled");
+    let health = b.health().await;
+    assert_eq!(health["async"]["backend"], "redis", "{health}");
+    assert_eq!(
+        (health["async"]["queued"].as_u64(), health["async"]["running"].as_u64()),
+        (Some(0), Some(0)),
+        "{health}"
+    );
 
     // Redis gone: new async work is refused, not accepted into nowhere.
     redis.stop();
     let body = json!({"url": url, "call": "Hello()", "async": true});
     let (status, answer) = post(&b, "/api/v1/function", &body).await;
     assert_eq!(status, 503, "{answer}");
+    assert_eq!(b.health().await["async"]["available"], false);
     // Synchronous calls go on.
     assert_eq!(b.data(url, "Hello()").await, "hello");
 }

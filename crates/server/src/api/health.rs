@@ -15,6 +15,15 @@ use crate::App;
 
 pub async fn healthcheck(State(app): State<Arc<App>>) -> Json<Value> {
     let caches = app.functions.cache_status();
+    let work = &app.work.store;
+    let asynchronous = match tokio::time::timeout(std::time::Duration::from_secs(1), work.depth()).await {
+        Ok(Ok((queued, running))) => json!({
+            "backend": work.backend(), "workers": app.config.asynchronous.workers,
+            "queued": queued, "running": running, "available": true,
+        }),
+        Ok(Err(e)) => json!({ "backend": work.backend(), "available": false, "error": e.to_string() }),
+        Err(_) => json!({ "backend": work.backend(), "available": false, "error": "no answer within 1 s" }),
+    };
     // Without Redis the server works from its local caches: degraded, not down.
     let status = match &caches.redis {
         Some(redis) if !redis.connected => "degraded",
@@ -40,6 +49,8 @@ pub async fn healthcheck(State(app): State<Arc<App>>) -> Json<Value> {
         "source_cache": { "bytes": caches.source_cache_bytes, "entries": caches.source_cache_entries },
         "request_cache": { "bytes": caches.request_cache_bytes, "entries": caches.request_cache_entries },
         "redis": caches.redis,
+        // Asynchronous work: where it is kept, and how much waits and runs.
+        "async": asynchronous,
         "open_circuits": caches.open_circuits,
         // The oldest toolchain (it builds repositories without a go.mod), and all of them.
         "go": app.functions.toolchain().oldest().name,
@@ -62,6 +73,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> 
         return Err(ApiError::not_found("metrics are not enabled on this server"));
     };
     point_in_time_gauges(&app);
+    if let Ok(Ok((queued, running))) =
+        tokio::time::timeout(std::time::Duration::from_secs(1), app.work.store.depth()).await
+    {
+        metrics::gauge!("skyisland_async_jobs", "state" => "queued").set(queued as f64);
+        metrics::gauge!("skyisland_async_jobs", "state" => "running").set(running as f64);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response())
 }
 

@@ -350,6 +350,33 @@ impl RedisQueue {
         .await
     }
 
+    pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
+        let (stream, delayed) = (self.key("stream"), self.key("delayed"));
+        let (entries, retries, pending): (u64, u64, redis::Value) = self
+            .run(async |mut c| {
+                redis::pipe()
+                    .cmd("XLEN")
+                    .arg(&stream)
+                    .cmd("ZCARD")
+                    .arg(&delayed)
+                    .cmd("XPENDING")
+                    .arg(&stream)
+                    .arg("workers")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // XPENDING's summary starts with the number of entries claimed and not acknowledged.
+        let running = match pending {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok((entries.saturating_sub(running) + retries, running))
+    }
+
     pub async fn claim(&self, now_ms: u64) -> Result<Option<Job>, StoreError> {
         loop {
             let next: Option<(String, String, String)> = self

@@ -197,6 +197,16 @@ impl Sqlite {
         .await
     }
 
+    pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
+        self.with(|conn| {
+            let count = |status: &str| -> rusqlite::Result<u64> {
+                conn.query_row("SELECT count(*) FROM jobs WHERE status = ?1", [status], |r| r.get(0))
+            };
+            Ok((count("queued")?, count("running")?))
+        })
+        .await
+    }
+
     /// Takes the oldest job that is due, marks it running and records its new attempt.
     pub async fn claim(&self, now_ms: u64) -> Result<Option<Job>, StoreError> {
         self.with(move |conn| {

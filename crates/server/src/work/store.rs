@@ -264,6 +264,20 @@ impl Store {
         delegate!(self.list(kind, status, schedule, limit))
     }
 
+    /// The engine's name, for the health check.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// Jobs waiting (queued, or waiting for a retry) and running, across every server
+    /// sharing the engine.
+    pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
+        delegate!(self.depth())
+    }
+
     /// Takes a job that is due, marks it running and records its new attempt.
     pub async fn claim(&self, now_ms: u64) -> Result<Option<Job>, StoreError> {
         delegate!(self.claim(now_ms))
