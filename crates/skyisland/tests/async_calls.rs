@@ -305,6 +305,9 @@ async fn invocations_accepted_before_a_kill_9_all_end_once_after_the_restart() {
     assert_eq!((health["async"]["queued"].as_u64(), health["async"]["running"].as_u64()), (Some(0), Some(0)));
 }
 
+const KEY_ONE: &str = "sky_async_test_key_one_0123456789";
+const KEY_TWO: &str = "sky_async_test_key_two_0123456789";
+
 fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
@@ -317,8 +320,10 @@ async fn builds_ahead_of_calls_and_push_webhooks() {
         return;
     }
     let mut sandbox = Sandbox::new();
-    sandbox.extra_config =
-        "[hooks]\nsecret = \"global\"\n[hooks.secrets]\n\"example.test/acme/pushed\" = \"s3cret\"\n".into();
+    sandbox.extra_config = format!(
+        "[auth]\napi_keys = [\"{KEY_ONE}\", \"{KEY_TWO}\"]\n[hooks]\nsecret = \"global\"\n\
+         [hooks.secrets]\n\"example.test/acme/pushed\" = \"s3cret\"\n"
+    );
     let repo = Repo::from_items(
         &sandbox,
         "acme",
@@ -354,6 +359,30 @@ async fn builds_ahead_of_calls_and_push_webhooks() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("{} go", repo.head()));
+    // An API key may start builds too; an unknown one may not.
+    let bearer = format!("Bearer {KEY_ONE}");
+    let (status, answer) = post(&server, "/api/v1/builds", &json!({"url": url}), &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, _) =
+        post(&server, "/api/v1/builds", &json!({"url": url}), &[("Authorization", "Bearer sky_nope")]).await;
+    assert_eq!(status, 403);
+
+    // Idempotency keys are each caller's own: the same key from another API key (or from
+    // none) names another invocation, and never shows the first caller's.
+    let body = json!({"url": url, "call": "Version()", "async": true, "idempotency_key": "shared-key"});
+    let mut ids = Vec::new();
+    for auth in [Some(KEY_ONE), Some(KEY_TWO), None, Some(KEY_ONE)] {
+        let header = auth.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = header.iter().map(|h| ("Authorization", h.as_str())).collect();
+        let (status, answer) = post(&server, "/api/v1/function", &body, &headers).await;
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[3], "the same caller, the same invocation");
+    assert!(ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2], "{ids:?}");
+    let job = finished(&server, &format!("/api/v1/invocations/{}", ids[1]), Duration::from_secs(60)).await;
+    assert_eq!(job["idempotency_key"], "shared-key", "shown as given: {job}");
+
     // A build that fails says why.
     let (status, answer) = post(&server, "/api/v1/builds", &json!({"url": broken.import_path}), &admin).await;
     assert_eq!(status, 202, "{answer}");

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use skyisland_functions::runtimes::Runtime;
 use skyisland_functions::{CacheUse, FunctionError, Request};
 
 use super::ApiError;
+use super::guard::Caller;
 use crate::App;
 use crate::work::{self, Inserted, Job, Kind, StoredCall};
 
@@ -106,13 +108,18 @@ pub struct FunctionAnswer {
 /// The header saying whether the request cache answered.
 pub const CACHE_HEADER: &str = "x-sky-island-cache";
 
-pub async fn call(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn call(
+    State(app): State<Arc<App>>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     // Too large or too slow: the rest of the body is not read.
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()).closing())?;
     let request = FunctionRequest::parse(&body)?;
     if request.asynchronous {
-        return submit(&app, request).await;
+        let caller = caller.and_then(|Extension(Caller(id))| id);
+        return submit(&app, request, caller).await;
     }
     let _sync = app.work.sync_call();
     let answer = app
@@ -154,7 +161,7 @@ pub fn answer_body(answer: skyisland_functions::Answer, started: Instant) -> Fun
 
 /// An async call: checked as far as it can be before anything is fetched, recorded, and
 /// answered 202 with its id (or the invocation its idempotency key names).
-async fn submit(app: &App, request: FunctionRequest) -> Result<Response, ApiError> {
+async fn submit(app: &App, request: FunctionRequest, caller: Option<String>) -> Result<Response, ApiError> {
     let stored = StoredCall {
         url: request.url,
         call: request.call,
@@ -173,8 +180,14 @@ async fn submit(app: &App, request: FunctionRequest) -> Result<Response, ApiErro
         serde_json::to_value(&stored).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut job = Job::new(Kind::Call, value, work::now_ms());
     job.callback_url = callback_url;
-    job.idempotency_key = request.idempotency_key;
+    // Scoped to the caller's API key: one caller's key never names another's invocation.
+    job.idempotency_key = request.idempotency_key.map(|key| scoped_key(caller.as_deref(), &key));
     accept(app, job, "invocations").await
+}
+
+/// An idempotency key as stored: `<API key id>/<key>`, or `-/<key>` without an API key.
+pub fn scoped_key(caller: Option<&str>, key: &str) -> String {
+    format!("{}/{key}", caller.unwrap_or("-"))
 }
 
 /// Records a job and answers 202 with where to find it.

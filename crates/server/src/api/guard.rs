@@ -99,7 +99,16 @@ fn given_key<'a>(request: &'a Request, header: &str) -> Result<Option<&'a str>, 
     }
 }
 
-pub async fn guard_function(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
+/// Who made a request, for what is scoped to a caller (idempotency keys): the API key's
+/// id, or `None` for a request without one.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Option<String>);
+
+pub async fn guard_function(
+    State(app): State<Arc<App>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let guard = &app.guard;
     let auth = &app.config.auth;
     let key = match given_key(&request, &auth.key_header)? {
@@ -133,6 +142,8 @@ pub async fn guard_function(State(app): State<Arc<App>>, request: Request, next:
     {
         return Err(too_many("API key", not_until.wait_time_from(DefaultClock::default().now())));
     }
+    let caller = key.as_ref().map(|(keys, i)| keys[*i].id.clone());
+    request.extensions_mut().insert(Caller(caller));
     let _permit = guard.in_flight.enter().await.map_err(|e| {
         metrics::counter!("skyisland_overloaded_total").increment(1);
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1).closing()

@@ -532,7 +532,8 @@ pub fn view(job: &Job) -> Value {
         view[key] = outcome.body.clone();
     }
     if let Some(key) = &job.idempotency_key {
-        view["idempotency_key"] = json!(key);
+        // As the caller gave it (stored scoped to its API key).
+        view["idempotency_key"] = json!(key.split_once('/').map_or(key.as_str(), |(_, given)| given));
     }
     if let Some(url) = &job.callback_url {
         view["callback_url"] = json!(url);
