@@ -397,6 +397,8 @@ async fn builds_ahead_of_calls_and_push_webhooks() {
         "ref": "refs/heads/main",
         "after": pushed,
         "repository": {"full_name": "acme/pushed", "html_url": "https://example.test/acme/pushed"},
+        // Real push events list their commits: larger than limits.max_body (64 KiB).
+        "commits": [{"id": pushed, "message": "x".repeat(200_000)}],
     });
     let body = serde_json::to_vec(&event).unwrap();
     let hook = |sig: String, name: &'static str| {

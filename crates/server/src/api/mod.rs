@@ -36,6 +36,10 @@ pub use guard::Guard;
 
 use crate::App;
 
+/// The git push webhook, and the largest body it takes (whatever `limits.max_body` says).
+const HOOK_PATH: &str = "/api/v1/hooks/git";
+const HOOK_MAX_BODY: u64 = 25 << 20;
+
 pub fn router(app: Arc<App>) -> Router {
     let idle = app.config.limits.client_timeout.get().as_secs().saturating_sub(1).max(1);
     let keep_alive = HeaderValue::from_str(&format!("timeout={idle}")).expect("digits are a valid header value");
@@ -69,7 +73,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dashboard.js", get(dashboard::script))
         .route("/healthcheck", get(health::healthcheck))
         .route("/metrics", get(health::metrics))
-        .route("/api/v1/hooks/git", post(work::git_push))
+        .route(
+            HOOK_PATH,
+            // A push event lists its commits: GitHub sends up to 25 MB.
+            post(work::git_push).layer(DefaultBodyLimit::max(HOOK_MAX_BODY as usize)),
+        )
         .merge(function)
         .merge(builds)
         .merge(admin)
@@ -139,7 +147,10 @@ pub fn is_admin(app: &App, headers: &HeaderMap) -> Option<bool> {
 /// so a client that asked `Expect: 100-continue` never gets `100 Continue` for it; the
 /// connection then closes (lingering: see `serve`) so the client can read the answer.
 async fn refuse_large_bodies(State(app): State<Arc<App>>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let limit = app.config.limits.max_body;
+    let limit = match request.uri().path() {
+        HOOK_PATH => skyisland_config::Size(HOOK_MAX_BODY),
+        _ => app.config.limits.max_body,
+    };
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
