@@ -289,7 +289,7 @@ impl Functions {
             None => None,
         };
         if let Some(shared) = &shared {
-            tokio::spawn(Arc::clone(shared).maintain(Arc::clone(&results)));
+            tokio::spawn(Arc::clone(shared).maintain(Arc::clone(&results), Arc::clone(&repos)));
         }
         tokio::spawn(purge_expired(Arc::downgrade(&results), config.cache.purge_after.get()));
         let breakers = Breakers::new(config.circuit_breaker.failures, config.circuit_breaker.cool_down.get());
@@ -404,7 +404,10 @@ impl Functions {
             inner.repos.make_current(&repo, &built.commit).await?;
             inner.results.bust_repo(&path.repo);
             if let Some(shared) = &inner.shared {
+                // The other servers drop their results and forget their current commit:
+                // their next call without a version fetches it.
                 shared.bust_repo(&path.repo, &repo.key, false).await;
+                shared.announce_moved(&path.repo).await;
             }
         }
         Ok(built)

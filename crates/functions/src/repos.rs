@@ -317,6 +317,19 @@ impl Repos {
         self.save(repo, state)
     }
 
+    /// Forgets the current commit of repository `path` (another server made a newer one
+    /// current): the next request without a version fetches it.
+    pub async fn forget_current(&self, path: &str) {
+        let repo = self.repo(path);
+        let mut guard = repo.state.write().await;
+        let state = guard.get_or_insert_with(|| self.load(&repo));
+        if state.current.take().is_some()
+            && let Err(e) = self.save(&repo, state)
+        {
+            tracing::warn!(repo = %path, error = %e, "saving a repository's state");
+        }
+    }
+
     async fn fetch(
         &self,
         jails: &Jails,

@@ -37,6 +37,12 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Starts a message on the bust channel that says a repository's current commit moved
+/// (the rest is the sending server and the repository, a line each); other messages are a
+/// repository whose results to drop.
+/// (A newline: no import path has one.)
+const MOVED: &str = "\nmoved\n";
+
 #[derive(Debug)]
 pub struct Shared {
     client: Client,
@@ -51,6 +57,8 @@ pub struct Shared {
     /// Busts that did not reach Redis (repository → its key, and whether its binaries go
     /// too), to carry out when it is back.
     pending_busts: Mutex<BTreeMap<String, (String, bool)>>,
+    /// This server, in its own messages (it ignores them when they come back).
+    origin: String,
 }
 
 /// What the health endpoint says about Redis.
@@ -77,6 +85,7 @@ impl Shared {
             up: AtomicBool::new(false),
             lost: Notify::new(),
             pending_busts: Mutex::default(),
+            origin: format!("{:016x}", rand::random::<u64>()),
         }))
     }
 
@@ -175,7 +184,7 @@ impl Shared {
     /// Connects, keeps the connection checked, subscribes to busts (dropping the busted
     /// repositories' results from `results`), and reconnects with backoff. Runs until the
     /// process ends.
-    pub async fn maintain(self: Arc<Self>, results: Arc<Results>) {
+    pub async fn maintain(self: Arc<Self>, results: Arc<Results>, repos: Arc<crate::repos::Repos>) {
         let mut backoff = BACKOFF_MIN;
         let mut reported = false;
         loop {
@@ -220,9 +229,18 @@ impl Shared {
                 tokio::select! {
                     message = messages.next() => match message {
                         Some(message) => {
-                            if let Ok(repo) = message.get_payload::<String>() {
-                                let dropped = results.bust_repo(&repo);
-                                tracing::debug!(%repo, dropped, "another server busted a repository");
+                            if let Ok(text) = message.get_payload::<String>() {
+                                match text.strip_prefix(MOVED).and_then(|t| t.split_once('\n')) {
+                                    Some((origin, _)) if origin == self.origin => {}
+                                    Some((_, repo)) => {
+                                        repos.forget_current(repo).await;
+                                        tracing::debug!(%repo, "another server moved a repository's current commit");
+                                    }
+                                    None => {
+                                        let dropped = results.bust_repo(&text);
+                                        tracing::debug!(repo = %text, dropped, "another server busted a repository");
+                                    }
+                                }
                             }
                         }
                         None => break "the subscription ended".to_owned(),
@@ -344,6 +362,18 @@ impl Shared {
             let entry = pending.entry(repo.to_owned()).or_insert_with(|| (repo_key.to_owned(), false));
             entry.1 |= binaries;
         }
+    }
+
+    /// Tells the other servers that `repo`'s current commit moved (a push): they forget
+    /// theirs, so that their next call without a version fetches it. (Lost while Redis is
+    /// unreachable: they go on with the commit they had, as after any missed push.)
+    pub async fn announce_moved(&self, repo: &str) {
+        let channel = self.bust_channel();
+        let message = format!("{MOVED}{}\n{repo}", self.origin);
+        self.run::<i64>("announcing a push", QUICK, async |mut c| {
+            redis::cmd("PUBLISH").arg(&channel).arg(&message).query_async(&mut c).await
+        })
+        .await;
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, bool)>> {

@@ -186,3 +186,65 @@ async fn a_schedule_ticks_once_per_tick_across_two_servers() {
     let b_ran = b.metric("skyisland_schedule_ticks_total", &[]).await;
     assert_eq!(a_ran + b_ran, items.len() as f64, "every tick made by one server: a {a_ran}, b {b_ran}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_moves_every_servers_current_commit() {
+    if !root_or_skip("a_push_moves_every_servers_current_commit") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a_box, b_box) = two_servers(&redis, "[hooks]\nsecret = \"pushes\"\n");
+    let repo = Repo::from_items(
+        &a_box,
+        "acme",
+        "moving",
+        &[
+            ("go.mod", support::Item::File("module example.test/acme/moving\n\ngo 1.19\n".into())),
+            ("v.go", support::Item::File("package moving\n\nfunc Version() string { return \"one\" }\n".into())),
+        ],
+    );
+    let url = repo.import_path.as_str();
+    let a = Server::start(&a_box);
+    let b = Server::start(&b_box);
+    connected(&a).await;
+    connected(&b).await;
+    for server in [&a, &b] {
+        assert_eq!(server.data(url, "Version()").await, "one");
+    }
+    let pushed = repo.change("v.go", "package moving\n\nfunc Version() string { return \"two\" }\n", "two");
+    let event = json!({
+        "ref": "refs/heads/main",
+        "after": pushed,
+        "repository": {"html_url": "https://example.test/acme/moving", "default_branch": "main"},
+    });
+    let body = serde_json::to_vec(&event).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(b"pushes").unwrap();
+    hmac::Mac::update(&mut mac, &body);
+    let signature = format!("sha256={}", hex::encode(hmac::Mac::finalize(mac).into_bytes()));
+    let response = a
+        .http
+        .post(format!("{}/api/v1/hooks/git", a.url))
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let build: Value = response.json().await.unwrap();
+    let id = build["id"].as_str().unwrap();
+    support::eventually_async("the pushed commit is built", Duration::from_secs(180), || async {
+        get(&b, &format!("/api/v1/builds/{id}")).await.1["status"] == "succeeded"
+    })
+    .await;
+    // Whichever server built it, both now run the pushed commit for calls without a version.
+    for server in [&a, &b] {
+        let (status, answer) = server.call(json!({"url": url, "call": "Version()"})).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (answer["data"].as_str(), answer["commit"].as_str()),
+            (Some("two"), Some(pushed.as_str())),
+            "{answer}"
+        );
+    }
+}

@@ -240,8 +240,9 @@ pub async fn delete_schedule(State(app): State<Arc<App>>, Path(name): Path<Strin
 
 /// `POST /api/v1/hooks/git`: a GitHub or Gitea push event, signed with the repository's
 /// secret (`[hooks] secrets`) or the global one (`[hooks] secret`). The pushed commit is
-/// fetched and built, then made the repository's current commit (its stored results
-/// dropped), as a build job: 202 with the build's id.
+/// fetched and built as a build job (202 with the build's id); a push to the default
+/// branch then becomes the repository's current commit (its stored results dropped, and
+/// the other servers of a cluster told to fetch it).
 pub async fn git_push(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -291,8 +292,14 @@ pub async fn git_push(
         // A deleted branch: nothing to build.
         return Ok(Json(json!({ "ok": true, "ignored": "a branch was deleted" })).into_response());
     }
+    // A push to the default branch moves what calls without a version run; a push to
+    // another branch is built (for calls that name it) and moves nothing. An event that
+    // does not say which branch is the default is taken as a push to it.
+    let default = payload["repository"]["default_branch"].as_str();
+    let pushed = payload["ref"].as_str().unwrap_or_default();
+    let make_current = default.is_none_or(|branch| pushed == format!("refs/heads/{branch}"));
     metrics::counter!("skyisland_hooks_total", "outcome" => "accepted").increment(1);
-    let build = StoredBuild { url, version: Some(after.to_ascii_lowercase()), runtime: None, make_current: true };
+    let build = StoredBuild { url, version: Some(after.to_ascii_lowercase()), runtime: None, make_current };
     queue_build(&app, build).await
 }
 
