@@ -8,6 +8,9 @@
 //!    `build/` (clones, sources, Go caches), `binaries/`, `artifacts/`, `runtimes/`,
 //!    `repos/` (state files), `network/ip4-states.json`, `api-keys.json`.
 //! 2. The same directories, stamped. From 1: nothing moves; the stamp is written.
+//!    Since added within it (new files only, which older servers of layout 2 ignore):
+//!    `async.sqlite3` (with its `-wal` and `-shm`): asynchronous invocations, builds and
+//!    schedules.
 
 use std::path::Path;
 
