@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod history;
 mod linger;
 pub mod metrics;
 pub mod stats;
@@ -45,6 +46,8 @@ pub struct App {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Asynchronous invocations, builds and schedules.
     pub work: work::Work,
+    /// The last 15 minutes, for the console.
+    pub history: history::History,
 }
 
 impl std::fmt::Debug for App {
@@ -70,7 +73,18 @@ impl App {
         });
         let guard = api::Guard::new(Arc::clone(&config))?;
         let work = work::Work::open(&config).map_err(std::io::Error::other)?;
-        Ok(App { config, jails, functions, network, stats: stats::Stats::default(), admin_token, guard, metrics, work })
+        Ok(App {
+            config,
+            jails,
+            functions,
+            network,
+            stats: stats::Stats::default(),
+            admin_token,
+            guard,
+            metrics,
+            work,
+            history: history::History::default(),
+        })
     }
 }
 
@@ -86,7 +100,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = api::router(Arc::clone(&app));
-    let background = work::start(Arc::clone(&app)).await;
+    let mut background = work::start(Arc::clone(&app)).await;
+    background.push(tokio::spawn(history::sample(Arc::clone(&app))));
     // A client gets `client_timeout` to send a request's headers (slow clients hold no
     // connection for longer; this also bounds idle keep-alive connections), and as long
     // again for its body (the router's body timeout).

@@ -34,7 +34,7 @@ const BUCKETS_US: [u64; 20] = [
     120_000_000,
 ];
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Route {
     count: u64,
     client_errors: u64,
@@ -69,6 +69,9 @@ pub struct Stats {
 #[derive(Debug, Default)]
 struct Inner {
     routes: BTreeMap<String, Route>,
+    /// Function calls answered from the request cache, and not.
+    cache_hits: u64,
+    cache_misses: u64,
     statuses: BTreeMap<u16, u64>,
     total_us: u64,
     /// The current second (Unix time) and its counts per status.
@@ -158,6 +161,26 @@ impl Stats {
         entry.buckets[bucket] += 1;
     }
 
+    /// Counts a function call's answer as a request-cache hit or miss.
+    pub fn record_cache(&self, hit: bool) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if hit {
+            inner.cache_hits += 1;
+        } else {
+            inner.cache_misses += 1;
+        }
+    }
+
+    /// The counts since start-up of one route, and the cache's, for [`Totals::since`].
+    pub fn totals(&self, route: &str) -> Totals {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Totals {
+            route: inner.routes.get(route).cloned().unwrap_or_default(),
+            cache_hits: inner.cache_hits,
+            cache_misses: inner.cache_misses,
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let routes = inner
@@ -204,6 +227,55 @@ impl Stats {
             routes,
             statuses: inner.statuses.clone(),
             original,
+        }
+    }
+}
+
+/// Counts since start-up (see [`Stats::totals`]).
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    route: Route,
+    cache_hits: u64,
+    cache_misses: u64,
+}
+
+/// What happened between two [`Totals`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Interval {
+    pub ok: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    /// Of the requests in the interval (bucket upper bounds); `None` without any.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+impl Totals {
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &Totals) -> Interval {
+        let (now, then) = (&self.route, &earlier.route);
+        let mut delta = Route {
+            count: now.count.saturating_sub(then.count),
+            client_errors: now.client_errors.saturating_sub(then.client_errors),
+            server_errors: now.server_errors.saturating_sub(then.server_errors),
+            total_us: 0,
+            max_us: now.max_us,
+            buckets: [0; BUCKETS_US.len() + 1],
+        };
+        for (i, bucket) in delta.buckets.iter_mut().enumerate() {
+            *bucket = now.buckets[i].saturating_sub(then.buckets[i]);
+        }
+        let some = delta.count > 0;
+        Interval {
+            ok: delta.count.saturating_sub(delta.client_errors).saturating_sub(delta.server_errors),
+            client_errors: delta.client_errors,
+            server_errors: delta.server_errors,
+            p50_ms: some.then(|| delta.quantile_ms(0.5)),
+            p99_ms: some.then(|| delta.quantile_ms(0.99)),
+            cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
+            cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
         }
     }
 }

@@ -262,3 +262,60 @@ async fn running_jails_are_listed_described_and_killed_at_once() {
     server.stop();
     sandbox.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_the_last_minutes_for_the_console() {
+    if !root_or_skip("the_server_keeps_the_last_minutes_for_the_console") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let misc = Repo::from_fixture(&sandbox, "acme", "misc", "misc");
+    let server = Server::start(&sandbox);
+    let url = misc.import_path.as_str();
+    assert_eq!(server.get("/api/v1/admin/history").await.0, 403);
+    // Calls in one 5 s interval: ten answered by jails or the cache, two refused, one
+    // failing.
+    assert_eq!(server.data(url, "Hello()").await, "hello");
+    for _ in 0..9 {
+        assert_eq!(server.data(url, "Hello()").await, "hello");
+    }
+    for _ in 0..2 {
+        assert_eq!(server.call(json!({"url": url, "call": "Hello("})).await.0, 400);
+    }
+    assert_eq!(server.call(json!({"url": url, "call": "Panic(\"x\")", "cache": false})).await.0, 500);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let points = loop {
+        let (status, history) = server.admin(Method::GET, "/api/v1/admin/history").await;
+        assert_eq!(status, 200, "{history}");
+        assert_eq!(history["interval_seconds"], 5);
+        let points = history["points"].as_array().unwrap().clone();
+        // The calls may straddle two points: wait until both have been taken.
+        let calls: f64 = points
+            .iter()
+            .map(|p| {
+                ["ok_per_second", "client_errors_per_second", "server_errors_per_second"]
+                    .iter()
+                    .map(|k| p[*k].as_f64().unwrap())
+                    .sum::<f64>()
+                    * 5.0
+            })
+            .sum();
+        if calls.round() as u64 >= 13 {
+            break points;
+        }
+        assert!(std::time::Instant::now() < deadline, "the calls never showed: {history}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let sum = |key: &str| points.iter().map(|p| p[key].as_f64().unwrap() * 5.0).sum::<f64>().round() as u64;
+    assert_eq!((sum("ok_per_second"), sum("client_errors_per_second"), sum("server_errors_per_second")), (10, 2, 1));
+    let with_calls: Vec<&Value> = points.iter().filter(|p| p["p50_ms"].is_number()).collect();
+    assert!(!with_calls.is_empty());
+    // Nine of the ten successful calls (and the failed one, which is not stored) after the
+    // first: the cache answered nine of eleven.
+    let ratios: Vec<f64> = with_calls.iter().filter_map(|p| p["cache_hit_ratio"].as_f64()).collect();
+    assert!(ratios.iter().any(|r| *r > 0.0), "{points:?}");
+    for point in &points {
+        assert_eq!(point["jail_capacity"], support::MAX_JAILS, "{point}");
+        assert!(point["t"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+}

@@ -137,6 +137,7 @@ pub async fn call(
         .map_err(to_api_error)?;
     let answer = answer_body(answer, started);
     let cache = answer.cache;
+    app.stats.record_cache(cache == "hit");
     Ok(([(CACHE_HEADER, cache)], Json(answer)).into_response())
 }
 

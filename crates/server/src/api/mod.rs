@@ -46,6 +46,7 @@ pub fn router(app: Arc<App>) -> Router {
     let admin = Router::new()
         .route("/api/v1/admin/api-stats", get(admin::api_stats))
         .route("/api/v1/admin/resources", get(resources::resources))
+        .route("/api/v1/admin/history", get(history))
         .route("/api/v1/admin/jails", get(admin::list_jails).delete(admin::kill_jails))
         .route("/api/v1/admin/jail/{id}", get(admin::get_jail).delete(admin::kill_jail))
         .route("/api/v1/admin/ips", get(ips::list).put(ips::set))
@@ -106,6 +107,11 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| id.len() <= 200);
     let id = id.unwrap_or("-");
     tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
+}
+
+/// `GET /api/v1/admin/history`: the last 15 minutes, a point every 5 s.
+async fn history(State(app): State<Arc<App>>) -> axum::Json<serde_json::Value> {
+    axum::Json(app.history.view())
 }
 
 async fn not_found(request: Request) -> ApiError {
