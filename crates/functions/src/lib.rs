@@ -1132,12 +1132,7 @@ impl BuildJob {
 
     /// The binary another server built, when Redis has it.
     async fn fetch_shared(&self) -> Option<Built> {
-        let shared = self.shared.as_ref()?;
-        let (info, data) = shared.get_binary(&self.key).await?;
-        let Ok(SharedInfo { index, meta }) = serde_json::from_slice::<SharedInfo>(&info) else {
-            tracing::warn!(key = %self.key, "ignoring a shared binary with an unreadable description");
-            return None;
-        };
+        let (SharedInfo { index, meta }, data) = fetch_shared(self.shared.as_ref()?, &self.key, "binary").await?;
         let out = self.toolchain.host_path(&format!("out/{}-{:x}", self.key, rand::random::<u32>()));
         // A new file (never through something the build jail left at that name).
         let written =
@@ -1285,12 +1280,7 @@ impl InstallJob {
     /// directory (the archive's paths stay inside it, its links are kept as links), given
     /// to root and made a generation of its own, as an install of ours would be.
     async fn fetch_shared(&self) -> Option<Built> {
-        let shared = self.shared.as_ref()?;
-        let (info, data) = shared.get_binary(&self.key).await?;
-        let Ok(SharedInfo { index, meta }) = serde_json::from_slice::<SharedInfo>(&info) else {
-            tracing::warn!(key = %self.key, "ignoring a shared package with an unreadable description");
-            return None;
-        };
+        let (SharedInfo { index, meta }, data) = fetch_shared(self.shared.as_ref()?, &self.key, "package").await?;
         let out_rel = format!("out/{}-{:x}", self.key, rand::random::<u32>());
         let unpacked = self.toolchain.fresh_dir(&out_rel).and_then(|out| {
             let mut archive = tar::Archive::new(&data[..]);
@@ -1378,6 +1368,19 @@ impl InstallJob {
             let _ = std::fs::remove_dir_all(&out);
         }
         result
+    }
+}
+
+/// What another server built (a binary) or installed (a package) under `key`, when Redis
+/// has it: its description and its bytes.
+async fn fetch_shared(shared: &Shared, key: &str, what: &str) -> Option<(SharedInfo, Vec<u8>)> {
+    let (info, data) = shared.get_binary(key).await?;
+    match serde_json::from_slice::<SharedInfo>(&info) {
+        Ok(info) => Some((info, data)),
+        Err(_) => {
+            tracing::warn!(%key, "ignoring a shared {what} with an unreadable description");
+            None
+        }
     }
 }
 
