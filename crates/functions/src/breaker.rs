@@ -96,6 +96,24 @@ impl Breakers {
     }
 }
 
+/// Tells the breaker how an admitted request went. It counts what the repository itself
+/// caused: a clone or build that failed, or (`ok`) the repository fetched and built.
+/// Anything else (a bad call, the function's own failure) leaves it as it was.
+pub fn count(admission: Admission, ok: bool, error: Option<&crate::FunctionError>) {
+    use crate::FunctionError;
+    match error {
+        _ if ok => admission.succeeded(),
+        Some(
+            FunctionError::RepoNotFound { .. }
+            | FunctionError::CloneFailed { .. }
+            | FunctionError::TooLarge(_)
+            | FunctionError::BuildFailed { .. }
+            | FunctionError::BuildTimedOut(_),
+        ) => admission.failed(),
+        _ => {}
+    }
+}
+
 impl Admission {
     pub fn failed(mut self) {
         let Some(states) = self.states.take() else { return };

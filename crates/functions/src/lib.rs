@@ -388,17 +388,7 @@ impl Functions {
         let repo = inner.repos.repo(&path.repo);
         let mut ok = false;
         let built = inner.build(&path, &repo, &clone_url, version, runtime, &mut ok).await;
-        match &built {
-            _ if ok => admission.succeeded(),
-            Err(
-                FunctionError::RepoNotFound { .. }
-                | FunctionError::CloneFailed { .. }
-                | FunctionError::TooLarge(_)
-                | FunctionError::BuildFailed { .. }
-                | FunctionError::BuildTimedOut(_),
-            ) => admission.failed(),
-            _ => {}
-        }
+        breaker::count(admission, ok, built.as_ref().err());
         let built = built?;
         if make_current {
             inner.repos.make_current(&repo, &built.commit).await?;
@@ -447,19 +437,7 @@ impl Functions {
                 other => break other,
             }
         };
-        // The circuit breaker counts what the repository itself caused: a clone or a
-        // dispatcher build that failed, or its success.
-        match &located {
-            _ if dispatcher_ok => admission.succeeded(),
-            Err(
-                FunctionError::RepoNotFound { .. }
-                | FunctionError::CloneFailed { .. }
-                | FunctionError::TooLarge(_)
-                | FunctionError::BuildFailed { .. }
-                | FunctionError::BuildTimedOut(_),
-            ) => admission.failed(),
-            _ => {}
-        }
+        breaker::count(admission, dispatcher_ok, located.as_ref().err());
         let Located { commit, result_key, entry, argv, input, how, built, interpreter } = match located? {
             Found::Cached(answer) => return Ok(answer),
             Found::Ready(located) => located,

@@ -120,6 +120,25 @@ fn insert_job(tx: &Connection, job: &Job) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Stores what ending an attempt changed of `job` (see [`end_attempt`]).
+fn store_end(tx: &Connection, job: &Job) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE jobs SET status = ?2, next_ms = ?3, finished_ms = ?4, attempts = ?5, outcome = ?6, \
+         callback = ?7, callback_next_ms = ?8 WHERE id = ?1",
+        params![
+            job.id,
+            job.status.name(),
+            job.next_ms,
+            job.finished_ms,
+            serde_json::to_string(&job.attempts)?,
+            job.outcome.as_ref().map(serde_json::to_string).transpose()?,
+            job.callback.as_ref().map(serde_json::to_string).transpose()?,
+            job.callback.as_ref().map(|c| c.next_ms),
+        ],
+    )?;
+    Ok(())
+}
+
 fn get_job(conn: &Connection, id: &str) -> rusqlite::Result<Option<Job>> {
     conn.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], row_to_job).optional()
 }
@@ -254,20 +273,7 @@ impl Sqlite {
                 return Ok(None);
             }
             end_attempt(&mut job, ended, now_ms);
-            tx.execute(
-                "UPDATE jobs SET status = ?2, next_ms = ?3, finished_ms = ?4, attempts = ?5, outcome = ?6, \
-                 callback = ?7, callback_next_ms = ?8 WHERE id = ?1",
-                params![
-                    job.id,
-                    job.status.name(),
-                    job.next_ms,
-                    job.finished_ms,
-                    serde_json::to_string(&job.attempts)?,
-                    job.outcome.as_ref().map(serde_json::to_string).transpose()?,
-                    job.callback.as_ref().map(serde_json::to_string).transpose()?,
-                    job.callback.as_ref().map(|c| c.next_ms),
-                ],
-            )?;
+            store_end(&tx, &job)?;
             tx.commit()?;
             Ok(Some(job))
         })
@@ -291,20 +297,7 @@ impl Sqlite {
                 } else {
                     failed += 1;
                 }
-                tx.execute(
-                    "UPDATE jobs SET status = ?2, next_ms = ?3, finished_ms = ?4, attempts = ?5, outcome = ?6, \
-                     callback = ?7, callback_next_ms = ?8 WHERE id = ?1",
-                    params![
-                        job.id,
-                        job.status.name(),
-                        job.next_ms,
-                        job.finished_ms,
-                        serde_json::to_string(&job.attempts)?,
-                        job.outcome.as_ref().map(serde_json::to_string).transpose()?,
-                        job.callback.as_ref().map(serde_json::to_string).transpose()?,
-                        job.callback.as_ref().map(|c| c.next_ms),
-                    ],
-                )?;
+                store_end(&tx, &job)?;
             }
             tx.commit()?;
             Ok((queued, failed))
