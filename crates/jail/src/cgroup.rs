@@ -325,6 +325,24 @@ impl Cgroups {
         })
     }
 
+    /// The memory cgroup `name` uses now (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`): its processes' and the page cache charged to it.
+    pub fn memory_usage(&self, name: &str) -> Result<u64, CgroupError> {
+        let file = match self.version {
+            Version::V1 => self.dir("memory", name).join("memory.usage_in_bytes"),
+            Version::V2 => self.dir("memory", name).join("memory.current"),
+        };
+        let text = fs::read_to_string(&file).map_err(at("read", &file))?;
+        Ok(text.trim().parse().unwrap_or(0))
+    }
+
+    /// CPU time used by the processes in cgroup `name` now (their reaped children
+    /// included): what the jail running in a slot has used, where [`Cgroups::cpu_usage`]
+    /// counts every jail the slot ever ran.
+    pub fn processes_cpu(&self, name: &str) -> Result<Duration, CgroupError> {
+        Ok(self.procs(name)?.into_iter().filter_map(process_cpu).sum())
+    }
+
     /// How many forks cgroup `name` refused because of its pids limit.
     pub fn pids_refused(&self, name: &str) -> Result<u64, CgroupError> {
         let file = self.dir("pids", name).join("pids.events");

@@ -4,6 +4,7 @@
 //! second). A key is checked against every known hash in constant time, whatever the
 //! guess. Each key may carry its own rate; otherwise `[rate_limit]` applies per key.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -103,6 +104,25 @@ pub struct ApiKeys {
     config: Arc<Config>,
     path: PathBuf,
     state: Mutex<State>,
+    /// When each key (by id) was last used, since start-up (Unix time, ms).
+    used: Mutex<HashMap<String, u64>>,
+    /// Serialises this server's changes to the keys file (read, change, write).
+    writing: Mutex<()>,
+}
+
+/// A key as the admin API lists it: never its secret nor its hash.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    /// "file" (made by the API or `skyisland api-key new`; can be revoked) or "config"
+    /// (`auth.api_keys`; changed in the configuration only).
+    pub source: &'static str,
+    pub created_at: Option<u64>,
+    pub per_second: Option<f64>,
+    pub burst: Option<u32>,
+    /// Since this server started (Unix time, ms).
+    pub last_used_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -119,6 +139,8 @@ impl ApiKeys {
             state: Mutex::new(State { keys: Arc::default(), modified: None, checked: Instant::now() }),
             path,
             config,
+            used: Mutex::default(),
+            writing: Mutex::default(),
         };
         keys.reload()?;
         Ok(keys)
@@ -192,7 +214,66 @@ impl ApiKeys {
                 found = Some(i);
             }
         }
+        if let Some(i) = found {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(keys[i].id.clone(), now);
+        }
         found.map(|i| (keys, i))
+    }
+
+    /// Every key: the configured ones, then the file's.
+    pub fn list(&self) -> std::io::Result<Vec<KeyView>> {
+        let file = read_key_file(&self.path)?;
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let configured = self.config.auth.api_keys.iter().map(|key| {
+            let id = format!("config-{}", &hash(key)[..8]);
+            KeyView {
+                last_used_ms: used.get(&id).copied(),
+                id,
+                name: "auth.api_keys".into(),
+                source: "config",
+                created_at: None,
+                per_second: None,
+                burst: None,
+            }
+        });
+        let stored = file.keys.into_iter().map(|key| KeyView {
+            last_used_ms: used.get(&key.id).copied(),
+            id: key.id,
+            name: key.name,
+            source: "file",
+            created_at: Some(key.created_at),
+            per_second: key.per_second,
+            burst: key.burst,
+        });
+        Ok(configured.chain(stored).collect())
+    }
+
+    /// Makes a key, stores its hash and answers its secret (shown this once) and its id;
+    /// in use at once.
+    pub fn create(&self, name: &str, per_second: Option<f64>, burst: Option<u32>) -> std::io::Result<(String, String)> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = read_key_file(&self.path)?;
+        let (secret, stored) = new_key(name, per_second, burst);
+        let id = stored.id.clone();
+        file.keys.push(stored);
+        write_key_file(&self.path, &file)?;
+        self.reload()?;
+        Ok((secret, id))
+    }
+
+    /// Revokes a stored key at once; false when there is none with that id.
+    pub fn revoke(&self, id: &str) -> std::io::Result<bool> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = read_key_file(&self.path)?;
+        let before = file.keys.len();
+        file.keys.retain(|key| key.id != id);
+        if file.keys.len() == before {
+            return Ok(false);
+        }
+        write_key_file(&self.path, &file)?;
+        self.reload()?;
+        Ok(true)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod history;
 mod linger;
 pub mod metrics;
@@ -48,6 +49,8 @@ pub struct App {
     pub work: work::Work,
     /// The last 15 minutes, for the console.
     pub history: history::History,
+    /// The functions called since start-up, for the console.
+    pub catalog: catalog::Catalog,
 }
 
 impl std::fmt::Debug for App {
@@ -84,6 +87,7 @@ impl App {
             metrics,
             work,
             history: history::History::default(),
+            catalog: catalog::Catalog::default(),
         })
     }
 }
@@ -102,6 +106,7 @@ pub async fn serve(
     let router = api::router(Arc::clone(&app));
     let mut background = work::start(Arc::clone(&app)).await;
     background.push(tokio::spawn(history::sample(Arc::clone(&app))));
+    background.push(tokio::spawn(catalog::share(Arc::clone(&app))));
     // A client gets `client_timeout` to send a request's headers (slow clients hold no
     // connection for longer; this also bounds idle keep-alive connections), and as long
     // again for its body (the router's body timeout).

@@ -34,19 +34,34 @@ const BUCKETS_US: [u64; 20] = [
     120_000_000,
 ];
 
+/// Counts and a latency histogram: a route's, or a function's (`catalog`).
 #[derive(Clone, Debug, Default)]
-struct Route {
-    count: u64,
-    client_errors: u64,
-    server_errors: u64,
+pub(crate) struct Route {
+    pub(crate) count: u64,
+    pub(crate) client_errors: u64,
+    pub(crate) server_errors: u64,
     total_us: u64,
     max_us: u64,
     buckets: [u64; BUCKETS_US.len() + 1],
 }
 
 impl Route {
+    pub(crate) fn record(&mut self, status: u16, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.count += 1;
+        match status {
+            400..=499 => self.client_errors += 1,
+            500..=599 => self.server_errors += 1,
+            _ => {}
+        }
+        self.total_us += us;
+        self.max_us = self.max_us.max(us);
+        let bucket = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+        self.buckets[bucket] += 1;
+    }
+
     /// The upper bound of the bucket holding quantile `q` (an over-estimate by design).
-    fn quantile_ms(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         let rank = ((self.count as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, n) in self.buckets.iter().enumerate() {
@@ -149,16 +164,7 @@ impl Stats {
             Some(entry) => entry,
             None => inner.routes.entry(route.to_owned()).or_default(),
         };
-        entry.count += 1;
-        match status {
-            400..=499 => entry.client_errors += 1,
-            500..=599 => entry.server_errors += 1,
-            _ => {}
-        }
-        entry.total_us += us;
-        entry.max_us = entry.max_us.max(us);
-        let bucket = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
-        entry.buckets[bucket] += 1;
+        entry.record(status, elapsed);
     }
 
     /// Counts a function call's answer as a request-cache hit or miss.

@@ -390,6 +390,11 @@ async fn builds_ahead_of_calls_and_push_webhooks() {
     let job = finished(&server, &format!("/api/v1/builds/{failed}"), Duration::from_secs(180)).await;
     assert_eq!((job["status"].as_str(), job["http_status"].as_u64()), (Some("failed"), Some(422)), "{job}");
     assert!(job["error"]["output"].as_str().is_some_and(|o| !o.is_empty()), "{job}");
+    // The console's function page shows the failed build with the compiler's output.
+    let (status, detail) = get(&server, &format!("/api/v1/admin/function?url={}", broken.import_path)).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["builds"][0]["ok"], false, "{detail}");
+    assert_eq!(detail["builds"][0]["output"], job["error"]["output"], "{detail}");
 
     // A push: the new commit is built and made current.
     let pushed = repo.change("v.go", "package pushed\n\nfunc Version() string { return \"two\" }\n", "two");

@@ -185,6 +185,17 @@ async fn a_schedule_ticks_once_per_tick_across_two_servers() {
     let a_ran = a.metric("skyisland_schedule_ticks_total", &[]).await;
     let b_ran = b.metric("skyisland_schedule_ticks_total", &[]).await;
     assert_eq!(a_ran + b_ran, items.len() as f64, "every tick made by one server: a {a_ran}, b {b_ran}");
+    // The console's list of functions is the cluster's: both servers' calls, added up
+    // (each shares what it called every 5 s).
+    let calls = items.len() as u64 + 2;
+    support::eventually_async("both servers' calls in one list", Duration::from_secs(20), || async {
+        let (_, list) = get(&b, "/api/v1/admin/functions").await;
+        list["cluster"]["available"] == true
+            && list["functions"].as_array().is_some_and(|functions| {
+                functions.iter().any(|f| f["url"] == url && f["servers"] == 2 && f["calls"].as_u64() == Some(calls))
+            })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,6 +398,52 @@ async fn rate_limits_per_address_and_per_key_and_api_keys() {
     api_key(&["revoke", &id]);
     wait_for_status(&server, &fresh, 403).await;
     assert!(server.metric("skyisland_auth_rejected_total", &[r#"reason="missing""#]).await >= 1.0);
+
+    // The operator calls with the admin token instead of a key (the console's "Try it"); a
+    // wrong token is refused like a wrong key.
+    assert_eq!(server.call_with("{", &[("X-Sky-Island-Token", support::ADMIN_TOKEN)]).await.0, 400);
+    assert_eq!(server.call_with("{", &[("X-Sky-Island-Token", "wrong")]).await.0, 403);
+    // The keys through the admin API (the console's Keys page): listed without secrets or
+    // digests, with when each was last used; made (the secret shown once) and revoked at once.
+    let (status, keys) = server.admin(reqwest::Method::GET, "/api/v1/admin/keys").await;
+    assert_eq!(status, 200, "{keys}");
+    let listed = keys["keys"].as_array().unwrap();
+    assert_eq!(listed[0]["source"], "config", "{keys}");
+    assert!(listed[0]["last_used_ms"].as_u64().is_some(), "the configured key was used: {keys}");
+    let ci = listed.iter().find(|k| k["name"] == "ci").expect("the CLI's key");
+    assert_eq!(
+        (ci["source"].as_str(), ci["per_second"].as_f64(), ci["burst"].as_u64()),
+        (Some("file"), Some(0.05), Some(2))
+    );
+    assert!(!keys.to_string().contains("sha256") && !keys.to_string().contains(&limited), "{keys}");
+    let make = |body: Value| {
+        let request = server.http.post(format!("{}/api/v1/admin/keys", server.url));
+        async move {
+            let r = request.header("X-Sky-Island-Token", support::ADMIN_TOKEN).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    for (bad, why) in [
+        (json!({"name": ""}), "name must be"),
+        (json!({"name": "x", "per_second": 0}), "per_second must be"),
+        (json!({"name": "x", "burst": 0}), "burst must be"),
+        (json!({"name": "x", "admin": true}), "unknown field"),
+    ] {
+        let (status, body) = make(bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(why), "{why}: {body}");
+    }
+    let (status, made) = make(json!({"name": "from the API"})).await;
+    assert_eq!(status, 201, "{made}");
+    let secret = made["key"].as_str().unwrap().to_owned();
+    assert_eq!(server.call_with("{", &[("X-Key", &secret)]).await.0, 400, "in use at once");
+    let id = made["id"].as_str().unwrap();
+    let config_id = listed[0]["id"].as_str().unwrap();
+    assert_eq!(server.admin(reqwest::Method::DELETE, &format!("/api/v1/admin/keys/{config_id}")).await.0, 409);
+    assert_eq!(server.admin(reqwest::Method::DELETE, "/api/v1/admin/keys/nope").await.0, 404);
+    assert_eq!(server.admin(reqwest::Method::DELETE, &format!("/api/v1/admin/keys/{id}")).await.0, 200);
+    assert_eq!(server.call_with("{", &[("X-Key", &secret)]).await.0, 403, "revoked at once");
+    assert_eq!(server.admin(reqwest::Method::DELETE, &format!("/api/v1/admin/keys/{id}")).await.0, 404);
     let mut server = server;
     server.stop();
     sandbox.assert_clean();

@@ -45,6 +45,11 @@ pub struct JailView {
     /// The kernel's release, as FreeBSD's `jls` showed the jail's.
     #[serde(rename = "OSRelease")]
     pub os_release: String,
+    /// What its slot's cgroup holds now (`None` while it has no slot, or when the cgroup
+    /// cannot be read).
+    pub memory_bytes: Option<u64>,
+    /// CPU time its processes have used.
+    pub cpu_ms: Option<f64>,
 }
 
 impl From<JailInfo> for JailView {
@@ -67,6 +72,8 @@ impl From<JailInfo> for JailView {
             ip4: info.ip4.unwrap_or_default(),
             ip6: String::new(),
             os_release: host_facts().1.clone(),
+            memory_bytes: None,
+            cpu_ms: None,
         }
     }
 }
@@ -84,15 +91,27 @@ pub async fn api_stats(State(app): State<Arc<App>>) -> Json<crate::stats::Snapsh
     Json(app.stats.snapshot())
 }
 
+/// A jail with what its slot's cgroup says it uses.
+fn view_with_usage(app: &App, info: JailInfo) -> JailView {
+    let mut view = JailView::from(info);
+    if !view.slot.is_empty() {
+        let cgroups = app.jails.host().cgroups();
+        view.memory_bytes = cgroups.memory_usage(&view.slot).ok();
+        view.cpu_ms = cgroups.processes_cpu(&view.slot).ok().map(|cpu| cpu.as_secs_f64() * 1000.0);
+    }
+    view
+}
+
 pub async fn list_jails(State(app): State<Arc<App>>) -> Json<Value> {
-    let jails: Vec<JailView> = app.jails.registry().list().into_iter().map(JailView::from).collect();
+    let jails: Vec<JailView> =
+        app.jails.registry().list().into_iter().map(|info| view_with_usage(&app, info)).collect();
     Json(json!({ "count": jails.len(), "jails": jails }))
 }
 
 /// One jail, by id or jid: its fields, and the same inside `details` (the original's shape).
 pub async fn get_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
     let jail = app.jails.registry().find(&key).ok_or_else(|| no_jail(&key))?;
-    let view = serde_json::to_value(JailView::from(jail))
+    let view = serde_json::to_value(view_with_usage(&app, jail))
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut answer = view.clone();
     if let Value::Object(fields) = &mut answer {

@@ -19,6 +19,7 @@ use skyisland_functions::{CacheUse, FunctionError, Request};
 use super::ApiError;
 use super::guard::Caller;
 use crate::App;
+use crate::catalog::Source;
 use crate::work::{self, Inserted, Job, Kind, StoredCall};
 
 /// The request body: `url` and `call`, and optionally `version`, `cache_bust`, `ip4` and
@@ -122,23 +123,28 @@ pub async fn call(
         return submit(&app, request, caller).await;
     }
     let _sync = app.work.sync_call();
-    let answer = app
-        .functions
-        .call(&Request {
-            url: request.url,
-            call: request.call,
-            version: request.version,
-            cache_bust: request.cache_bust,
-            ip4: request.ip4,
-            cache: request.cache,
-            runtime: request.runtime,
-        })
-        .await
-        .map_err(to_api_error)?;
+    let call = Request {
+        url: request.url,
+        call: request.call,
+        version: request.version,
+        cache_bust: request.cache_bust,
+        ip4: request.ip4,
+        cache: request.cache,
+        runtime: request.runtime,
+    };
+    let answer = run(&app, &call, Source::Sync).await.map_err(to_api_error)?;
     let answer = answer_body(answer, started);
     let cache = answer.cache;
     app.stats.record_cache(cache == "hit");
     Ok(([(CACHE_HEADER, cache)], Json(answer)).into_response())
+}
+
+/// Runs a call and records how it ended in the console's catalog.
+pub async fn run(app: &App, call: &Request, source: Source) -> Result<skyisland_functions::Answer, FunctionError> {
+    let started = Instant::now();
+    let result = app.functions.call(call).await;
+    app.catalog.record(call, source, started.elapsed(), &result);
+    result
 }
 
 /// The answer to a call that ran, `started` when its request came.
@@ -224,41 +230,29 @@ pub async fn accept(app: &App, job: Job, collection: &str) -> Result<Response, A
     Ok((status, [(axum::http::header::LOCATION, status_url)], Json(body)).into_response())
 }
 
-/// The status of each way a function call fails.
+/// The answer to a failed call: its status ([`crate::catalog::status_of`]) and what else
+/// the caller needs to know.
 pub fn to_api_error(e: FunctionError) -> ApiError {
+    let status = crate::catalog::status_of(&e);
     let message = e.to_string();
     match e {
-        FunctionError::BadRequest(_) => ApiError::bad_request(message),
-        FunctionError::NotExported { .. }
-        | FunctionError::NotFound(_)
-        | FunctionError::LoadFailed(_)
-        | FunctionError::PackageRefused(_)
-        | FunctionError::Argument(_)
-        | FunctionError::TooLarge(_)
-        | FunctionError::NoToolchain(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
-        FunctionError::BuildFailed { output } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with("output", output)
-        }
-        FunctionError::RepoNotFound { detail, .. } => ApiError::not_found(message).with("detail", detail),
-        FunctionError::VersionNotFound { .. } => ApiError::not_found(message),
-        FunctionError::CloneFailed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, message),
-        FunctionError::BuildTimedOut(_) | FunctionError::TimedOut(_) => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, message)
-        }
+        FunctionError::BuildFailed { output } => ApiError::new(status, message).with("output", output),
+        FunctionError::RepoNotFound { detail, .. } => ApiError::new(status, message).with("detail", detail),
         FunctionError::Failed { stderr, .. } | FunctionError::LimitExceeded { stderr, .. } => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message).with("stderr", stderr)
+            ApiError::new(status, message).with("stderr", stderr)
         }
-        FunctionError::Killed => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         FunctionError::Internal(_) => {
             // The log has all of it; the answer none of the operator's paths or hosts.
             tracing::error!(error = %message, "internal error");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, skyisland_functions::repos::redact_locations(&message))
+            ApiError::new(status, skyisland_functions::repos::redact_locations(&message))
         }
         FunctionError::Overloaded(_) | FunctionError::NoAddress(_) | FunctionError::Busted => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
+            ApiError::new(status, message).retry_after(1)
         }
-        FunctionError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(30),
-        FunctionError::CircuitOpen(open) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
-            .retry_after(open.retry_after.as_secs_f64().ceil().max(1.0) as u64),
+        FunctionError::Unavailable(_) => ApiError::new(status, message).retry_after(30),
+        FunctionError::CircuitOpen(open) => {
+            ApiError::new(status, message).retry_after(open.retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        }
+        _ => ApiError::new(status, message),
     }
 }

@@ -617,6 +617,45 @@ impl RedisQueue {
         Ok(rows)
     }
 
+    /// Shares this server's summaries of functions (the console's list): the hash
+    /// `P:functions`, one field `<server> <url>` per server and function, valued
+    /// `<unix ms> <summary as JSON>`.
+    pub async fn share_functions(&self, summaries: &[crate::catalog::Summary]) -> Result<(), StoreError> {
+        let now = super::now_ms();
+        let mut fields = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let json = serde_json::to_string(summary)?;
+            fields.push((format!("{} {}", self.consumer, summary.url), format!("{now} {json}")));
+        }
+        let key = self.key("functions");
+        self.run(async |mut c| redis::cmd("HSET").arg(&key).arg(&fields).query_async::<()>(&mut c).await).await
+    }
+
+    /// The other servers' summaries shared within the last day (older ones are removed).
+    pub async fn cluster_functions(&self) -> Result<Vec<crate::catalog::Summary>, StoreError> {
+        const MAX_AGE_MS: u64 = 24 * 3600 * 1000;
+        let key = self.key("functions");
+        let all: std::collections::HashMap<String, String> =
+            self.run(async |mut c| redis::cmd("HGETALL").arg(&key).query_async(&mut c).await).await?;
+        let now = super::now_ms();
+        let mut stale = Vec::new();
+        let mut others = Vec::new();
+        for (field, value) in all {
+            let Some((at, json)) = value.split_once(' ') else { continue };
+            if at.parse::<u64>().map_or(true, |at| now.saturating_sub(at) > MAX_AGE_MS) {
+                stale.push(field);
+            } else if !field.starts_with(&format!("{} ", self.consumer))
+                && let Ok(summary) = serde_json::from_str(json)
+            {
+                others.push(summary);
+            }
+        }
+        if !stale.is_empty() {
+            self.run(async |mut c| redis::cmd("HDEL").arg(&key).arg(&stale).query_async::<()>(&mut c).await).await?;
+        }
+        Ok(others)
+    }
+
     pub async fn delete_schedule(&self, name: String) -> Result<bool, StoreError> {
         let (spec, next, paused, created) = self.schedule_keys();
         let (deleted,): (u32,) = self

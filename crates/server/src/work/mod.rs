@@ -377,7 +377,7 @@ async fn run_call(app: &Arc<App>, job: &Job) -> Result<Value, FunctionError> {
     let stored: StoredCall = serde_json::from_value(job.request.clone())
         .map_err(|e| FunctionError::Internal(format!("an invocation's stored request is unreadable: {e}")))?;
     let started = std::time::Instant::now();
-    let answer = app.functions.call(&stored.to_request()?).await?;
+    let answer = function::run(app, &stored.to_request()?, crate::catalog::Source::Async).await?;
     let answer = function::answer_body(answer, started);
     Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
 }
@@ -392,7 +392,10 @@ async fn run_build(app: &Arc<App>, job: &Job) -> Result<Value, FunctionError> {
         }
     };
     let started = std::time::Instant::now();
-    let built = app.functions.build(&stored.url, stored.version.as_deref(), runtime, stored.make_current).await?;
+    let built = app.functions.build(&stored.url, stored.version.as_deref(), runtime, stored.make_current).await;
+    let result = built.as_ref().map(|built| built.commit.as_str());
+    app.catalog.record_build(&stored.url, started.elapsed(), result);
+    let built = built?;
     Ok(json!({
         "commit": built.commit,
         "runtime": built.runtime.name(),

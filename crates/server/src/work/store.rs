@@ -243,6 +243,14 @@ macro_rules! delegate {
 }
 
 impl Store {
+    /// The Redis engine, when this server is one of a cluster.
+    pub fn cluster(&self) -> Option<&super::cluster::RedisQueue> {
+        match self {
+            Store::Redis(queue) => Some(queue),
+            Store::Sqlite(_) => None,
+        }
+    }
+
     /// Records a new job, unless one with its idempotency key exists (then that one), or
     /// `max_queued` are waiting.
     pub async fn insert(&self, job: Job, max_queued: u64) -> Result<Inserted, StoreError> {
