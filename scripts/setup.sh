@@ -15,6 +15,7 @@ packages=(
     nftables                               # NAT and egress rules for jail networks
     strace                                 # the seccomp test traces real programs
     systemd util-linux                     # the package test: systemd-analyze verify, setpriv
+    chromium chromium-driver fonts-dejavu-core fonts-liberation   # the console's browser test (WebDriver)
 )
 
 missing=()

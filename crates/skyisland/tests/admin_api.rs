@@ -97,67 +97,34 @@ async fn health_and_admin_authentication() {
         assert!(stats[format!("{key}_sec")].as_f64().unwrap() > 0.0, "{key}: {stats}");
     }
 
-    // The dashboard: a page and its script, no data in either; the admin data comes from
-    // the token-protected endpoints above, in the configured header.
+    // The console: a page and its modules, no data in any; the admin data comes from the
+    // token-protected endpoints above, in the configured header (tests/console.rs drives
+    // it in a real browser).
     let r = server.http.get(format!("{}/", server.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let policy = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in
+        ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]
+    {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(!policy.contains("unsafe-"), "{policy}");
     let page = r.text().await.unwrap();
-    assert!(page.contains(r#"<script src="/dashboard.js" data-header="X-Sky-Island-Token">"#), "{page}");
-    let r = server.http.get(format!("{}/dashboard.js", server.url)).send().await.unwrap();
+    assert!(page.contains(r#"<body data-admin-header="X-Sky-Island-Token">"#), "{page}");
+    assert!(page.contains(r#"<script type="module" src="/console/app.js"></script>"#), "{page}");
+    assert!(!page.contains("<script>") && !page.contains("style="), "nothing inline: {page}");
+    let r = server.http.get(format!("{}/console/app.js", server.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
-    let script = r.text().await.unwrap();
-    for endpoint in ["\"/healthcheck\"", "\"/api/v1/admin/api-stats\"", "\"/api/v1/admin/jails\""] {
-        assert!(script.contains(endpoint), "the dashboard reads {endpoint}");
-    }
-    assert!(!script.contains("innerHTML"), "values are set as text, never as HTML");
-    // The script itself, run by node against this server with a minimal DOM.
-    let file = sandbox.dir.path().join("dashboard.js");
-    std::fs::write(&file, &script).unwrap();
-    let dashboard = |token: Option<&str>| {
-        let harness = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dashboard.mjs");
-        let mut node = std::process::Command::new("node");
-        node.arg(harness).arg(&server.url).arg(&file).arg("X-Sky-Island-Token").args(token);
-        let out = node.output().expect("node (setup.sh installs it)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
-    let page = tokio::task::block_in_place(|| dashboard(None));
-    assert_eq!(page["status"]["text"], "ok", "{page}");
-    assert!(page["build"]["text"].as_str().unwrap().contains(env!("CARGO_PKG_VERSION")), "{page}");
-    assert!(page["build"]["text"].as_str().unwrap().contains("Go toolchains: go1."), "{page}");
-    let system = page["system"]["text"].as_array().unwrap();
-    assert!(
-        system.iter().any(|row| row[0] == "jails running"
-            && row[1].as_str().unwrap().contains(&format!(" (capacity {}, builds ", support::MAX_JAILS))),
-        "{page}"
-    );
-    assert!(system.iter().any(|row| row[0] == "Redis" && row[1] == "not configured"), "{page}");
-    assert_eq!(page["admin"]["hidden"], true, "no token, no admin data: {page}");
-    assert!(page["routes"]["text"].as_array().is_none(), "no statistics without a token: {page}");
-
-    let page = tokio::task::block_in_place(|| dashboard(Some("wrong-token")));
-    assert_eq!(
-        (page["admin"]["hidden"].clone(), page["admin-error"]["text"].clone()),
-        (json!(true), json!("wrong admin token in the X-Sky-Island-Token header"))
-    );
-
-    let page = tokio::task::block_in_place(|| dashboard(Some(support::ADMIN_TOKEN)));
-    assert_eq!(
-        (page["admin"]["hidden"].clone(), page["admin-error"]["text"].clone()),
-        (json!(false), json!("")),
-        "{page}"
-    );
-    let routes = page["routes"]["text"].as_array().unwrap();
-    assert_eq!(routes[0][0], "route", "{page}");
-    assert!(
-        routes.iter().any(|row| row[0] == "GET /healthcheck" && row[1].as_str().unwrap().parse::<u64>().unwrap() >= 3),
-        "{page}"
-    );
-    assert!(page["stats-summary"]["text"].as_str().unwrap().contains("requests since start-up"), "{page}");
-    assert_eq!(page["jails"]["text"][0], json!(["id", "kind", "running", "state", "ip4", "started"]), "{page}");
+    assert_eq!(r.headers()["content-security-policy"].to_str().unwrap(), policy);
+    let r = server.http.get(format!("{}/console/style.css", server.url)).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    let (status, body) = server.get("/console/../../etc/passwd").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = server.get("/console/nothing.js").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no console asset"), "{body}");
 
     server.stop();
     sandbox.assert_clean();
@@ -195,6 +162,9 @@ async fn running_jails_are_listed_described_and_killed_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let id = listed["id"].as_str().unwrap_or_else(|| panic!("the jail was never listed")).to_owned();
+    // What its slot's cgroup says it uses.
+    assert!(listed["memory_bytes"].as_u64().is_some_and(|m| m > 100_000), "{listed}");
+    assert!(listed["cpu_ms"].as_f64().is_some_and(|c| c >= 0.0), "{listed}");
     let (status, jail) = server.admin(Method::GET, &format!("/api/v1/admin/jail/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(jail["name"], format!("sky-{id}"));
@@ -221,6 +191,30 @@ async fn running_jails_are_listed_described_and_killed_at_once() {
     }
     let (status, by_jid) = server.admin(Method::GET, &format!("/api/v1/admin/jail/{jid}")).await;
     assert_eq!((status, &by_jid["id"]), (200, &json!(id)), "{by_jid}");
+
+    // The functions called since start-up, and this one's invocations (the console's pages).
+    let (status, functions) = server.admin(Method::GET, "/api/v1/admin/functions").await;
+    assert_eq!(status, 200, "{functions}");
+    let function = &functions["functions"][0];
+    assert_eq!(
+        (&function["url"], &function["runtime"], &function["calls"]),
+        (&json!(url), &json!("go"), &json!(1)),
+        "{functions}"
+    );
+    assert_eq!(function["commit"], json!(misc.head()), "{functions}");
+    assert!(function["last_build_ms"].as_f64().is_some(), "the first call built: {functions}");
+    let path = format!("/api/v1/admin/function?url={url}");
+    let (status, detail) = server.admin(Method::GET, &path).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["invocations"][0]["call"], "Hello()", "{detail}");
+    assert_eq!(
+        (&detail["invocations"][0]["status"], &detail["invocations"][0]["cache"]),
+        (&json!(200), &json!("miss")),
+        "{detail}"
+    );
+    assert_eq!(detail["builds"][0]["ok"], true, "{detail}");
+    assert_eq!(server.admin(Method::GET, "/api/v1/admin/function").await.0, 400);
+    assert_eq!(server.admin(Method::GET, "/api/v1/admin/function?url=example.test/nobody").await.0, 404);
 
     let started = std::time::Instant::now();
     let (status, body) = server.admin(Method::DELETE, &format!("/api/v1/admin/jail/{jid}")).await;

@@ -2,6 +2,7 @@
 //! statuses through [`ApiError`]; nothing below this module knows HTTP.
 
 mod admin;
+mod console;
 mod dashboard;
 pub mod error;
 pub mod function;
@@ -47,6 +48,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/admin/api-stats", get(admin::api_stats))
         .route("/api/v1/admin/resources", get(resources::resources))
         .route("/api/v1/admin/history", get(history))
+        .route("/api/v1/admin/functions", get(console::functions))
+        .route("/api/v1/admin/function", get(console::function))
+        .route("/api/v1/admin/keys", get(console::keys).post(console::make_key))
+        .route("/api/v1/admin/keys/{id}", axum::routing::delete(console::revoke_key))
         .route("/api/v1/admin/jails", get(admin::list_jails).delete(admin::kill_jails))
         .route("/api/v1/admin/jail/{id}", get(admin::get_jail).delete(admin::kill_jail))
         .route("/api/v1/admin/ips", get(ips::list).put(ips::set))
@@ -71,7 +76,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), guard::require_key_or_admin));
     Router::new()
         .route("/", get(dashboard::page))
-        .route("/dashboard.js", get(dashboard::script))
+        .route("/console/{file}", get(dashboard::asset))
         .route("/healthcheck", get(health::healthcheck))
         .route("/metrics", get(health::metrics))
         .route(
