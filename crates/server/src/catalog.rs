@@ -136,6 +136,15 @@ pub fn status_of(e: &FunctionError) -> StatusCode {
     }
 }
 
+/// An error as its caller saw it: an internal one without the operator's paths or hosts
+/// (the log has all of it).
+fn shown(e: &FunctionError) -> String {
+    match e {
+        FunctionError::Internal(_) => skyisland_functions::repos::redact_locations(&e.to_string()),
+        _ => e.to_string(),
+    }
+}
+
 fn clipped(text: &str) -> String {
     if text.len() <= TEXT_LIMIT {
         return text.to_owned();
@@ -220,7 +229,7 @@ impl Catalog {
                 }
             }
             Err(e) => {
-                let message = clipped(&e.to_string());
+                let message = clipped(&shown(e));
                 if let FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_) = e {
                     let output = match e {
                         FunctionError::BuildFailed { output } => Some(clipped(output)),
@@ -260,7 +269,7 @@ impl Catalog {
                 commit: None,
                 ok: false,
                 duration_ms,
-                error: Some(clipped(&e.to_string())),
+                error: Some(clipped(&shown(e))),
                 output: match e {
                     FunctionError::BuildFailed { output } => Some(clipped(output)),
                     _ => None,

@@ -192,6 +192,12 @@ pub async fn require_key_or_admin(
     }
 }
 
+fn wrong_admin_token(app: &App) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Forbidden")
+        .with("detail", format!("wrong admin token in the {} header", app.config.admin.header))
+        .closing()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,10 +212,4 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(client_bucket(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
     }
-}
-
-fn wrong_admin_token(app: &App) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "Forbidden")
-        .with("detail", format!("wrong admin token in the {} header", app.config.admin.header))
-        .closing()
 }
