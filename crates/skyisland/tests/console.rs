@@ -288,6 +288,13 @@ async fn the_console_works_in_a_real_browser() {
         browser.js("return [...document.querySelectorAll('#functions-table tbody tr')].map(r => r.innerText)").await;
     assert!(row.to_string().contains("go"), "{row}");
     browser.screenshot("functions").await;
+    // The list follows the calls (refreshed every 5 s), keeping its filter.
+    browser.type_into("#functions input[type=search]", "misc").await;
+    let calls = "Number(document.querySelector('#functions-table tbody tr td:nth-child(5)')?.textContent)";
+    let before = browser.js(&format!("return {calls}")).await.as_u64().unwrap();
+    assert_eq!(server.data(&url, "Sleep(6)").await, "slept");
+    browser.until("the new call counted", &format!("{calls} === {}", before + 1)).await;
+    assert!(browser.text("#functions .toolbar").await.contains("1 row"), "the filter holds");
     browser.click("#functions-table tbody a").await;
     browser
         .until(

@@ -5,17 +5,20 @@ import { el, ms, ago, dataTable, facts, statusClass } from "./ui.js";
 const short = (commit) => (commit ? commit.slice(0, 10) : "–");
 const functionLink = (url) => el("a", { href: `#/function?url=${encodeURIComponent(url)}` }, url);
 
-export function functionsPage({ main, hasToken }) {
+export function functionsPage({ main, every, hasToken }) {
   main.append(el("h1", {}, "Functions"));
   if (!hasToken()) return needToken(main);
   const list = el("div", { id: "functions" });
-  const refresh = el("button", { type: "button", onclick: () => load() }, "Refresh");
-  main.append(el("p", { class: "muted" }, "Every package called since this server started (sync and async calls). ", refresh), list);
-  async function load() {
-    try {
-      const answer = await api("/api/v1/admin/functions");
-      clearError();
-      list.replaceChildren(dataTable({
+  const cluster = el("span", { class: "muted", id: "functions-cluster" });
+  main.append(el("p", { class: "muted" }, "Every package called since this server started (sync and async calls; refreshed every 5 s). ", cluster), list);
+  let table = null;
+  every(5000, async () => {
+    const answer = await api("/api/v1/admin/functions");
+    cluster.textContent = !answer.cluster ? "" : answer.cluster.available
+      ? "With the other servers' calls (through Redis)."
+      : `Only this server's: the other servers' cannot be read (${answer.cluster.error}).`;
+    if (table) return table.update(answer.functions);
+    list.replaceChildren(table = dataTable({
         id: "functions-table", label: "functions", sortBy: "last_call_ms", descending: true,
         empty: "No function was called since start-up: try one on the Try it page.",
         rows: answer.functions,
@@ -31,13 +34,10 @@ export function functionsPage({ main, hasToken }) {
           { key: "cache_hits", label: "cache hits", numeric: true },
           { key: "last_call_ms", label: "last call", numeric: true, render: (f) => ago(f.last_call_ms) },
           { key: "last_build_ms", label: "build time", numeric: true, render: (f) => ms(f.last_build_ms) },
+          { key: "servers", label: "servers", numeric: true },
         ],
       }));
-    } catch (e) {
-      showError(e);
-    }
-  }
-  load();
+  });
 }
 
 export function functionPage({ main, params, hasToken }) {

@@ -13,31 +13,29 @@ export default function jails({ main, every, hasToken }) {
     refresh();
   } }, "Kill all");
   main.append(el("div", { class: "toolbar" }, summary, killAll), list);
-  let refresh = () => {};
-  every(2000, refresh = async () => {
+  let table = null;
+  const columns = [
+    { key: "jid", label: "jid", numeric: true },
+    { key: "kind", label: "kind" },
+    { key: "label", label: "function", code: true },
+    { key: "state", label: "state" },
+    { key: "started_at_ms", label: "age", numeric: true, render: (j) => ms(Math.max(0, Date.now() - j.started_at_ms)) },
+    { key: "memory_bytes", label: "memory", numeric: true, render: (j) => bytes(j.memory_bytes) },
+    { key: "cpu_ms", label: "CPU", numeric: true, render: (j) => ms(j.cpu_ms) },
+    { key: "ip4", label: "ip4", render: (j) => j.ip4 || "–" },
+    { key: "id", label: "", value: () => "", render: (j) => el("button", { type: "button", class: "danger kill", "data-focus-key": `kill-${j.id}`,
+      "aria-label": `Kill jail ${j.jid}`, onclick: async (event) => {
+        event.target.disabled = true;
+        try { await api(`/api/v1/admin/jail/${encodeURIComponent(j.id)}`, { method: "DELETE" }); } catch (e) { showError(e); }
+        refresh();
+      } }, "Kill") },
+  ];
+  const refresh = async () => {
     const answer = await api("/api/v1/admin/jails");
-    const focused = document.activeElement?.dataset?.focusKey;
     summary.textContent = `${answer.count} running`;
-    list.replaceChildren(dataTable({
-      id: "jails-table", label: "jails", filter: false, sortBy: "started_at_ms", rows: answer.jails,
-      empty: "No jail is running.",
-      columns: [
-        { key: "jid", label: "jid", numeric: true },
-        { key: "kind", label: "kind" },
-        { key: "label", label: "function", code: true },
-        { key: "state", label: "state" },
-        { key: "started_at_ms", label: "age", numeric: true, render: (j) => ms(Math.max(0, Date.now() - j.started_at_ms)) },
-        { key: "memory_bytes", label: "memory", numeric: true, render: (j) => bytes(j.memory_bytes) },
-        { key: "cpu_ms", label: "CPU", numeric: true, render: (j) => ms(j.cpu_ms) },
-        { key: "ip4", label: "ip4", render: (j) => j.ip4 || "–" },
-        { key: "id", label: "", value: () => "", render: (j) => el("button", { type: "button", class: "danger kill", "data-focus-key": `kill-${j.id}`,
-          "aria-label": `Kill jail ${j.jid}`, onclick: async (event) => {
-            event.target.disabled = true;
-            try { await api(`/api/v1/admin/jail/${encodeURIComponent(j.id)}`, { method: "DELETE" }); } catch (e) { showError(e); }
-            refresh();
-          } }, "Kill") },
-      ],
-    }));
-    if (focused) list.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`)?.focus();
-  });
+    if (table) return table.update(answer.jails);
+    table = dataTable({ id: "jails-table", label: "jails", filter: false, sortBy: "started_at_ms", rows: answer.jails, empty: "No jail is running.", columns });
+    list.replaceChildren(table);
+  };
+  every(2000, refresh);
 }

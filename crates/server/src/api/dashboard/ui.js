@@ -54,7 +54,8 @@ export function statusClass(status) {
 }
 
 /**
- * A table that sorts by any column (click or Enter on its header) and filters by text.
+ * A table that sorts by any column (click or Enter on its header) and filters by text;
+ * `.update(rows)` on what it returns redraws it with new rows.
  * columns: [{key, label, value(row) → sortable, render(row) → node|text, numeric}]
  */
 export function dataTable({ columns, rows, filter = true, empty = "Nothing yet.", id, sortBy, descending = false, label }) {
@@ -90,12 +91,19 @@ export function dataTable({ columns, rows, filter = true, empty = "Nothing yet."
   }
   draw();
   const parts = [];
+  /** New rows, same sorting and filter; the focused control (by its data-focus-key) keeps focus. */
+  const update = (newRows) => {
+    const focused = document.activeElement?.dataset?.focusKey;
+    rows = newRows;
+    draw();
+    if (focused) body.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`)?.focus();
+  };
   if (filter) {
     const input = el("input", { type: "search", placeholder: "Filter", "aria-label": `Filter ${label || "rows"}`, oninput: (e) => { query = e.target.value.toLowerCase(); draw(); } });
     parts.push(el("div", { class: "toolbar" }, input, counter));
   }
   parts.push(el("div", { class: "table-wrap" }, table));
-  return el("div", {}, parts);
+  return Object.assign(el("div", {}, parts), { update });
 }
 
 /** Asks in the page's dialog; resolves true when confirmed. */

@@ -9,6 +9,7 @@ export default function work({ main, every, hasToken }) {
   const invocations = el("div", { id: "invocations" });
   main.append(el("h2", {}, "Schedules"), schedules, el("h2", {}, "Recent invocations"), invocations);
   let load = () => {};
+  let schedulesTable = null, jobsTable = null;
   every(5000, load = async () => {
     const [rows, jobs] = await Promise.all([api("/api/v1/schedules"), api("/api/v1/invocations?limit=50")]);
     const pause = (name, paused) => async (event) => {
@@ -21,7 +22,8 @@ export default function work({ main, every, hasToken }) {
       }
       load();
     };
-    schedules.replaceChildren(dataTable({
+    if (schedulesTable) schedulesTable.update(rows.items);
+    else schedules.replaceChildren(schedulesTable = dataTable({
       id: "schedules-table", label: "schedules", rows: rows.items, filter: false, empty: "No schedule: POST /api/v1/schedules makes one.",
       columns: [
         { key: "name", label: "name" },
@@ -36,11 +38,12 @@ export default function work({ main, every, hasToken }) {
         { key: "action", label: "", value: () => "", render: (s) => el("button", { type: "button", onclick: pause(s.name, !s.paused) }, s.paused ? "Resume" : "Pause") },
       ],
     }));
-    invocations.replaceChildren(dataTable({
+    if (jobsTable) return jobsTable.update(jobs.items);
+    invocations.replaceChildren(jobsTable = dataTable({
       id: "async-table", label: "invocations", rows: jobs.items, empty: "No async invocation kept.",
       columns: [
         { key: "created_at", label: "created", render: (j) => time(j.created_at) },
-        { key: "id", label: "id", code: true },
+        { key: "id", label: "id", code: true, render: (j) => el("details", {}, el("summary", {}, j.id), el("pre", {}, JSON.stringify(j, null, 2))) },
         { key: "status", label: "state" },
         { key: "url", label: "url", code: true, value: (j) => j.request?.url },
         { key: "call", label: "call", code: true, value: (j) => j.request?.call },
