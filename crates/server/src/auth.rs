@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,6 +66,23 @@ pub fn write_key_file(path: &Path, file: &KeyFile) -> std::io::Result<()> {
     skyisland_config::atomic::write(path, &data, 0o600)
 }
 
+/// Holds the keys file's lock (`api-keys.lock` beside it) until dropped: whoever changes
+/// the file (the CLI, a server's admin API) reads, changes and writes it under the lock,
+/// so two changes at once cannot lose one.
+pub fn lock_key_file(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path.with_extension("lock"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(lock)
+}
+
 /// A new key: the secret (shown once) and what is stored.
 pub fn new_key(name: &str, per_second: Option<f64>, burst: Option<u32>) -> (String, StoredKey) {
     let id = format!("{:08x}", rand::random::<u32>());
@@ -106,8 +124,6 @@ pub struct ApiKeys {
     state: Mutex<State>,
     /// When each key (by id) was last used, since start-up (Unix time, ms).
     used: Mutex<HashMap<String, u64>>,
-    /// Serialises this server's changes to the keys file (read, change, write).
-    writing: Mutex<()>,
 }
 
 /// A key as the admin API lists it: never its secret nor its hash.
@@ -140,7 +156,6 @@ impl ApiKeys {
             path,
             config,
             used: Mutex::default(),
-            writing: Mutex::default(),
         };
         keys.reload()?;
         Ok(keys)
@@ -252,7 +267,7 @@ impl ApiKeys {
     /// Makes a key, stores its hash and answers its secret (shown this once) and its id;
     /// in use at once.
     pub fn create(&self, name: &str, per_second: Option<f64>, burst: Option<u32>) -> std::io::Result<(String, String)> {
-        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let _lock = lock_key_file(&self.path)?;
         let mut file = read_key_file(&self.path)?;
         let (secret, stored) = new_key(name, per_second, burst);
         let id = stored.id.clone();
@@ -264,7 +279,7 @@ impl ApiKeys {
 
     /// Revokes a stored key at once; false when there is none with that id.
     pub fn revoke(&self, id: &str) -> std::io::Result<bool> {
-        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let _lock = lock_key_file(&self.path)?;
         let mut file = read_key_file(&self.path)?;
         let before = file.keys.len();
         file.keys.retain(|key| key.id != id);

@@ -19,13 +19,18 @@ use skyisland_functions::{Answer, CacheUse, FunctionError, Request};
 use crate::stats::Route;
 use crate::work::now_ms;
 
-pub const MAX_FUNCTIONS: usize = 1000;
+// What the catalog holds is bounded whatever the callers send: at most about
+// 500 × (50 × 1 KiB + 10 × 5 KiB) ≈ 50 MB, with every package called and every text at its
+// longest.
+pub const MAX_FUNCTIONS: usize = 500;
 pub const RECENT: usize = 50;
-pub const BUILDS: usize = 20;
+pub const BUILDS: usize = 10;
 /// The distinct commits kept per function.
 const COMMITS: usize = 20;
-/// The most of a build's output or an error kept per record.
-const TEXT_LIMIT: usize = 8 << 10;
+/// The most of a build's output kept per build (its end, where compilers put the error).
+const OUTPUT_LIMIT: usize = 4 << 10;
+/// The most of a call or an error message kept per record.
+const TEXT_LIMIT: usize = 400;
 
 /// Where a call came from.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -145,15 +150,28 @@ fn shown(e: &FunctionError) -> String {
     }
 }
 
+/// The first [`TEXT_LIMIT`] bytes of `text` (on a character boundary), marked when cut.
 fn clipped(text: &str) -> String {
     if text.len() <= TEXT_LIMIT {
         return text.to_owned();
     }
-    let mut end = text.len() - TEXT_LIMIT;
+    let mut end = TEXT_LIMIT;
     while !text.is_char_boundary(end) {
-        end += 1;
+        end -= 1;
     }
-    format!("…{}", &text[end..])
+    format!("{}…", &text[..end])
+}
+
+/// The last [`OUTPUT_LIMIT`] bytes of a build's output, marked when cut.
+fn output_tail(text: &str) -> String {
+    if text.len() <= OUTPUT_LIMIT {
+        return text.to_owned();
+    }
+    let mut start = text.len() - OUTPUT_LIMIT;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
 }
 
 fn push_bounded<T>(ring: &mut VecDeque<T>, item: T, bound: usize) {
@@ -184,7 +202,7 @@ impl Catalog {
         }
         let mut invocation = Invocation {
             at_ms: now,
-            call: request.call.clone(),
+            call: clipped(&request.call),
             version: request.version.clone(),
             source,
             status,
@@ -232,7 +250,7 @@ impl Catalog {
                 let message = clipped(&shown(e));
                 if let FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_) = e {
                     let output = match e {
-                        FunctionError::BuildFailed { output } => Some(clipped(output)),
+                        FunctionError::BuildFailed { output } => Some(output_tail(output)),
                         _ => None,
                     };
                     let build = Build {
@@ -271,7 +289,7 @@ impl Catalog {
                 duration_ms,
                 error: Some(clipped(&shown(e))),
                 output: match e {
-                    FunctionError::BuildFailed { output } => Some(clipped(output)),
+                    FunctionError::BuildFailed { output } => Some(output_tail(output)),
                     _ => None,
                 },
             },
@@ -426,7 +444,7 @@ mod tests {
         assert_eq!(catalog.list().len(), MAX_FUNCTIONS);
         let url = format!("example.com/a/{}", MAX_FUNCTIONS + 4);
         for _ in 0..RECENT + 3 {
-            let failed = Err(FunctionError::BuildFailed { output: "x".repeat(TEXT_LIMIT * 2) });
+            let failed = Err(FunctionError::BuildFailed { output: "x".repeat(OUTPUT_LIMIT * 2) });
             catalog.record(&request(&url), Source::Sync, Duration::from_millis(2), &failed);
         }
         let (summary, recent, builds) = catalog.get(&url).unwrap();
@@ -435,7 +453,8 @@ mod tests {
             (RECENT as u64 + 4, RECENT as u64 + 3, RECENT, BUILDS)
         );
         assert_eq!(recent[0].status, 422);
-        assert!(builds[0].output.as_ref().unwrap().len() <= TEXT_LIMIT + 3 && !builds[0].ok);
+        assert!(builds[0].output.as_ref().unwrap().len() <= OUTPUT_LIMIT + 3 && !builds[0].ok);
+        assert!(recent[0].error.as_ref().unwrap().len() <= TEXT_LIMIT + 3);
     }
 
     #[test]

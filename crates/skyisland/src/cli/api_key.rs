@@ -12,6 +12,12 @@ use super::{ApiKeyCommand, load};
 pub fn run(config: Option<PathBuf>, command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     let config = load(config)?;
     let path = auth::key_file(&config.data_dir);
+    // Changes are made under the file's lock, which servers take too (keys made or
+    // revoked through the admin API).
+    let _lock = match command {
+        ApiKeyCommand::List { .. } => None,
+        _ => Some(auth::lock_key_file(&path).with_context(|| format!("locking {}", path.display()))?),
+    };
     let mut file = auth::read_key_file(&path).with_context(|| format!("reading {}", path.display()))?;
     match command {
         ApiKeyCommand::New { name, per_second, burst } => {

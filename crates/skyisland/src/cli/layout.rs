@@ -10,7 +10,8 @@
 //! 2. The same directories, stamped. From 1: nothing moves; the stamp is written.
 //!    Since added within it (new files only, which older servers of layout 2 ignore):
 //!    `async.sqlite3` (with its `-wal` and `-shm`): asynchronous invocations, builds and
-//!    schedules.
+//!    schedules; `api-keys.lock`, held while `api-keys.json` changes (older versions
+//!    change the file without it).
 
 use std::path::Path;
 
