@@ -386,22 +386,30 @@ pub fn merge(mine: Vec<Summary>, others: Vec<Summary>) -> Vec<Summary> {
 }
 
 /// Every [`EVERY`], shares the summaries of the functions called since the last time with
-/// the other servers, when the async engine is Redis (`work::cluster`).
+/// the other servers, when the async engine is Redis (`work::cluster`); every [`RENEW`],
+/// all of them, so that the others can tell a live server's from a dead one's (older than
+/// [`SHARED_FOR`]). [`withdraw`] takes them back at shutdown.
 pub async fn share(app: std::sync::Arc<crate::App>) {
     let Some(cluster) = app.work.store.cluster() else { return };
     let mut shared_until = 0;
+    let mut renewed = std::time::Instant::now();
     let mut failing = false;
     loop {
         tokio::time::sleep(EVERY).await;
         if app.jails.is_closing() {
             return;
         }
-        let changed: Vec<Summary> = app.catalog.list().into_iter().filter(|s| s.last_call_ms > shared_until).collect();
+        let renew = renewed.elapsed() >= RENEW;
+        let changed: Vec<Summary> =
+            app.catalog.list().into_iter().filter(|s| renew || s.last_call_ms > shared_until).collect();
         let Some(newest) = changed.iter().map(|s| s.last_call_ms).max() else { continue };
         match cluster.share_functions(&changed).await {
             Ok(()) => {
                 shared_until = newest;
                 failing = false;
+                if renew {
+                    renewed = std::time::Instant::now();
+                }
             }
             Err(e) if !failing => {
                 failing = true;
@@ -412,8 +420,22 @@ pub async fn share(app: std::sync::Arc<crate::App>) {
     }
 }
 
-/// How often [`share`] runs.
+/// Takes this server's summaries out of the cluster's list (it is stopping: its counts end
+/// with it); waits at most 2 s for Redis.
+pub async fn withdraw(app: &crate::App) {
+    let Some(cluster) = app.work.store.cluster() else { return };
+    match tokio::time::timeout(Duration::from_secs(2), cluster.withdraw_functions()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "withdrawing this server's functions from the cluster's list"),
+        Err(_) => tracing::warn!("withdrawing this server's functions from the cluster's list: no answer within 2 s"),
+    }
+}
+
+/// How often [`share`] runs, and renews everything it shares.
 pub const EVERY: Duration = Duration::from_secs(5);
+pub const RENEW: Duration = Duration::from_secs(60);
+/// How long a server's shared summaries count without being renewed.
+pub const SHARED_FOR: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {

@@ -178,6 +178,7 @@ pub async fn serve(
     for task in background {
         task.abort();
     }
+    catalog::withdraw(&app).await;
     if let Some(network) = &app.network {
         network.shutdown().await;
     }

@@ -196,6 +196,12 @@ async fn a_schedule_ticks_once_per_tick_across_two_servers() {
             })
     })
     .await;
+    // A server that stops takes its counts out of the list.
+    let mut a = a;
+    a.stop();
+    let (_, list) = get(&b, "/api/v1/admin/functions").await;
+    let function = list["functions"].as_array().unwrap().iter().find(|f| f["url"] == url).cloned().unwrap();
+    assert_eq!(function["servers"], 1, "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

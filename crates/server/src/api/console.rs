@@ -22,7 +22,7 @@ pub async fn functions(State(app): State<Arc<App>>) -> Json<Value> {
     let Some(cluster) = app.work.store.cluster() else {
         return Json(json!({ "count": mine.len(), "functions": mine }));
     };
-    let (functions, cluster) = match cluster.cluster_functions().await {
+    let (functions, cluster) = match cluster.cluster_functions(crate::catalog::SHARED_FOR).await {
         Ok(others) => (crate::catalog::merge(mine, others), json!({ "available": true })),
         Err(e) => (mine, json!({ "available": false, "error": e.to_string() })),
     };

@@ -116,11 +116,7 @@ pub async fn guard_function(
     match super::is_admin(&app, request.headers()) {
         Some(true) => {
             request.extensions_mut().insert(Caller(Some("admin".into())));
-            let _permit = guard.in_flight.enter().await.map_err(|e| {
-                metrics::counter!("skyisland_overloaded_total").increment(1);
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1).closing()
-            })?;
-            return Ok(next.run(request).await);
+            return in_flight(guard, request, next).await;
         }
         Some(false) => return Err(wrong_admin_token(&app)),
         None => {}
@@ -158,6 +154,11 @@ pub async fn guard_function(
     }
     let caller = key.as_ref().map(|(keys, i)| keys[*i].id.clone());
     request.extensions_mut().insert(Caller(caller));
+    in_flight(guard, request, next).await
+}
+
+/// Runs the request within the cap on requests in flight (503 when the queue is full).
+async fn in_flight(guard: &Guard, request: Request, next: Next) -> Result<Response, ApiError> {
     let _permit = guard.in_flight.enter().await.map_err(|e| {
         metrics::counter!("skyisland_overloaded_total").increment(1);
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1).closing()

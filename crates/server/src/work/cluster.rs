@@ -16,6 +16,8 @@
 //! - Schedules are four hashes by name (`spec`, `next`, `paused`, `created`); a tick is run
 //!   by the script that moves `next` on, only if it is still the tick the server saw and
 //!   the key `P:tick:NAME:TICK` did not exist: exactly one server runs each tick.
+//! - Not jobs: the console's list of functions is shared in the hash `P:functions` (a field
+//!   `<server> <url>` per server and function; see `catalog::share`).
 //!
 //! Redis's own durability applies (`appendonly yes` with `appendfsync always` for nothing
 //! accepted to be lost when Redis itself dies).
@@ -631,20 +633,21 @@ impl RedisQueue {
         self.run(async |mut c| redis::cmd("HSET").arg(&key).arg(&fields).query_async::<()>(&mut c).await).await
     }
 
-    /// The other servers' summaries shared within the last day (older ones are removed).
-    pub async fn cluster_functions(&self) -> Result<Vec<crate::catalog::Summary>, StoreError> {
-        const MAX_AGE_MS: u64 = 24 * 3600 * 1000;
+    /// The other servers' summaries shared within `max_age` (older ones, of servers gone
+    /// without a word, are removed).
+    pub async fn cluster_functions(&self, max_age: Duration) -> Result<Vec<crate::catalog::Summary>, StoreError> {
         let key = self.key("functions");
         let all: std::collections::HashMap<String, String> =
             self.run(async |mut c| redis::cmd("HGETALL").arg(&key).query_async(&mut c).await).await?;
         let now = super::now_ms();
+        let mine = format!("{} ", self.consumer);
         let mut stale = Vec::new();
         let mut others = Vec::new();
         for (field, value) in all {
             let Some((at, json)) = value.split_once(' ') else { continue };
-            if at.parse::<u64>().map_or(true, |at| now.saturating_sub(at) > MAX_AGE_MS) {
+            if at.parse::<u64>().map_or(true, |at| now.saturating_sub(at) > max_age.as_millis() as u64) {
                 stale.push(field);
-            } else if !field.starts_with(&format!("{} ", self.consumer))
+            } else if !field.starts_with(&mine)
                 && let Ok(summary) = serde_json::from_str(json)
             {
                 others.push(summary);
@@ -654,6 +657,18 @@ impl RedisQueue {
             self.run(async |mut c| redis::cmd("HDEL").arg(&key).arg(&stale).query_async::<()>(&mut c).await).await?;
         }
         Ok(others)
+    }
+
+    /// Withdraws this server's summaries (it is stopping: its counts end with it).
+    pub async fn withdraw_functions(&self) -> Result<(), StoreError> {
+        let key = self.key("functions");
+        let fields: Vec<String> =
+            self.run(async |mut c| redis::cmd("HKEYS").arg(&key).query_async(&mut c).await).await?;
+        let mine: Vec<String> = fields.into_iter().filter(|f| f.starts_with(&format!("{} ", self.consumer))).collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        self.run(async |mut c| redis::cmd("HDEL").arg(&key).arg(&mine).query_async::<()>(&mut c).await).await
     }
 
     pub async fn delete_schedule(&self, name: String) -> Result<bool, StoreError> {
