@@ -807,7 +807,17 @@ impl Inner {
             &interpreter.id(),
             &self.install.fingerprint(runtime),
         ]);
+        // An earlier commit's dependencies may serve this one (runtimes::reuse): looked
+        // up under this repository, package directory, interpreter and options only.
+        let deps_key = binaries::key(&[
+            "dependencies",
+            &path.repo,
+            &path.subdir,
+            &interpreter.id(),
+            &self.install.fingerprint(runtime),
+        ]);
         let job = InstallJob {
+            deps_key,
             jails: self.jails.clone(),
             toolchain: self.toolchain.clone(),
             repo: Arc::clone(repo),
@@ -1227,6 +1237,8 @@ struct InstallJob {
     path: ImportPath,
     commit: String,
     key: String,
+    /// Where reusable dependencies of this package are kept, before their fingerprint.
+    deps_key: String,
     runtime: Runtime,
     gate: Gate,
     policy: InstallPolicy,
@@ -1285,6 +1297,21 @@ impl InstallJob {
         }
     }
 
+    /// Keeps what this install put in place of its dependencies for the next commits
+    /// (`runtimes::reuse`); a failure only costs them an install.
+    fn keep_dependencies(&self, out: &Path, cache: &Path, name: &str) {
+        let installed = match self.runtime {
+            Runtime::Python => out.join("deps"),
+            _ => out.join("tree").join(&self.path.subdir).join("node_modules"),
+        };
+        if !installed.is_dir() {
+            return;
+        }
+        if let Err(e) = runtimes::reuse::keep(&installed, cache, name) {
+            tracing::warn!(key = %self.key, error = %e, "keeping the installed dependencies for later commits");
+        }
+    }
+
     async fn install(&self) -> Result<Built, FunctionError> {
         let _permit = self.gate.enter().await?;
         let _reading = self.repos.hold_commit(&self.repo, &self.commit).await?;
@@ -1295,15 +1322,26 @@ impl InstallJob {
             .fresh_dir(&out_rel)
             .map_err(|e| FunctionError::Internal(format!("preparing the install's output: {e}")))?;
         let label = format!("install {} ({})", self.path.full, self.runtime);
-        tracing::info!(key = %self.key, commit = %self.commit, "{label}");
+        let dir = if self.path.subdir.is_empty() { "." } else { &self.path.subdir };
+        let reusable = runtimes::reuse::fingerprint(&sources.path, dir, self.runtime, self.policy.node_scripts)
+            .map(|fingerprint| binaries::key(&[&self.deps_key, &fingerprint]));
+        let deps_cache = self.toolchain.host_path("dependencies");
+        let earlier = reusable.as_ref().map(|name| deps_cache.join(name)).filter(|entry| entry.is_dir());
+        tracing::info!(key = %self.key, commit = %self.commit, reused = earlier.is_some(), "{label}");
+        let mut mounts = vec![Mount::new(sources.path.clone(), "src", false), Mount::new(out.clone(), "out", true)];
+        if let Some(entry) = &earlier {
+            runtimes::reuse::touch(entry);
+            mounts.push(Mount::new(entry.clone(), "deps-cache", false));
+            metrics::counter!("skyisland_cache_hits_total", "tier" => "dependencies").increment(1);
+        }
         let report = self
             .toolchain
             .run_install(
                 &self.jails,
                 label,
                 runtimes::install::INSTALL,
-                &[if self.path.subdir.is_empty() { "." } else { &self.path.subdir }, self.runtime.name()],
-                &[Mount::new(sources.path.clone(), "src", false), Mount::new(out.clone(), "out", true)],
+                &[dir, self.runtime.name()],
+                &mounts,
                 &self.policy.binds,
                 self.policy.env(),
                 self.policy.network(self.runtime),
@@ -1313,6 +1351,11 @@ impl InstallJob {
             Err(e) => Err(e.into()),
             Ok(report) => match (report.end, report.status) {
                 (End::Exited, ExitStatus::Exited(0)) => runtimes::install::seal(&out)
+                    .inspect(|()| {
+                        if let (Some(name), None) = (&reusable, &earlier) {
+                            self.keep_dependencies(&out, &deps_cache, name);
+                        }
+                    })
                     .and_then(|()| {
                         runtimes::install::generation(&out, &self.toolchain.host_path(&format!("{out_rel}.pkg")))
                     })

@@ -33,6 +33,8 @@ async fn status(server: &Server, url: &str, text: &str, want: u16) -> Value {
 fn sandbox() -> Sandbox {
     let mut sandbox = Sandbox::new();
     sandbox.jails_config = "exec_timeout = \"3s\"\nmemory_limit = \"128MiB\"\noutput_limit = \"1MiB\"\n".into();
+    // Every cache_bust fetches the new commit (the tests make several in a row).
+    sandbox.extra_config = "[cache]\nbust_interval = \"0s\"\n".into();
     sandbox
 }
 
@@ -137,7 +139,7 @@ async fn python_functions() {
     let links = sandbox.path().join("wheels");
     std::fs::create_dir_all(&links).unwrap();
     make_wheel(&links);
-    sandbox.extra_config = format!("[python]\nfind_links = [\"{}\"]\n", links.display());
+    sandbox.extra_config.push_str(&format!("[python]\nfind_links = [\"{}\"]\n", links.display()));
     let repo = Repo::from_fixture(&sandbox, "acme", "py", "rt-python");
     let url = repo.import_path.as_str();
     let server = Server::start(&sandbox);
@@ -164,8 +166,34 @@ async fn python_functions() {
     )
     .await;
     // A dependency from the operator's index, installed once per commit.
-    assert_eq!(data(&server, &format!("{url}/deps"), "shout('hi')").await, "HI!");
+    let deps = format!("{url}/deps");
+    assert_eq!(data(&server, &deps, "shout('hi')").await, "HI!");
+    let changes = [("deps/main.py", "\n# a change of code only\n"), ("deps/requirements.txt", "# changed\n")];
+    reused_dependencies(&server, &repo, &deps, changes, "shout('hi')", "HI!").await;
     versions(&server, &repo, "main.py", r#""two""#).await;
+}
+
+/// A new commit that changes code but not the dependencies reuses the earlier commit's
+/// install of them (`runtimes::reuse`); one that changes them installs again. `changes`:
+/// what to append to a file of code, then to the dependencies' manifest.
+async fn reused_dependencies(
+    server: &Server,
+    repo: &Repo,
+    url: &str,
+    changes: [(&str, &str); 2],
+    call: &str,
+    want: &str,
+) {
+    let reused = async || server.metric("skyisland_cache_hits_total", &[r#"tier="dependencies""#]).await;
+    assert_eq!(reused().await, 0.0, "nothing to reuse before a second commit");
+    for (i, (file, more)) in changes.into_iter().enumerate() {
+        let before = std::fs::read_to_string(repo.work.join(file)).unwrap();
+        repo.change(file, &format!("{before}{more}"), "a change");
+        let (status, body) = server.call(json!({"url": url, "call": call, "cache_bust": true})).await;
+        assert_eq!((status, body["data"].as_str()), (200, Some(want)), "{body}");
+        // The code's change reuses the dependencies; the manifest's installs them again.
+        assert_eq!(reused().await, 1.0, "after changing {file} ({i}): {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +234,8 @@ async fn javascript_functions() {
     assert_eq!(data(&server, &deps, "pad('a', 3)").await, "**a");
     let listing = data(&server, &deps, "ls()").await;
     assert!(listing.contains("node_modules") && !listing.contains("postinstall-ran"), "{listing}");
+    let changes = [("deps/index.js", "\n// a change of code only\n"), ("deps/package.json", "\n")];
+    reused_dependencies(&server, &repo, &deps, changes, "pad('a', 3)", "**a").await;
     versions(&server, &repo, "index.js", r#""two""#).await;
 }
 

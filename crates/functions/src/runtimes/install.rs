@@ -21,6 +21,8 @@ pub const FN_MOUNT: &str = "/fn";
 
 /// The install script: `$1` the package directory, `$2` the runtime. pip and npm options
 /// come in `$PIP_OPTIONS` and `$NPM_OPTIONS` (the operator's, never the repository's).
+/// `/build/deps-cache`, when mounted, holds an earlier commit's dependencies to copy
+/// instead of installing them (`runtimes::reuse`); if the copy fails, they are installed.
 pub const INSTALL: &str = r#"set -eu
 umask 022
 mkdir /build/out/tree
@@ -38,14 +40,29 @@ with open("pyproject.toml", "rb") as f:
         reqs=/tmp/requirements.txt
     fi
     if [ -n "$reqs" ] && grep -q '^[[:space:]]*[^#[:space:]]' "$reqs"; then
-        # shellcheck disable=SC2086
-        python3 -I -m pip install --no-cache-dir --disable-pip-version-check --no-input \
-            --no-warn-script-location --progress-bar off --target /build/out/deps $PIP_OPTIONS -r "$reqs"
+        # An earlier commit's install of the same requirements (runtimes::reuse), else pip.
+        if ! { [ -d /build/deps-cache ] && mkdir /build/out/deps && cp -R /build/deps-cache/. /build/out/deps/; }; then
+            rm -rf /build/out/deps
+            # shellcheck disable=SC2086
+            python3 -I -m pip install --no-cache-dir --disable-pip-version-check --no-input \
+                --no-warn-script-location --progress-bar off --target /build/out/deps $PIP_OPTIONS -r "$reqs"
+        fi
     fi
     ;;
 node)
     if [ -f package.json ] && [ "$(node -e 'const p = require("./package.json"); process.stdout.write(String(Object.keys(p.dependencies || {}).length))')" != 0 ]; then
-        if [ -f package-lock.json ] || [ -f npm-shrinkwrap.json ]; then
+        # An earlier commit's install of the same dependencies (runtimes::reuse), else npm.
+        reused=
+        if [ -d /build/deps-cache ] && [ ! -e node_modules ]; then
+            if mkdir node_modules && cp -R /build/deps-cache/. node_modules/; then
+                reused=1
+            else
+                rm -rf node_modules
+            fi
+        fi
+        if [ -n "$reused" ]; then
+            :
+        elif [ -f package-lock.json ] || [ -f npm-shrinkwrap.json ]; then
             # shellcheck disable=SC2086
             npm ci --omit=dev --no-audit --no-fund --no-update-notifier $NPM_OPTIONS
         else
@@ -67,6 +84,8 @@ pub struct InstallPolicy {
     pub binds: Vec<(PathBuf, PathBuf)>,
     pub python_network: bool,
     pub node_network: bool,
+    /// Whether npm runs packages' install scripts (`[node] install_scripts`).
+    pub node_scripts: bool,
 }
 
 impl InstallPolicy {
@@ -116,6 +135,7 @@ impl InstallPolicy {
             None => {}
         }
         policy.node_network = downloads || node.registry.as_deref().is_some_and(is_remote);
+        policy.node_scripts = node.install_scripts;
         policy.npm_options = npm.join(" ");
         policy
     }

@@ -10,6 +10,7 @@
 pub mod install;
 pub mod layer;
 pub mod literal;
+pub mod reuse;
 
 use std::path::Path;
 
