@@ -46,10 +46,16 @@ fn package_dir(tree: &Path, subdir: &str) -> Option<PathBuf> {
     dir.starts_with(&tree).then_some(dir)
 }
 
-/// `name` in `dir`: absent, or its bytes if it is a regular file of at most `limit` bytes;
-/// `None` for anything else (a link, a directory, too large, unreadable).
+/// `name` below `dir` (a canonical path): absent, or its bytes if it is a regular file of
+/// at most `limit` bytes reached through no link; `None` for anything else (a link, a
+/// directory, too large, unreadable, outside `dir`).
 fn read(dir: &Path, name: &str, limit: u64) -> Option<Found> {
     let path = dir.join(name);
+    match path.parent().map(Path::canonicalize) {
+        Some(Ok(parent)) if parent == path.parent()? && parent.starts_with(dir) => {}
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Some(Found::Absent),
+        _ => return None,
+    }
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Found::Absent),
         Err(_) => None,
@@ -282,6 +288,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.join("requirements.txt")).unwrap();
         assert_eq!(print(Runtime::Python), None, "a link is not read");
         assert_eq!(fingerprint(tree.path(), "../..", Runtime::Python, false), None, "outside the tree");
+        std::os::unix::fs::symlink("/usr/share", dir.join("vendor")).unwrap();
+        std::fs::write(dir.join("package.json"), r#"{"dependencies": {"x": "file:vendor/x.tgz"}}"#).unwrap();
+        assert_eq!(print(Runtime::Node), None, "no link is followed to a tarball");
+        std::fs::remove_file(dir.join("vendor")).unwrap();
 
         std::fs::write(dir.join("package.json"), r#"{"dependencies": {"leftpad": "file:l.tgz"}}"#).unwrap();
         assert_eq!(print(Runtime::Node), None, "the tarball is missing");

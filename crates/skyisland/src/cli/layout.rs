@@ -11,7 +11,8 @@
 //!    Since added within it (new files only, which older servers of layout 2 ignore):
 //!    `async.sqlite3` (with its `-wal` and `-shm`): asynchronous invocations, builds and
 //!    schedules; `api-keys.lock`, held while `api-keys.json` changes (older versions
-//!    change the file without it).
+//!    change the file without it); `build/dependencies/`, installed dependencies kept for
+//!    later commits (older versions ignore it).
 
 use std::path::Path;
 
