@@ -240,6 +240,31 @@ impl Jails {
         }
     }
 
+    /// The pre-started jails waiting for their call (not in [`Jails::registry`]: they run
+    /// nothing yet), listed like running jails, with the state `waiting`.
+    pub fn prestarted(&self) -> Vec<JailInfo> {
+        self.prestart.list()
+    }
+
+    /// Kills the pre-started jail `id`; false when no such jail waits.
+    pub async fn kill_prestarted(&self, id: &str) -> bool {
+        match self.prestart.remove(id) {
+            Some(started) => {
+                warm::discard(vec![started]).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Kills every pre-started jail (they are started again as calls come); their ids.
+    pub async fn kill_all_prestarted(&self) -> Vec<String> {
+        let drained = self.prestart.drain();
+        let ids = drained.iter().map(|started| started.id.clone()).collect();
+        warm::discard(drained).await;
+        ids
+    }
+
     /// Refuses new jails, kills every running one and waits (up to `patience`) until all
     /// runs are over, then removes the slots' cgroups and directories.
     pub async fn shutdown(&self, patience: Duration) -> Result<(), HostError> {
@@ -340,6 +365,8 @@ impl Jails {
         if let Some(profile) = &profile {
             self.warm.replenish(self, profile.clone(), &launch);
         }
+        let prestart_label = label.clone();
+        let limits = LimitsInfo::of(&launch, timeout, output_limit);
         let report = self.supervise(started, &launch, label, timeout, output_limit, output).await;
         // Under load there were no slots to spare for warming; now this one is free.
         if let Some(profile) = profile {
@@ -347,7 +374,7 @@ impl Jails {
         }
         if let (Some(key), Some(template)) = (&key, template) {
             let succeeded = report.as_ref().is_ok_and(|r| r.end == End::Exited && r.status.success());
-            self.prestart.cold_call(key, &launch, template, cold.elapsed(), succeeded);
+            self.prestart.cold_call(key, &launch, template, &prestart_label, limits, cold.elapsed(), succeeded);
             self.prestart.replenish(self, key);
         }
         report
@@ -500,14 +527,7 @@ impl Jails {
                 slot: running.slot.clone(),
                 state: JailState::Starting,
                 started_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-                limits: LimitsInfo {
-                    memory_bytes: launch.limits.memory,
-                    pids: launch.limits.pids,
-                    cpus: launch.limits.cpu,
-                    disk_bytes: launch.disk,
-                    timeout_ms: timeout.as_millis() as u64,
-                    output_bytes: output_limit,
-                },
+                limits: LimitsInfo::of(launch, timeout, output_limit),
                 ip4,
             },
             Arc::clone(&kill),

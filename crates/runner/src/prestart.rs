@@ -60,6 +60,10 @@ pub(crate) struct Limits {
 struct Template {
     launch: Launch,
     exec: OwnedFd,
+    /// What the admin API shows of its jails: the package (the label's first word: a
+    /// pre-started jail has no call yet) and the limits a call gets.
+    package: String,
+    limits: crate::LimitsInfo,
 }
 
 /// A pre-started jail waiting for its call, and its slot's CPU time when it was handed
@@ -68,12 +72,17 @@ struct Template {
 struct Waiting {
     started: Started,
     cpu_base: Option<Duration>,
+    /// When it was handed its program (Unix time, ms).
+    since_ms: u64,
+    template: Arc<Template>,
 }
 
 impl Waiting {
-    fn new(started: Started) -> Waiting {
+    fn new(started: Started, template: Arc<Template>) -> Waiting {
         let cpu_base = started.running.slot_cpu_usage();
-        Waiting { started, cpu_base }
+        let since_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Waiting { started, cpu_base, since_ms, template }
     }
 
     /// CPU time its program has used since it was handed over.
@@ -256,7 +265,17 @@ impl PrestartPool {
 
     /// After a cold call of `key`: how to start its jails, what the call cost, and whether
     /// it succeeded (which lets a function whose pre-start failed be pre-started again).
-    pub(crate) fn cold_call(&self, key: &Key, launch: &Launch, exec: OwnedFd, cost: Duration, succeeded: bool) {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn cold_call(
+        &self,
+        key: &Key,
+        launch: &Launch,
+        exec: OwnedFd,
+        label: &str,
+        limits: crate::LimitsInfo,
+        cost: Duration,
+        succeeded: bool,
+    ) {
         let mut state = self.lock();
         let now = Instant::now();
         let function = state.functions.entry(key.clone()).or_insert_with(|| Function::new(now));
@@ -267,7 +286,8 @@ impl PrestartPool {
             function.failed = false;
         }
         if function.template.is_none() {
-            function.template = Some(Arc::new(Template { launch: launch.clone(), exec }));
+            let package = label.split_once(' ').map_or(label, |(package, _)| package).to_owned();
+            function.template = Some(Arc::new(Template { launch: launch.clone(), exec, package, limits }));
         }
     }
 
@@ -329,7 +349,7 @@ impl PrestartPool {
                     match (started, function) {
                         (Ok(Ok(started)), Some(function)) if !closing => {
                             function.starting = function.starting.saturating_sub(1);
-                            function.ready.push(Waiting::new(started));
+                            function.ready.push(Waiting::new(started, Arc::clone(&template)));
                             None
                         }
                         (started, function) => {
@@ -422,6 +442,44 @@ impl PrestartPool {
             self.evicted(1, "slots");
         }
         victim
+    }
+
+    /// The jails waiting for their call, as the admin API lists jails.
+    pub(crate) fn list(&self) -> Vec<crate::JailInfo> {
+        let state = self.lock();
+        let waiting = state.functions.values().flat_map(|f| f.ready.iter());
+        waiting
+            .map(|w| {
+                let running = &w.started.running;
+                crate::JailInfo {
+                    id: w.started.id.clone(),
+                    jid: 0,
+                    name: running.name.clone(),
+                    hostname: running.name.clone(),
+                    kind: "prestarted",
+                    label: format!("{} (waiting for a call)", w.template.package),
+                    path: running.root.display().to_string(),
+                    pid: running.pid,
+                    uid: running.uid,
+                    slot: running.slot.clone(),
+                    state: crate::JailState::Waiting,
+                    started_at_ms: w.since_ms,
+                    limits: w.template.limits.clone(),
+                    ip4: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes the waiting jail `id` out of the pool (to be killed).
+    pub(crate) fn remove(&self, id: &str) -> Option<Started> {
+        let mut state = self.lock();
+        for function in state.functions.values_mut() {
+            if let Some(at) = function.ready.iter().position(|w| w.started.id == id) {
+                return Some(function.ready.remove(at).started);
+            }
+        }
+        None
     }
 
     /// Every pre-started jail, for shutdown.

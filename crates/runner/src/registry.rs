@@ -39,6 +39,8 @@ pub enum JailState {
     Starting,
     Running,
     Stopping,
+    /// A pre-started jail: its program started, waiting for its call.
+    Waiting,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -49,6 +51,19 @@ pub struct LimitsInfo {
     pub disk_bytes: u64,
     pub timeout_ms: u64,
     pub output_bytes: u64,
+}
+
+impl LimitsInfo {
+    pub(crate) fn of(launch: &skyisland_jail::Launch, timeout: std::time::Duration, output_limit: u64) -> LimitsInfo {
+        LimitsInfo {
+            memory_bytes: launch.limits.memory,
+            pids: launch.limits.pids,
+            cpus: launch.limits.cpu,
+            disk_bytes: launch.disk,
+            timeout_ms: timeout.as_millis() as u64,
+            output_bytes: output_limit,
+        }
+    }
 }
 
 struct Entry {

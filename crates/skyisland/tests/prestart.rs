@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Item, Repo, Sandbox, Server, root_or_skip};
 
 fn file(text: &str) -> Item {
@@ -103,6 +103,44 @@ async fn prestarted_calls_answer_as_cold_ones_and_share_nothing() {
     let took = started.elapsed();
     assert_eq!(hits(&server).await, before + 1.0, "this call found its module imported");
     assert!(took < Duration::from_millis(1500), "a pre-started call does not wait for the import ({took:?})");
+
+    // The admin API lists the jails waiting for a call apart from the running ones, and
+    // kills one, or all of them with the running ones.
+    let waiting = || async {
+        let (status, body) = server.admin(reqwest::Method::GET, "/api/v1/admin/jails").await;
+        assert_eq!(status, 200, "{body}");
+        body["prestarted"].as_array().unwrap().clone()
+    };
+    support::eventually_async("a jail waiting for bump", Duration::from_secs(10), || async {
+        waiting().await.iter().any(|j| j["label"].as_str().unwrap_or("").starts_with(&py.import_path))
+    })
+    .await;
+    let listed = waiting().await;
+    let jail = listed.iter().find(|j| j["label"].as_str().unwrap().starts_with(&py.import_path)).unwrap();
+    assert_eq!(
+        (&jail["kind"], &jail["state"], &jail["jid"]),
+        (&json!("prestarted"), &json!("waiting"), &json!(0)),
+        "{jail}"
+    );
+    assert!(jail["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{jail}");
+    let id = jail["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.admin(reqwest::Method::GET, &format!("/api/v1/admin/jail/{id}")).await.0, 200);
+    let (status, body) = server.admin(reqwest::Method::DELETE, &format!("/api/v1/admin/jail/{id}")).await;
+    assert_eq!((status, &body["killed"]), (200, &json!([id])), "{body}");
+    assert!(!waiting().await.iter().any(|j| j["id"] == id), "killed");
+    assert_eq!(server.admin(reqwest::Method::DELETE, &format!("/api/v1/admin/jail/{id}")).await.0, 404);
+    support::eventually_async("pre-started jails again", Duration::from_secs(10), || async {
+        assert_eq!(data(&server, &go.import_path, "Bump(1)").await, "init 2");
+        !waiting().await.is_empty()
+    })
+    .await;
+    let before: Vec<Value> = waiting().await.iter().map(|j| j["id"].clone()).collect();
+    let (status, body) = server.admin(reqwest::Method::DELETE, "/api/v1/admin/jails").await;
+    assert_eq!(status, 200, "{body}");
+    let killed = body["killed"].as_array().unwrap();
+    assert!(before.iter().all(|id| killed.contains(id)), "DELETE /jails kills the waiting ones too: {body}");
+    let after = waiting().await;
+    assert!(!after.iter().any(|j| before.contains(&j["id"])), "{after:?}");
 
     // Idle functions keep no pre-started jail (prestart_idle is 5 s here).
     support::eventually_async("pre-started jails to go", Duration::from_secs(15), || async {

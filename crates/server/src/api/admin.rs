@@ -102,15 +102,24 @@ fn view_with_usage(app: &App, info: JailInfo) -> JailView {
     view
 }
 
+/// The running jails (`jails`, `count`: the original's), and apart, the pre-started ones
+/// waiting for their call (`prestarted`: no jid, state `waiting`).
 pub async fn list_jails(State(app): State<Arc<App>>) -> Json<Value> {
     let jails: Vec<JailView> =
         app.jails.registry().list().into_iter().map(|info| view_with_usage(&app, info)).collect();
-    Json(json!({ "count": jails.len(), "jails": jails }))
+    let prestarted: Vec<JailView> =
+        app.jails.prestarted().into_iter().map(|info| view_with_usage(&app, info)).collect();
+    Json(json!({ "count": jails.len(), "jails": jails, "prestarted": prestarted }))
+}
+
+/// A running jail by id or jid, or a pre-started one by id.
+fn find_jail(app: &App, key: &str) -> Option<JailInfo> {
+    app.jails.registry().find(key).or_else(|| app.jails.prestarted().into_iter().find(|j| j.id == key))
 }
 
 /// One jail, by id or jid: its fields, and the same inside `details` (the original's shape).
 pub async fn get_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
-    let jail = app.jails.registry().find(&key).ok_or_else(|| no_jail(&key))?;
+    let jail = find_jail(&app, &key).ok_or_else(|| no_jail(&key))?;
     let view = serde_json::to_value(view_with_usage(&app, jail))
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut answer = view.clone();
@@ -124,6 +133,9 @@ pub async fn get_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> R
 /// slot free).
 pub async fn kill_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
     let registry = app.jails.registry();
+    if registry.find(&key).is_none() && app.jails.kill_prestarted(&key).await {
+        return Ok(Json(json!({ "killed": [key], "deleted": 0, "gone": true })));
+    }
     let jail = registry.find(&key).ok_or_else(|| no_jail(&key))?;
     if !registry.kill(&jail.id) {
         return Err(no_jail(&key));
@@ -132,14 +144,17 @@ pub async fn kill_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> 
     Ok(Json(json!({ "killed": [jail.id], "deleted": jail.jid, "gone": gone })))
 }
 
-/// Kills every jail and answers once they are gone.
+/// Kills every jail, the pre-started ones too, and answers once they are gone (`deleted`:
+/// the running ones' jids, as the original answered).
 pub async fn kill_jails(State(app): State<Arc<App>>) -> Json<Value> {
     let registry = app.jails.registry();
     let jails = registry.list();
-    let ids: Vec<String> = jails.iter().map(|j| j.id.clone()).collect();
+    let mut ids: Vec<String> = jails.iter().map(|j| j.id.clone()).collect();
     let jids: Vec<u32> = jails.iter().map(|j| j.jid).collect();
     registry.kill_all();
+    let prestarted = app.jails.kill_all_prestarted().await;
     let gone = wait_gone(registry, &ids).await;
+    ids.extend(prestarted);
     Json(json!({ "killed": ids, "deleted": jids, "gone": gone }))
 }
 
