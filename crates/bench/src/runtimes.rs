@@ -150,21 +150,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stats::ratio(&format!("{runtime}: server call / bubblewrap"), jail, wrapped);
     }
 
-    // A new dependency set: a first call of a new commit (fetch, checkout, install, run)
-    // against pip or npm by hand on the same package, alternately.
+    // A new commit: its first call (fetch, checkout, install, run) against pip or npm by
+    // hand on the same package, alternately; once with the dependencies as they were (an
+    // earlier commit's install of them is reused) and once with them changed (a comment
+    // added to requirements.txt, package.json's version moved: pip and npm run).
     let installs = args.runs.clamp(1, 10);
-    let (mut py_first, mut py_hand, mut js_first, mut js_hand) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..installs {
+    let mut rows: Vec<(&str, Vec<Duration>)> = [
+        "python: new commit, same dependencies",
+        "python: new commit, dependencies changed",
+        "python: pip install by hand",
+        "node: new commit, same dependencies",
+        "node: new commit, dependencies changed",
+        "node: npm install by hand",
+    ]
+    .into_iter()
+    .map(|name| (name, Vec::new()))
+    .collect();
+    for i in 0..installs * 2 {
+        let changed = i % 2 == 1;
         fs::write(work.join("pydeps/extra.py"), format!("N = {i}\n"))?;
         fs::write(work.join("jsdeps/extra.js"), format!("exports.n = {i};\n"))?;
+        if changed {
+            fs::write(work.join("pydeps/requirements.txt"), format!("skyfoo==1.0\n# {i}\n"))?;
+            let manifest = format!(
+                r#"{{"name": "d", "version": "1.0.{i}", "dependencies": {{"leftpad": "file:leftpad-1.0.0.tgz"}}}}"#
+            );
+            fs::write(work.join("jsdeps/package.json"), manifest)?;
+        }
         commit_change(&args.dir, "rt", ".")?;
+        let row = usize::from(changed);
         let started = Instant::now();
         let answer = tokio.block_on(call(
             &http,
             &url,
             json!({"url": "example.test/bench/rt/pydeps", "call": "shout('a')", "cache_bust": true}),
         ))?;
-        py_first.push(started.elapsed());
+        rows[row].1.push(started.elapsed());
         if answer["data"] != "A!" {
             bail!("pydeps: {answer}");
         }
@@ -174,9 +195,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &url,
             json!({"url": "example.test/bench/rt/jsdeps", "call": "pad('a', 3)", "cache_bust": true}),
         ))?;
-        js_first.push(started.elapsed());
+        rows[3 + row].1.push(started.elapsed());
         if answer["data"] != "**a" {
             bail!("jsdeps: {answer}");
+        }
+        if changed {
+            continue;
         }
         let target = args.dir.join("hand-pip");
         let _ = fs::remove_dir_all(&target);
@@ -191,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .args(["-r", "requirements.txt"])
                 .current_dir(work.join("pydeps")),
         )?;
-        py_hand.push(started.elapsed());
+        rows[2].1.push(started.elapsed());
         let hand = args.dir.join("hand-npm");
         let _ = fs::remove_dir_all(&hand);
         crate::functions::copy_dir(&work.join("jsdeps"), &hand)?;
@@ -203,22 +227,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .arg(args.dir.join("npm-cache"))
                 .current_dir(&hand),
         )?;
-        js_hand.push(started.elapsed());
+        rows[5].1.push(started.elapsed());
     }
-    let rows = [
-        ("python: first call of a new commit (install)", summarize(&mut py_first)),
-        ("python: pip install by hand", summarize(&mut py_hand)),
-        ("node: first call of a new commit (install)", summarize(&mut js_first)),
-        ("node: npm install by hand", summarize(&mut js_hand)),
-    ];
-    println!("\n## A new dependency set ({installs} alternating runs)\n");
+    let rows: Vec<(&str, stats::Summary)> =
+        rows.into_iter().map(|(name, mut runs)| (name, summarize(&mut runs))).collect();
+    println!("\n## A new commit ({installs} runs of each kind, alternating)\n");
     stats::header();
     for (name, summary) in &rows {
         stats::row(name, summary);
     }
     println!();
-    stats::ratio("python: first call / pip by hand (target ≤ 1×)", rows[0].1.median, rows[1].1.median);
-    stats::ratio("node: first call / npm by hand (target ≤ 1×)", rows[2].1.median, rows[3].1.median);
+    let ratio = |a: usize, b: usize, what: &str| stats::ratio(what, rows[a].1.median, rows[b].1.median);
+    ratio(0, 2, "python: first call, same dependencies / pip by hand (target ≤ 1×)");
+    ratio(1, 2, "python: first call, dependencies changed / pip by hand (target ≤ 1×)");
+    ratio(3, 5, "node: first call, same dependencies / npm by hand (target ≤ 1×)");
+    ratio(4, 5, "node: first call, dependencies changed / npm by hand (target ≤ 1×)");
     drop(server);
     Ok(())
 }
