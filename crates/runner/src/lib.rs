@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use skyisland_config::Config;
 use skyisland_jail::{ExitStatus, HostError, JailHost, JailIo, Launch, Program, SlotKind};
@@ -526,7 +526,7 @@ impl Jails {
                 uid: running.uid,
                 slot: running.slot.clone(),
                 state: JailState::Starting,
-                started_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                started_at_ms: registry::unix_ms(),
                 limits: LimitsInfo::of(launch, timeout, output_limit),
                 ip4,
             },

@@ -80,9 +80,7 @@ struct Waiting {
 impl Waiting {
     fn new(started: Started, template: Arc<Template>) -> Waiting {
         let cpu_base = started.running.slot_cpu_usage();
-        let since_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Waiting { started, cpu_base, since_ms, template }
+        Waiting { started, cpu_base, since_ms: crate::registry::unix_ms(), template }
     }
 
     /// CPU time its program has used since it was handed over.

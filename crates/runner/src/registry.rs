@@ -53,6 +53,11 @@ pub struct LimitsInfo {
     pub output_bytes: u64,
 }
 
+/// Now, as Unix time in milliseconds (jails' `started_at_ms`).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 impl LimitsInfo {
     pub(crate) fn of(launch: &skyisland_jail::Launch, timeout: std::time::Duration, output_limit: u64) -> LimitsInfo {
         LimitsInfo {

@@ -98,6 +98,11 @@ pub fn new_key(name: &str, per_second: Option<f64>, burst: Option<u32>) -> (Stri
     (secret, stored)
 }
 
+/// The public id of a key configured in `auth.api_keys` (from its digest).
+fn configured_id(key: &str) -> String {
+    format!("config-{}", &hash(key)[..8])
+}
+
 fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -178,7 +183,7 @@ impl ApiKeys {
         let mut keys = Vec::new();
         for key in &config.auth.api_keys {
             let digest = Sha256::digest(key.as_bytes()).into();
-            keys.push(Known { id: format!("config-{}", &hash(key)[..8]), digest, limiter: limiter(None, None) });
+            keys.push(Known { id: configured_id(key), digest, limiter: limiter(None, None) });
         }
         for key in &file.keys {
             let mut digest = [0u8; 32];
@@ -230,8 +235,7 @@ impl ApiKeys {
             }
         }
         if let Some(i) = found {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(keys[i].id.clone(), now);
+            self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(keys[i].id.clone(), crate::work::now_ms());
         }
         found.map(|i| (keys, i))
     }
@@ -241,7 +245,7 @@ impl ApiKeys {
         let file = read_key_file(&self.path)?;
         let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let configured = self.config.auth.api_keys.iter().map(|key| {
-            let id = format!("config-{}", &hash(key)[..8]);
+            let id = configured_id(key);
             KeyView {
                 last_used_ms: used.get(&id).copied(),
                 id,

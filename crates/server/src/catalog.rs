@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use skyisland_functions::{Answer, CacheUse, FunctionError, Request};
 
@@ -70,6 +69,28 @@ pub struct Build {
     pub output: Option<String>,
 }
 
+impl Build {
+    /// A build that made `commit`, or failed with `e`.
+    fn of(at_ms: u64, duration_ms: f64, result: Result<&str, &FunctionError>) -> Build {
+        match result {
+            Ok(commit) => {
+                Build { at_ms, commit: Some(commit.to_owned()), ok: true, duration_ms, error: None, output: None }
+            }
+            Err(e) => Build {
+                at_ms,
+                commit: None,
+                ok: false,
+                duration_ms,
+                error: Some(clipped(&shown(e))),
+                output: match e {
+                    FunctionError::BuildFailed { output } => Some(output_tail(output)),
+                    _ => None,
+                },
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     runtime: Option<&'static str>,
@@ -112,33 +133,6 @@ fn one() -> u32 {
 #[derive(Debug, Default)]
 pub struct Catalog {
     entries: Mutex<HashMap<String, Entry>>,
-}
-
-/// The status a failed call is answered with.
-pub fn status_of(e: &FunctionError) -> StatusCode {
-    match e {
-        FunctionError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        FunctionError::NotExported { .. }
-        | FunctionError::NotFound(_)
-        | FunctionError::LoadFailed(_)
-        | FunctionError::PackageRefused(_)
-        | FunctionError::Argument(_)
-        | FunctionError::TooLarge(_)
-        | FunctionError::NoToolchain(_)
-        | FunctionError::BuildFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        FunctionError::RepoNotFound { .. } | FunctionError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
-        FunctionError::CloneFailed { .. } => StatusCode::BAD_GATEWAY,
-        FunctionError::BuildTimedOut(_) | FunctionError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
-        FunctionError::Failed { .. }
-        | FunctionError::LimitExceeded { .. }
-        | FunctionError::Killed
-        | FunctionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        FunctionError::Overloaded(_)
-        | FunctionError::NoAddress(_)
-        | FunctionError::Busted
-        | FunctionError::Unavailable(_)
-        | FunctionError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
 }
 
 /// An error as its caller saw it: an internal one without the operator's paths or hosts
@@ -191,7 +185,7 @@ impl Catalog {
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let status = match result {
             Ok(_) => 200,
-            Err(e) => status_of(e).as_u16(),
+            Err(e) => crate::api::function::status_of(e).as_u16(),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let entry = Self::entry(&mut entries, &request.url);
@@ -234,36 +228,14 @@ impl Catalog {
                     }
                 }
                 if answer.built {
-                    entry.last_build_ms = Some(duration_ms);
-                    let build = Build {
-                        at_ms: now,
-                        commit: Some(answer.commit.clone()),
-                        ok: true,
-                        duration_ms,
-                        error: None,
-                        output: None,
-                    };
-                    push_bounded(&mut entry.builds, build, BUILDS);
+                    entry.add_build(Build::of(now, duration_ms, Ok(&answer.commit)));
                 }
             }
             Err(e) => {
-                let message = clipped(&shown(e));
                 if let FunctionError::BuildFailed { .. } | FunctionError::BuildTimedOut(_) = e {
-                    let output = match e {
-                        FunctionError::BuildFailed { output } => Some(output_tail(output)),
-                        _ => None,
-                    };
-                    let build = Build {
-                        at_ms: now,
-                        commit: None,
-                        ok: false,
-                        duration_ms,
-                        error: Some(message.clone()),
-                        output,
-                    };
-                    push_bounded(&mut entry.builds, build, BUILDS);
+                    entry.add_build(Build::of(now, duration_ms, Err(e)));
                 }
-                invocation.error = Some(message);
+                invocation.error = Some(clipped(&shown(e)));
             }
         }
         push_bounded(&mut entry.recent, invocation, RECENT);
@@ -276,30 +248,9 @@ impl Catalog {
         if let Err(FunctionError::BadRequest(_) | FunctionError::RepoNotFound { .. }) = result {
             return;
         }
-        let now = now_ms();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        let build = match result {
-            Ok(commit) => {
-                Build { at_ms: now, commit: Some(commit.to_owned()), ok: true, duration_ms, error: None, output: None }
-            }
-            Err(e) => Build {
-                at_ms: now,
-                commit: None,
-                ok: false,
-                duration_ms,
-                error: Some(clipped(&shown(e))),
-                output: match e {
-                    FunctionError::BuildFailed { output } => Some(output_tail(output)),
-                    _ => None,
-                },
-            },
-        };
+        let build = Build::of(now_ms(), elapsed.as_secs_f64() * 1000.0, result);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = Self::entry(&mut entries, url);
-        if build.ok {
-            entry.last_build_ms = Some(duration_ms);
-        }
-        push_bounded(&mut entry.builds, build, BUILDS);
+        Self::entry(&mut entries, url).add_build(build);
     }
 
     /// The entry for `url`, made (dropping the least recently called when full) if new.
@@ -330,6 +281,15 @@ impl Catalog {
             entry.recent.iter().rev().cloned().collect(),
             entry.builds.iter().rev().cloned().collect(),
         ))
+    }
+}
+
+impl Entry {
+    fn add_build(&mut self, build: Build) {
+        if build.ok {
+            self.last_build_ms = Some(build.duration_ms);
+        }
+        push_bounded(&mut self.builds, build, BUILDS);
     }
 }
 

@@ -133,10 +133,13 @@ pub async fn get_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> R
 /// slot free).
 pub async fn kill_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
     let registry = app.jails.registry();
-    if registry.find(&key).is_none() && app.jails.kill_prestarted(&key).await {
-        return Ok(Json(json!({ "killed": [key], "deleted": 0, "gone": true })));
-    }
-    let jail = registry.find(&key).ok_or_else(|| no_jail(&key))?;
+    let Some(jail) = registry.find(&key) else {
+        // Not running: a pre-started jail (by id), or none.
+        if app.jails.kill_prestarted(&key).await {
+            return Ok(Json(json!({ "killed": [key], "deleted": 0, "gone": true })));
+        }
+        return Err(no_jail(&key));
+    };
     if !registry.kill(&jail.id) {
         return Err(no_jail(&key));
     }

@@ -230,10 +230,10 @@ pub async fn accept(app: &App, job: Job, collection: &str) -> Result<Response, A
     Ok((status, [(axum::http::header::LOCATION, status_url)], Json(body)).into_response())
 }
 
-/// The answer to a failed call: its status ([`crate::catalog::status_of`]) and what else
+/// The answer to a failed call: its status ([`status_of`]) and what else
 /// the caller needs to know.
 pub fn to_api_error(e: FunctionError) -> ApiError {
-    let status = crate::catalog::status_of(&e);
+    let status = status_of(&e);
     let message = e.to_string();
     match e {
         FunctionError::BuildFailed { output } => ApiError::new(status, message).with("output", output),
@@ -254,5 +254,32 @@ pub fn to_api_error(e: FunctionError) -> ApiError {
             ApiError::new(status, message).retry_after(open.retry_after.as_secs_f64().ceil().max(1.0) as u64)
         }
         _ => ApiError::new(status, message),
+    }
+}
+
+/// The status a failed call is answered with.
+pub fn status_of(e: &FunctionError) -> StatusCode {
+    match e {
+        FunctionError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        FunctionError::NotExported { .. }
+        | FunctionError::NotFound(_)
+        | FunctionError::LoadFailed(_)
+        | FunctionError::PackageRefused(_)
+        | FunctionError::Argument(_)
+        | FunctionError::TooLarge(_)
+        | FunctionError::NoToolchain(_)
+        | FunctionError::BuildFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        FunctionError::RepoNotFound { .. } | FunctionError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+        FunctionError::CloneFailed { .. } => StatusCode::BAD_GATEWAY,
+        FunctionError::BuildTimedOut(_) | FunctionError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+        FunctionError::Failed { .. }
+        | FunctionError::LimitExceeded { .. }
+        | FunctionError::Killed
+        | FunctionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FunctionError::Overloaded(_)
+        | FunctionError::NoAddress(_)
+        | FunctionError::Busted
+        | FunctionError::Unavailable(_)
+        | FunctionError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
