@@ -137,7 +137,7 @@ async fn prestarted_calls_answer_as_cold_ones_and_share_nothing() {
     let before: Vec<Value> = waiting().await.iter().map(|j| j["id"].clone()).collect();
     let (status, body) = server.admin(reqwest::Method::DELETE, "/api/v1/admin/jails").await;
     assert_eq!(status, 200, "{body}");
-    let killed = body["killed"].as_array().unwrap();
+    let killed = body["prestarted_killed"].as_array().unwrap();
     assert!(before.iter().all(|id| killed.contains(id)), "DELETE /jails kills the waiting ones too: {body}");
     let after = waiting().await;
     assert!(!after.iter().any(|j| before.contains(&j["id"])), "{after:?}");

@@ -147,18 +147,18 @@ pub async fn kill_jail(State(app): State<Arc<App>>, Path(key): Path<String>) -> 
     Ok(Json(json!({ "killed": [jail.id], "deleted": jail.jid, "gone": gone })))
 }
 
-/// Kills every jail, the pre-started ones too, and answers once they are gone (`deleted`:
-/// the running ones' jids, as the original answered).
+/// Kills every jail, the pre-started ones too, and answers once they are gone: `killed`
+/// and `deleted` (their jids, as the original answered) are the running jails;
+/// `prestarted_killed` the pre-started ones' ids.
 pub async fn kill_jails(State(app): State<Arc<App>>) -> Json<Value> {
     let registry = app.jails.registry();
     let jails = registry.list();
-    let mut ids: Vec<String> = jails.iter().map(|j| j.id.clone()).collect();
+    let ids: Vec<String> = jails.iter().map(|j| j.id.clone()).collect();
     let jids: Vec<u32> = jails.iter().map(|j| j.jid).collect();
     registry.kill_all();
     let prestarted = app.jails.kill_all_prestarted().await;
     let gone = wait_gone(registry, &ids).await;
-    ids.extend(prestarted);
-    Json(json!({ "killed": ids, "deleted": jids, "gone": gone }))
+    Json(json!({ "killed": ids, "deleted": jids, "gone": gone, "prestarted_killed": prestarted }))
 }
 
 fn no_jail(key: &str) -> ApiError {
