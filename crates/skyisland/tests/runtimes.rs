@@ -168,32 +168,53 @@ async fn python_functions() {
     // A dependency from the operator's index, installed once per commit.
     let deps = format!("{url}/deps");
     assert_eq!(data(&server, &deps, "shout('hi')").await, "HI!");
-    let changes = [("deps/main.py", "\n# a change of code only\n"), ("deps/requirements.txt", "# changed\n")];
+    let changes = [
+        ("deps/main.py", Edit::Append("\n# a change of code only\n")),
+        ("deps/requirements.txt", Edit::Append("# pinned, and why\n\n")),
+        ("deps/requirements.txt", Edit::Append("skyfoo>=0.9\n")),
+    ];
     reused_dependencies(&server, &repo, &deps, changes, "shout('hi')", "HI!").await;
     versions(&server, &repo, "main.py", r#""two""#).await;
 }
 
 /// A new commit that changes code but not the dependencies reuses the earlier commit's
-/// install of them (`runtimes::reuse`); one that changes them installs again. `changes`:
-/// what to append to a file of code, then to the dependencies' manifest.
+/// install of them (`runtimes::reuse`), as does one that changes the dependencies'
+/// manifest in what installs nothing (a comment, the package's own version); one that
+/// changes the dependencies installs again. `changes`: what each of the three commits
+/// appends to a file (code, then the manifest twice), or puts in place of a text in it.
 async fn reused_dependencies(
     server: &Server,
     repo: &Repo,
     url: &str,
-    changes: [(&str, &str); 2],
+    changes: [(&str, Edit<'_>); 3],
     call: &str,
     want: &str,
 ) {
     let reused = async || server.metric("skyisland_cache_hits_total", &[r#"tier="dependencies""#]).await;
     assert_eq!(reused().await, 0.0, "nothing to reuse before a second commit");
-    for (i, (file, more)) in changes.into_iter().enumerate() {
+    for (i, (file, edit)) in changes.into_iter().enumerate() {
         let before = std::fs::read_to_string(repo.work.join(file)).unwrap();
-        repo.change(file, &format!("{before}{more}"), "a change");
+        let after = match edit {
+            Edit::Append(more) => format!("{before}{more}"),
+            Edit::Replace(old, new) => {
+                assert!(before.contains(old), "{file} holds {old:?}");
+                before.replace(old, new)
+            }
+        };
+        repo.change(file, &after, "a change");
         let (status, body) = server.call(json!({"url": url, "call": call, "cache_bust": true})).await;
         assert_eq!((status, body["data"].as_str()), (200, Some(want)), "{body}");
-        // The code's change reuses the dependencies; the manifest's installs them again.
-        assert_eq!(reused().await, 1.0, "after changing {file} ({i}): {body}");
+        // The code's change and the manifest's first reuse the dependencies; the
+        // manifest's second installs them again.
+        let expected = if i < 2 { i + 1 } else { 2 };
+        assert_eq!(reused().await, expected as f64, "after changing {file} ({i}): {body}");
     }
+}
+
+/// How [`reused_dependencies`] changes a file.
+enum Edit<'a> {
+    Append(&'a str),
+    Replace(&'a str, &'a str),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +255,11 @@ async fn javascript_functions() {
     assert_eq!(data(&server, &deps, "pad('a', 3)").await, "**a");
     let listing = data(&server, &deps, "ls()").await;
     assert!(listing.contains("node_modules") && !listing.contains("postinstall-ran"), "{listing}");
-    let changes = [("deps/index.js", "\n// a change of code only\n"), ("deps/package.json", "\n")];
+    let changes = [
+        ("deps/index.js", Edit::Append("\n// a change of code only\n")),
+        ("deps/package.json", Edit::Replace(r#""version": "1.0.0""#, r#""version": "1.0.1", "description": "d""#)),
+        ("deps/package.json", Edit::Replace(r#""main""#, r#""engines": {"node": ">=18"}, "main""#)),
+    ];
     reused_dependencies(&server, &repo, &deps, changes, "pad('a', 3)", "**a").await;
     versions(&server, &repo, "index.js", r#""two""#).await;
 }

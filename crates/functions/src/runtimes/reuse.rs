@@ -14,7 +14,10 @@
 //!   `file:` tarball inside the package directory (its bytes are part of the fingerprint);
 //!   a lock file, if any, without `file:`, `link:` or git sources.
 //!
-//! The fingerprint covers those files' bytes; the cache entry's name adds the repository,
+//! The fingerprint covers what of those files decides the install (the requirements
+//! without comments; package.json without its version, description and other fields npm
+//! installs nothing by; the lock without the package's own version) and the tarballs'
+//! bytes; the cache entry's name adds the repository,
 //! the package directory, the interpreter and the install options (`deps_key`), so one
 //! repository's install is never offered to another. Anything unexpected (a symlink, a
 //! file too large, an unreadable one) means: install as usual.
@@ -81,7 +84,11 @@ pub fn fingerprint(tree: &Path, subdir: &str, runtime: Runtime, node_scripts: bo
             if !text.lines().all(index_requirement) {
                 return None;
             }
-            hash.update(&requirements);
+            // What pip reads: the requirements without comments and blank lines.
+            for line in text.lines().map(requirement).filter(|line| !line.is_empty()) {
+                hash.update(line.as_bytes());
+                hash.update(b"\n");
+            }
         }
         Runtime::Node => {
             if node_scripts || exists(&dir, ".npmrc") || exists(&dir, "node_modules") {
@@ -93,7 +100,7 @@ pub fn fingerprint(tree: &Path, subdir: &str, runtime: Runtime, node_scripts: bo
             if ["workspaces", "bundleDependencies", "bundledDependencies"].iter().any(|k| package.contains_key(*k)) {
                 return None;
             }
-            hash.update(&manifest);
+            hash.update(install_fields(package).to_string().as_bytes());
             for field in ["dependencies", "optionalDependencies", "peerDependencies", "overrides"] {
                 let Some(specs) = package.get(field) else { continue };
                 for spec in strings(specs)? {
@@ -117,8 +124,17 @@ pub fn fingerprint(tree: &Path, subdir: &str, runtime: Runtime, node_scripts: bo
                     if ["\"file:", "\"link:", "git+", "git:", "github:"].iter().any(|s| text.contains(s)) {
                         return None;
                     }
+                    let mut lock: serde_json::Value = serde_json::from_str(text).ok()?;
+                    // The package's own version is written twice in a lock; npm installs
+                    // nothing by it.
+                    if let Some(lock) = lock.as_object_mut() {
+                        lock.remove("version");
+                    }
+                    if let Some(root) = lock.pointer_mut("/packages/").and_then(serde_json::Value::as_object_mut) {
+                        root.remove("version");
+                    }
                     hash.update(b"\0lock\0");
-                    hash.update(&bytes);
+                    hash.update(lock.to_string().as_bytes());
                 }
             }
         }
@@ -127,16 +143,75 @@ pub fn fingerprint(tree: &Path, subdir: &str, runtime: Runtime, node_scripts: bo
     Some(hex::encode(hash.finalize()))
 }
 
-/// Whether a requirements line is blank, a comment, or one index package with version
-/// specifiers and markers: nothing pip would read as a path, URL, option or include.
-fn index_requirement(line: &str) -> bool {
+/// Fields of a package.json that npm installs nothing by (with install scripts off, as
+/// reuse requires): a release's version bump or a new description reuses the install.
+/// Every other field, known or not, is part of the fingerprint.
+const NOT_FOR_INSTALL: [&str; 24] = [
+    "version",
+    "description",
+    "keywords",
+    "author",
+    "contributors",
+    "maintainers",
+    "license",
+    "homepage",
+    "repository",
+    "bugs",
+    "funding",
+    "scripts",
+    "main",
+    "module",
+    "browser",
+    "exports",
+    "imports",
+    "type",
+    "types",
+    "typings",
+    "files",
+    "directories",
+    "sideEffects",
+    "publishConfig",
+];
+
+/// The fields of a package.json that can change what npm installs.
+fn install_fields(package: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    let kept = package.iter().filter(|(name, _)| !NOT_FOR_INSTALL.contains(&name.as_str()));
+    serde_json::Value::Object(kept.map(|(name, value)| (name.clone(), value.clone())).collect())
+}
+
+/// Whether the package directory `subdir` of `tree` declares npm dependencies to install
+/// (`dependencies` not empty); `None` when that cannot be read safely here (a link, a
+/// malformed file): the install script then asks node.
+pub fn node_dependencies(tree: &Path, subdir: &str) -> Option<bool> {
+    let dir = package_dir(tree, subdir)?;
+    match read(&dir, "package.json", MANIFEST_LIMIT)? {
+        Found::Absent => Some(false),
+        Found::Bytes(bytes) => {
+            let package: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            match package.as_object()?.get("dependencies") {
+                None | Some(serde_json::Value::Null) => Some(false),
+                Some(serde_json::Value::Object(map)) => Some(!map.is_empty()),
+                Some(_) => None,
+            }
+        }
+    }
+}
+
+/// A requirements line as pip reads it: without its comment, trimmed.
+fn requirement(line: &str) -> &str {
     let line = match line.find('#') {
         // pip drops a comment at the start or after whitespace.
         Some(0) => "",
         Some(at) if line[..at].ends_with(char::is_whitespace) => &line[..at],
         _ => line,
     };
-    let line = line.trim();
+    line.trim()
+}
+
+/// Whether a requirements line is blank, a comment, or one index package with version
+/// specifiers and markers: nothing pip would read as a path, URL, option or include.
+fn index_requirement(line: &str) -> bool {
+    let line = requirement(line);
     if line.is_empty() {
         return true;
     }
@@ -280,6 +355,8 @@ mod tests {
         let first = print(Runtime::Python).unwrap();
         std::fs::write(dir.join("main.py"), "x = 1\n").unwrap();
         assert_eq!(print(Runtime::Python).unwrap(), first, "code is not a dependency");
+        std::fs::write(dir.join("requirements.txt"), "# pinned\n\nskyfoo==1.0   # why\n").unwrap();
+        assert_eq!(print(Runtime::Python).unwrap(), first, "comments and blank lines install nothing");
         std::fs::write(dir.join("requirements.txt"), "skyfoo==1.1\n").unwrap();
         assert_ne!(print(Runtime::Python).unwrap(), first);
         std::fs::write(dir.join("requirements.txt"), "./skyfoo\n").unwrap();
@@ -306,7 +383,26 @@ mod tests {
         std::fs::write(dir.join("package.json"), r#"{"dependencies": {"a": "^1"}, "workspaces": ["x"]}"#).unwrap();
         assert_eq!(print(Runtime::Node), None);
         std::fs::write(dir.join("package.json"), r#"{"dependencies": {"a": "^1"}}"#).unwrap();
-        assert!(print(Runtime::Node).is_some());
+        let first = print(Runtime::Node).unwrap();
+        std::fs::write(dir.join("package.json"), r#"{"version": "2.0.0", "dependencies": {"a": "^1"}}"#).unwrap();
+        assert_eq!(print(Runtime::Node).unwrap(), first, "a release's version bump installs the same");
+        for changed in [r#"{"dependencies": {"a": "^2"}}"#, r#"{"dependencies": {"a": "^1"}, "overrides": {"b": "1"}}"#]
+        {
+            std::fs::write(dir.join("package.json"), changed).unwrap();
+            assert_ne!(print(Runtime::Node).unwrap(), first, "{changed}");
+        }
+        std::fs::write(dir.join("package.json"), r#"{"dependencies": {"a": "^1"}}"#).unwrap();
+        let lock = |version: &str, a: &str| {
+            format!(
+                r#"{{"version": "{version}", "packages": {{"": {{"version": "{version}"}}, "node_modules/a": {{"version": "{a}"}}}}}}"#
+            )
+        };
+        std::fs::write(dir.join("package-lock.json"), lock("1.0.0", "1.0.0")).unwrap();
+        let locked = print(Runtime::Node).unwrap();
+        std::fs::write(dir.join("package-lock.json"), lock("1.0.1", "1.0.0")).unwrap();
+        assert_eq!(print(Runtime::Node).unwrap(), locked, "the package's own version in the lock");
+        std::fs::write(dir.join("package-lock.json"), lock("1.0.1", "1.0.2")).unwrap();
+        assert_ne!(print(Runtime::Node).unwrap(), locked, "a locked dependency's version");
         std::fs::write(dir.join("package-lock.json"), r#"{"packages": {"a": {"resolved": "file:../x"}}}"#).unwrap();
         assert_eq!(print(Runtime::Node), None);
     }
