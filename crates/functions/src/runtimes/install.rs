@@ -19,7 +19,9 @@ use super::Runtime;
 /// What an installed package holds, inside the execution jail.
 pub const FN_MOUNT: &str = "/fn";
 
-/// The install script: `$1` the package directory, `$2` the runtime. pip and npm options
+/// The install script: `$1` the package directory, `$2` the runtime, `$3` for node
+/// whether package.json declares dependencies (`yes`, `no`, or `ask` when the server could
+/// not read it safely: node then reads it, in the jail). pip and npm options
 /// come in `$PIP_OPTIONS` and `$NPM_OPTIONS` (the operator's, never the repository's).
 /// `/build/deps-cache`, when mounted, holds an earlier commit's dependencies to copy
 /// instead of installing them (`runtimes::reuse`); if the copy fails, they are installed.
@@ -50,7 +52,14 @@ with open("pyproject.toml", "rb") as f:
     fi
     ;;
 node)
-    if [ -f package.json ] && [ "$(node -e 'const p = require("./package.json"); process.stdout.write(String(Object.keys(p.dependencies || {}).length))')" != 0 ]; then
+    deps="$3"
+    if [ "$deps" = ask ]; then
+        deps=no
+        if [ -f package.json ] && [ "$(node -e 'const p = require("./package.json"); process.stdout.write(String(Object.keys(p.dependencies || {}).length))')" != 0 ]; then
+            deps=yes
+        fi
+    fi
+    if [ "$deps" = yes ]; then
         # An earlier commit's install of the same dependencies (runtimes::reuse), else npm.
         reused=
         if [ -d /build/deps-cache ] && [ ! -e node_modules ]; then
