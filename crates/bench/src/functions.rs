@@ -155,7 +155,8 @@ fn start_with(dir: &Path, git: &Path, extra: &str, exe: &Path, uid_base: u32, cg
     let mut child = Command::new(exe)
         .args(["serve", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        // SKYISLAND_BENCH_LOG (e.g. `info`) to see where a run's time goes in server.log.
+        .env("RUST_LOG", std::env::var("SKYISLAND_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .stdout(Stdio::piped())
         .stderr(fs::File::create(dir.join("server.log"))?)
         .spawn()?;

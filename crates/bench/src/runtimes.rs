@@ -3,7 +3,8 @@
 //! jail (`"cache": false`, the package already installed) against plain fork+exec of the
 //! interpreter and against the same under bubblewrap, interleaved call by call so that the
 //! machine's noise falls on all alike. Then a first call that installs a dependency (a new
-//! commit each run) against pip and npm run by hand on the same package.
+//! commit each run) against the same steps by hand (git, pip or npm, the interpreter), and
+//! the install alone against pip or npm alone.
 
 use std::fs;
 use std::path::Path;
@@ -96,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The dependency cases: a wheel in a local find-links directory, an npm tarball.
     let wheels = args.dir.join("wheels");
     fs::create_dir_all(&wheels)?;
-    make_wheel(&wheels)?;
+    make_wheel(&wheels, "1.0")?;
     files.push(("pydeps/requirements.txt".into(), "skyfoo==1.0\n".into()));
     files.push(("pydeps/main.py".into(), "import skyfoo\n\ndef shout(t):\n    return skyfoo.shout(t)\n".into()));
     files.push((
@@ -150,60 +151,84 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stats::ratio(&format!("{runtime}: server call / bubblewrap"), jail, wrapped);
     }
 
-    // A new commit: its first call (fetch, checkout, install, run) against pip or npm by
-    // hand on the same package, alternately; once with the dependencies as they were (an
-    // earlier commit's install of them is reused) and once with them changed (a comment
-    // added to requirements.txt, package.json's version moved: pip and npm run).
+    // A new commit: its first call through the server (fetch, check out, install, run)
+    // against the same steps by hand — a `git fetch` and checkout of a clone, pip or npm,
+    // the interpreter — on the same package, alternately; once with the dependencies as
+    // they were (an earlier commit's install of them is reused; the commit also adds a
+    // comment to requirements.txt and moves package.json's version, which install
+    // nothing) and once with a dependency set never seen before (a new version of the
+    // wheel, of the tarball: pip and npm run). Of a first call with new dependencies, the
+    // install alone (the server's build jail: pip or npm, and keeping the result) is read
+    // off the server's `skyisland_build_duration_seconds`, against pip or npm alone.
     let installs = args.runs.clamp(1, 10);
     let mut rows: Vec<(&str, Vec<Duration>)> = [
         "python: new commit, same dependencies",
         "python: new commit, dependencies changed",
-        "python: pip install by hand",
+        "python:   of which the install (build jail, pip)",
+        "python: by hand: pip install",
+        "python: by hand: fetch, check out, pip, call",
         "node: new commit, same dependencies",
         "node: new commit, dependencies changed",
-        "node: npm install by hand",
+        "node:   of which the install (build jail, npm)",
+        "node: by hand: npm install",
+        "node: by hand: fetch, check out, npm, call",
     ]
     .into_iter()
     .map(|name| (name, Vec::new()))
     .collect();
+    let (py, js) = (0, 5);
+    let hand = args.dir.join("hand");
+    let bare = args.dir.join("git/example.test/bench/rt.git");
+    crate::functions::sh(Command::new("git").args(["clone", "-q"]).arg(&bare).arg(&hand))?;
+    let hand_deps = args.dir.join("hand-deps");
+    let npm_cache = args.dir.join("npm-cache");
     for i in 0..installs * 2 {
         let changed = i % 2 == 1;
         fs::write(work.join("pydeps/extra.py"), format!("N = {i}\n"))?;
         fs::write(work.join("jsdeps/extra.js"), format!("exports.n = {i};\n"))?;
+        // Unchanged: the same versions as the last changed commit's.
+        let version = if changed { i } else { i.saturating_sub(1) };
+        let comment = if changed { String::new() } else { format!("# {i}\n") };
         if changed {
-            fs::write(work.join("pydeps/requirements.txt"), format!("skyfoo==1.0\n# {i}\n"))?;
-            let manifest = format!(
-                r#"{{"name": "d", "version": "1.0.{i}", "dependencies": {{"leftpad": "file:leftpad-1.0.0.tgz"}}}}"#
-            );
-            fs::write(work.join("jsdeps/package.json"), manifest)?;
+            make_wheel(&wheels, &format!("1.{version}"))?;
+            make_tarball(&tarball, &work.join(format!("jsdeps/leftpad-1.0.{version}.tgz")), version)?;
         }
+        fs::write(work.join("pydeps/requirements.txt"), format!("{comment}skyfoo==1.{version}\n"))?;
+        let manifest = format!(
+            r#"{{"name": "d", "version": "1.0.{i}", "dependencies": {{"leftpad": "file:leftpad-1.0.{version}.tgz"}}}}"#
+        );
+        fs::write(work.join("jsdeps/package.json"), manifest)?;
         commit_change(&args.dir, "rt", ".")?;
         let row = usize::from(changed);
+        for (base, package, call_text, expected) in
+            [(py, "pydeps", "shout('a')", "A!"), (js, "jsdeps", "pad('a', 3)", "**a")]
+        {
+            let installed = tokio.block_on(build_seconds(&http, &url))?;
+            let started = Instant::now();
+            let answer = tokio.block_on(call(
+                &http,
+                &url,
+                json!({"url": format!("example.test/bench/rt/{package}"), "call": call_text, "cache_bust": true}),
+            ))?;
+            rows[base + row].1.push(started.elapsed());
+            if answer["data"] != expected {
+                bail!("{package}: {answer}");
+            }
+            if changed {
+                let installed = tokio.block_on(build_seconds(&http, &url))? - installed;
+                rows[base + 2].1.push(Duration::from_secs_f64(installed));
+            }
+        }
+
+        // By hand: the new commit into a clone, then each package's install and call.
+        let _ = fs::remove_dir_all(&hand_deps);
+        let _ = fs::remove_dir_all(hand.join("jsdeps/node_modules"));
         let started = Instant::now();
-        let answer = tokio.block_on(call(
-            &http,
-            &url,
-            json!({"url": "example.test/bench/rt/pydeps", "call": "shout('a')", "cache_bust": true}),
-        ))?;
-        rows[row].1.push(started.elapsed());
-        if answer["data"] != "A!" {
-            bail!("pydeps: {answer}");
-        }
-        let started = Instant::now();
-        let answer = tokio.block_on(call(
-            &http,
-            &url,
-            json!({"url": "example.test/bench/rt/jsdeps", "call": "pad('a', 3)", "cache_bust": true}),
-        ))?;
-        rows[3 + row].1.push(started.elapsed());
-        if answer["data"] != "**a" {
-            bail!("jsdeps: {answer}");
-        }
-        if changed {
-            continue;
-        }
-        let target = args.dir.join("hand-pip");
-        let _ = fs::remove_dir_all(&target);
+        crate::functions::sh(
+            Command::new("git").args(["fetch", "-q", "--depth=1", "origin", "HEAD"]).current_dir(&hand),
+        )?;
+        crate::functions::sh(Command::new("git").args(["checkout", "-q", "-f", "FETCH_HEAD"]).current_dir(&hand))?;
+        let fetched = started.elapsed();
         let started = Instant::now();
         crate::functions::sh(
             Command::new("/usr/bin/python3")
@@ -211,23 +236,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .args(["--no-index", "--find-links"])
                 .arg(&wheels)
                 .arg("--target")
-                .arg(&target)
+                .arg(&hand_deps)
                 .args(["-r", "requirements.txt"])
-                .current_dir(work.join("pydeps")),
+                .current_dir(hand.join("pydeps")),
         )?;
-        rows[2].1.push(started.elapsed());
-        let hand = args.dir.join("hand-npm");
-        let _ = fs::remove_dir_all(&hand);
-        crate::functions::copy_dir(&work.join("jsdeps"), &hand)?;
+        let pip = started.elapsed();
+        let started = Instant::now();
+        let out = crate::functions::sh(
+            Command::new("/usr/bin/python3")
+                .args([
+                    "-I",
+                    "-c",
+                    "import sys; sys.path[:0] = sys.argv[1:]; import main; print(main.shout('a'), end='')",
+                ])
+                .arg(hand.join("pydeps"))
+                .arg(&hand_deps),
+        )?;
+        rows[py + 3].1.push(pip);
+        rows[py + 4].1.push(fetched + pip + started.elapsed());
+        if out != "A!" {
+            bail!("pydeps by hand: {out:?}");
+        }
         let started = Instant::now();
         crate::functions::sh(
             Command::new("/usr/bin/npm")
                 .args(["install", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--offline"])
                 .args(["--no-package-lock", "--cache"])
-                .arg(args.dir.join("npm-cache"))
-                .current_dir(&hand),
+                .arg(&npm_cache)
+                .current_dir(hand.join("jsdeps")),
         )?;
-        rows[5].1.push(started.elapsed());
+        let npm = started.elapsed();
+        let started = Instant::now();
+        let out = crate::functions::sh(
+            Command::new("/usr/bin/node")
+                .args(["-e", "process.stdout.write(require('./index.js').pad('a', 3))"])
+                .current_dir(hand.join("jsdeps")),
+        )?;
+        rows[js + 3].1.push(npm);
+        rows[js + 4].1.push(fetched + npm + started.elapsed());
+        if out != "**a" {
+            bail!("jsdeps by hand: {out:?}");
+        }
     }
     let rows: Vec<(&str, stats::Summary)> =
         rows.into_iter().map(|(name, mut runs)| (name, summarize(&mut runs))).collect();
@@ -238,23 +287,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!();
     let ratio = |a: usize, b: usize, what: &str| stats::ratio(what, rows[a].1.median, rows[b].1.median);
-    ratio(0, 2, "python: first call, same dependencies / pip by hand (target ≤ 1×)");
-    ratio(1, 2, "python: first call, dependencies changed / pip by hand (target ≤ 1×)");
-    ratio(3, 5, "node: first call, same dependencies / npm by hand (target ≤ 1×)");
-    ratio(4, 5, "node: first call, dependencies changed / npm by hand (target ≤ 1×)");
+    for (base, runtime, tool) in [(py, "python", "pip"), (js, "node", "npm")] {
+        ratio(
+            base + 2,
+            base + 3,
+            &format!("{runtime}: the install of new dependencies / {tool} by hand (target ≤ 1×)"),
+        );
+        ratio(base, base + 4, &format!("{runtime}: first call, same dependencies / the same steps by hand"));
+        ratio(base + 1, base + 4, &format!("{runtime}: first call, dependencies changed / the same steps by hand"));
+        ratio(base + 1, base + 3, &format!("{runtime}: first call, dependencies changed / {tool} alone by hand"));
+    }
     drop(server);
     Ok(())
 }
 
-/// A wheel of `skyfoo` 1.0 (pure Python), made with the host's Python.
-fn make_wheel(dir: &Path) -> anyhow::Result<()> {
+/// The seconds the server has spent building and installing so far, from its metrics.
+async fn build_seconds(http: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
+    let line = text.lines().find(|line| line.starts_with("skyisland_build_duration_seconds_sum"));
+    match line.and_then(|line| line.split_whitespace().nth(1)) {
+        Some(value) => Ok(value.parse()?),
+        // Nothing built yet.
+        None => Ok(0.0),
+    }
+}
+
+/// A wheel of `skyfoo` `version` (pure Python), made with the host's Python.
+fn make_wheel(dir: &Path, version: &str) -> anyhow::Result<()> {
     let script = r#"
 import sys, zipfile, hashlib, base64
-path = sys.argv[1] + "/skyfoo-1.0-py3-none-any.whl"
+v = sys.argv[2]
+path = sys.argv[1] + "/skyfoo-%s-py3-none-any.whl" % v
+info = "skyfoo-%s.dist-info/" % v
 files = {
     "skyfoo/__init__.py": "def shout(text):\n    return text.upper() + '!'\n",
-    "skyfoo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: skyfoo\nVersion: 1.0\n",
-    "skyfoo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    info + "METADATA": "Metadata-Version: 2.1\nName: skyfoo\nVersion: %s\n" % v,
+    info + "WHEEL": "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
 }
 record = []
 with zipfile.ZipFile(path, "w") as z:
@@ -263,9 +331,20 @@ with zipfile.ZipFile(path, "w") as z:
         z.writestr(name, data)
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         record.append("%s,sha256=%s,%d" % (name, digest, len(data)))
-    record.append("skyfoo-1.0.dist-info/RECORD,,")
-    z.writestr("skyfoo-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    record.append(info + "RECORD,,")
+    z.writestr(info + "RECORD", "\n".join(record) + "\n")
 "#;
-    crate::functions::sh(Command::new("/usr/bin/python3").args(["-c", script]).arg(dir))?;
+    crate::functions::sh(Command::new("/usr/bin/python3").args(["-c", script]).arg(dir).arg(version))?;
+    Ok(())
+}
+
+/// The `leftpad` tarball `from` made again as version 1.0.`patch`, at `to`.
+fn make_tarball(from: &Path, to: &Path, patch: usize) -> anyhow::Result<()> {
+    let unpacked = tempfile::tempdir()?;
+    crate::functions::sh(Command::new("tar").arg("-xzf").arg(from).arg("-C").arg(unpacked.path()))?;
+    let manifest = unpacked.path().join("package/package.json");
+    let text = fs::read_to_string(&manifest)?.replace("\"1.0.0\"", &format!("\"1.0.{patch}\""));
+    fs::write(&manifest, text)?;
+    crate::functions::sh(Command::new("tar").arg("-czf").arg(to).arg("-C").arg(unpacked.path()).arg("package"))?;
     Ok(())
 }

@@ -290,6 +290,14 @@ impl Jails {
     /// Runs one jail to its end: a warm one when one fits the request (its setup already
     /// done), a new one otherwise.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
+        let label = request.label.clone();
+        let started = Instant::now();
+        let result = self.run_jail(request).await;
+        tracing::debug!(%label, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "jail ended");
+        result
+    }
+
+    async fn run_jail(&self, request: RunRequest) -> Result<RunReport, RunError> {
         let _active = Active::count(&self.active);
         if self.closing.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);

@@ -170,7 +170,11 @@ async fn async_calls_end_once_with_their_attempts_and_call_back_only_where_allow
         get(&server, &format!("/api/v1/invocations/{given_up}")).await.1["callback"]["state"] == "failed"
     })
     .await;
-    assert_eq!(failing.bodies().len(), 2);
+    // Each body carries the invocation as it was when sent (its callback's attempts so far):
+    // should this ever fail, they say whether an attempt was repeated or the count reset.
+    let sent = failing.bodies();
+    let record = get(&server, &format!("/api/v1/invocations/{given_up}")).await.1;
+    assert_eq!(sent.len(), 2, "sent {sent:#?}\nrecorded {record:#}");
 
     // The function's own failure is not retried.
     let panic = submit(&server, json!({"url": url, "call": "Panic(\"boom\")", "async": true})).await;
