@@ -165,6 +165,10 @@ async fn python_functions() {
         },
     )
     .await;
+    // The system libraries binary wheels load without shipping them are in the layer.
+    for library in ["libstdc++.so.6", "libgcc_s.so.1", "libz.so.1"] {
+        assert_eq!(data(&server, url, &format!("native('{library}')")).await, format!("loaded {library}"));
+    }
     // A dependency from the operator's index, installed once per commit.
     let deps = format!("{url}/deps");
     assert_eq!(data(&server, &deps, "shout('hi')").await, "HI!");

@@ -1,6 +1,7 @@
 //! A runtime's *layer*: the `/usr` its execution jails see. It holds the interpreter, the
 //! shared libraries it and its standard library's extension modules load (found with
-//! `ldd`), its standard library (Python's, without `site-packages`/`dist-packages`: no
+//! `ldd`) and those binary packages may assume a system has (`BINARY_PACKAGE_LIBS`), its
+//! standard library (Python's, without `site-packages`/`dist-packages`: no
 //! package the host installed is visible), the time zones, and our runner; nothing else
 //! of the host. Laid down once per (runtime, version, runner) under
 //! `<data_dir>/runtimes/`, with hard links where the filesystem allows (copies elsewhere),
@@ -17,7 +18,28 @@ use skyisland_config::Config;
 use super::Runtime;
 
 /// Bumped when what a layer holds changes: a new layer is laid down.
-const LAYER_VERSION: &str = "layer 2";
+const LAYER_VERSION: &str = "layer 3";
+
+/// The system libraries binary packages may load without shipping them, where the host
+/// has them: the manylinux policy's (PEP 600: C and C++ runtimes, libm, libdl, libpthread,
+/// librt, libutil, libnsl, libresolv, libcrypt), plus zlib and expat, which Debian's
+/// interpreters load anyway. Wheels such as numpy's or pydantic-core's, and prebuilt npm
+/// addons, need libstdc++ or libgcc_s, which neither interpreter itself loads.
+const BINARY_PACKAGE_LIBS: [&str; 13] = [
+    "libc.so.6",
+    "libm.so.6",
+    "libdl.so.2",
+    "librt.so.1",
+    "libpthread.so.0",
+    "libutil.so.1",
+    "libnsl.so.1",
+    "libresolv.so.2",
+    "libcrypt.so.1",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+    "libz.so.1",
+    "libexpat.so.1",
+];
 
 /// Python's standard library directories left out: third-party packages, tests, GUIs.
 const PYTHON_SKIP: [&str; 7] =
@@ -189,6 +211,23 @@ fn lay_down(
         let mut libraries = BTreeSet::new();
         for elf in &elves {
             libraries.extend(needed(elf)?);
+        }
+        if matches!(runtime, Runtime::Python | Runtime::Node) {
+            // Beside the C library the interpreter loads (`/usr/lib/<arch>` inside).
+            let libc = libraries.iter().find(|(inside, _)| inside.file_name().is_some_and(|n| n == "libc.so.6"));
+            if let Some(dir) = libc.and_then(|(inside, _)| inside.parent()).map(Path::to_path_buf) {
+                for name in BINARY_PACKAGE_LIBS {
+                    let inside = dir.join(name);
+                    // Where it is on a host without merged /usr.
+                    let host = Path::new("/").join(inside.strip_prefix("/usr").unwrap_or(&inside));
+                    let Some(real) = [inside.clone(), host].into_iter().find_map(|p| std::fs::canonicalize(p).ok())
+                    else {
+                        continue;
+                    };
+                    libraries.extend(needed(&real)?);
+                    libraries.insert((inside, real));
+                }
+            }
         }
         place(program, program, &temp)?;
         for (inside, real) in &libraries {
