@@ -391,8 +391,9 @@ pub struct Go {
     pub allow_module_downloads: bool,
     /// A module proxy for builds (any GOPROXY value: `https://proxy.internal`,
     /// `file:///srv/goproxy`, a list). A file:// directory is bound read-only into the
-    /// build jail; an http(s) one is reached through the egress proxy (list a private
-    /// host in `git.allow_hosts`). Unset: downloads (if allowed) use Go's default proxy.
+    /// build jail; an http(s) one is reached through the egress proxy, by name, wherever
+    /// it resolves (see [`Config::download_hosts`]). Unset: downloads (if allowed) use
+    /// Go's default proxy.
     pub proxy: Option<String>,
     /// Go environment variables passed to builds: GOPRIVATE, GONOPROXY, GONOSUMDB,
     /// GOSUMDB, GOINSECURE, GOFLAGS (added to Sky Island's own) and GOAMD64.
@@ -428,6 +429,53 @@ impl Config {
     pub fn allow_downloads(&self) -> bool {
         self.build.allow_downloads || self.go.allow_module_downloads
     }
+
+    /// Where downloads come from, as the operator set it: the hosts (and ports) of the
+    /// http(s) `[python] index_url` and `find_links`, `[node] registry` and `[go] proxy`
+    /// entries, and — with downloads allowed — the public indexes pip, npm and go use where
+    /// none is set (pypi.org and files.pythonhosted.org, registry.npmjs.org,
+    /// proxy.golang.org and sum.golang.org, on 443). The egress proxy reaches these by
+    /// name whatever address the host's resolver gives them (a mirror on a private
+    /// network, as many sites resolve the public indexes to): no repository chose them.
+    pub fn download_hosts(&self) -> Vec<AllowedHost> {
+        let mut urls: Vec<&str> = Vec::new();
+        urls.extend(self.python.index_url.as_deref());
+        urls.extend(self.python.find_links.iter().map(String::as_str));
+        urls.extend(self.node.registry.as_deref());
+        urls.extend(self.go.proxy.iter().flat_map(|p| p.split([',', '|'])));
+        let mut hosts: Vec<AllowedHost> = urls
+            .into_iter()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .filter_map(|u| url::Url::parse(u).ok())
+            .filter_map(|u| {
+                let host = match u.host()? {
+                    url::Host::Domain(name) => name.to_ascii_lowercase(),
+                    url::Host::Ipv4(ip) => ip.to_string(),
+                    url::Host::Ipv6(ip) => ip.to_string(),
+                };
+                Some(AllowedHost { host, port: Some(u.port_or_known_default()?) })
+            })
+            .collect();
+        if self.allow_downloads() {
+            let mut public = Vec::new();
+            if self.python.index_url.is_none() {
+                public.extend(["pypi.org", "files.pythonhosted.org"]);
+            }
+            if self.node.registry.is_none() {
+                public.push("registry.npmjs.org");
+            }
+            if self.go.proxy.is_none() {
+                public.push("proxy.golang.org");
+            }
+            if !self.go.env.contains_key("GOSUMDB") {
+                public.push("sum.golang.org");
+            }
+            hosts.extend(public.into_iter().map(|host| AllowedHost { host: host.to_owned(), port: Some(443) }));
+        }
+        hosts.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        hosts.dedup();
+        hosts
+    }
 }
 
 /// What every runtime's build step shares.
@@ -456,8 +504,9 @@ pub struct Python {
     /// must live under /usr. Missing: Python functions are refused with a clear message.
     pub program: PathBuf,
     /// A package index for dependency installs (pip's `--index-url`): an http(s) URL
-    /// (reached through the egress proxy; list a private host in `git.allow_hosts`) or a
-    /// local directory (`file:///srv/pypi`, bound read-only).
+    /// (reached through the egress proxy, by name, wherever it resolves: see
+    /// [`Config::download_hosts`]) or a local directory (`file:///srv/pypi`, bound
+    /// read-only).
     pub index_url: Option<String>,
     /// Directories (or URLs) of distributions (pip's `--find-links`); local ones bound read-only.
     pub find_links: Vec<String>,
@@ -477,7 +526,8 @@ pub struct Node {
     pub program: PathBuf,
     /// npm, which installs dependencies in the build jail; under /usr.
     pub npm: PathBuf,
-    /// An npm registry for dependency installs (http(s), through the egress proxy).
+    /// An npm registry for dependency installs (http(s), through the egress proxy, by
+    /// name, wherever it resolves: see [`Config::download_hosts`]).
     pub registry: Option<String>,
     /// Run packages' install scripts (`preinstall`, `postinstall`, …). Off: installs run
     /// with `--ignore-scripts`.
@@ -1413,6 +1463,31 @@ mod tests {
         let rule: EgressRule = "10.213.0.0/24:53/udp".parse().unwrap();
         assert_eq!(rule.to_string(), "10.213.0.0/24:53/udp");
         assert_eq!("10.1.2.3".parse::<EgressRule>().unwrap().to_string(), "10.1.2.3/32");
+    }
+
+    #[test]
+    fn downloads_reach_the_indexes_the_operator_named_and_with_downloads_the_public_ones() {
+        let shown = |text: &str| {
+            let hosts = parse(text).unwrap().download_hosts();
+            hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(shown(""), "", "no downloads, no index: nothing");
+        assert_eq!(
+            shown("[build]\nallow_downloads = true"),
+            "files.pythonhosted.org:443 proxy.golang.org:443 pypi.org:443 registry.npmjs.org:443 sum.golang.org:443"
+        );
+        assert_eq!(
+            shown(
+                "[python]\nindex_url = \"http://Mirror.internal:8080/simple/\"\nfind_links = [\"/srv/w\", \"https://links.internal/w/\"]\n\
+                 [node]\nregistry = \"https://10.0.0.7/\"\n[go]\nproxy = \"https://goproxy.internal,file:///srv/g|direct\""
+            ),
+            "10.0.0.7:443 goproxy.internal:443 links.internal:443 mirror.internal:8080"
+        );
+        assert_eq!(
+            shown("[go]\nallow_module_downloads = true\nproxy = \"off\"\n[python]\nindex_url = \"file:///srv/pypi\""),
+            "registry.npmjs.org:443 sum.golang.org:443",
+            "the old name allows downloads too; a set index replaces the public one"
+        );
     }
 
     #[test]

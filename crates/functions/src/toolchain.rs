@@ -184,7 +184,7 @@ impl Toolchain {
             proxy_roots,
             build_network: allow_downloads || remote_proxy,
             modcache_writable: allow_downloads || config.go.proxy.is_some(),
-            egress: Egress::new(config.git.allow_hosts.clone()),
+            egress: Egress::new(config.git.allow_hosts.clone(), config.download_hosts()),
             limits: Limits {
                 memory: j.build_memory_limit.bytes() + j.build_disk_limit.bytes(),
                 pids: j.build_pids_limit,

@@ -6,7 +6,10 @@
 //! and npm all speak to it. The proxy lives in the server, outside the jail: it resolves
 //! the name the tool asked for and connects only to public addresses — never to
 //! loopback, private, link-local, shared (CGNAT), multicast or reserved ranges, nor to any
-//! address of the host itself — unless the operator lists the host (`[git] allow_hosts`).
+//! address of the host itself — unless the operator lists the host (`[git] allow_hosts`)
+//! or named it as where downloads come from (an index, a registry, a module proxy; with
+//! downloads allowed, the public ones: `Config::download_hosts`), which is reached by
+//! name, on that port only, wherever the host's resolver points it.
 //! So a repository cannot use the server to scan or reach the operator's network, and a
 //! refusal sends nothing anywhere.
 //!
@@ -93,12 +96,17 @@ fn is_local(ip: IpAddr) -> bool {
 /// The egress proxy's policy, shared by every build jail.
 #[derive(Debug)]
 pub struct Egress {
+    /// `[git] allow_hosts`.
     allow: Vec<AllowedHost>,
+    /// Where the operator's configuration says downloads come from
+    /// (`Config::download_hosts`): reached by name like `allow`, but no reason to accept
+    /// an import path naming them.
+    downloads: Vec<AllowedHost>,
 }
 
 impl Egress {
-    pub fn new(allow: Vec<AllowedHost>) -> Arc<Egress> {
-        Arc::new(Egress { allow })
+    pub fn new(allow: Vec<AllowedHost>, downloads: Vec<AllowedHost>) -> Arc<Egress> {
+        Arc::new(Egress { allow, downloads })
     }
 
     /// Whether the operator lists `host` (for import paths naming an address or localhost).
@@ -113,7 +121,7 @@ impl Egress {
 
     /// Where a request for `host:port` may connect: the addresses allowed, or why none.
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-        let listed = self.allow.iter().any(|a| a.matches(host, port));
+        let listed = self.allow.iter().chain(&self.downloads).any(|a| a.matches(host, port));
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
         if literal.is_none() && !valid_host_name(host) {
             return Err(format!("{host:?} is not a host name"));
@@ -386,14 +394,20 @@ mod tests {
 
     #[tokio::test]
     async fn private_names_are_refused_unless_listed() {
-        let egress = Egress::new(Vec::new());
+        let egress = Egress::new(Vec::new(), Vec::new());
         let e = egress.resolve("localhost", 443).await.unwrap_err();
         assert!(e.contains("not a public address"), "{e}");
         assert!(egress.resolve("127.0.0.1", 443).await.is_err());
         assert!(egress.resolve("not a name", 443).await.is_err());
-        let listed = Egress::new(vec!["localhost:8080".parse().unwrap()]);
+        let listed = Egress::new(vec!["localhost:8080".parse().unwrap()], Vec::new());
         assert!(listed.resolve("localhost", 8080).await.is_ok());
         assert!(listed.resolve("localhost", 8081).await.is_err(), "only the port listed");
         assert!(listed.lists("localhost"));
+        // An index the operator named is reached, on its port only; it is no import path.
+        let index = Egress::new(Vec::new(), vec!["localhost:8080".parse().unwrap()]);
+        assert!(index.resolve("localhost", 8080).await.is_ok());
+        assert!(index.resolve("localhost", 8081).await.is_err(), "only the index's port");
+        assert!(index.resolve("127.0.0.1", 8080).await.is_err(), "by the name the operator gave");
+        assert!(!index.lists("localhost"));
     }
 }

@@ -356,6 +356,78 @@ async fn install_code_cannot_write_what_other_builds_use() {
     assert!(!Path::new("/usr/pwned").exists());
 }
 
+/// A package index on loopback (Python's `http.server` over a directory: pip reads its
+/// listings as a simple index), killed when dropped.
+struct Index {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Index {
+    fn serve(root: &Path, log: std::path::PathBuf) -> Index {
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
+            .arg(root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let port = line.split(" port ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap().parse().unwrap();
+        Index { child, port, log }
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An index the operator names in `[python] index_url` is reached through the egress
+/// proxy by its name, although it resolves to loopback (as sites resolve the public
+/// indexes to a mirror of their own), without listing it in `[git] allow_hosts`; a
+/// repository's own `--index-url` to another port of the same name is refused, and that
+/// index hears nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_index_is_reached_by_name_and_nothing_else() {
+    if !root_or_skip("the_operators_index_is_reached_by_name_and_nothing_else") {
+        return;
+    }
+    let mut sandbox = sandbox();
+    let root = sandbox.path().join("index");
+    let project = root.join("simple/skyfoo");
+    std::fs::create_dir_all(&project).unwrap();
+    make_wheel(&project);
+    let index = Index::serve(&root, sandbox.path().join("index.log"));
+    let other = Index::serve(&root, sandbox.path().join("other.log"));
+    sandbox.extra_config.push_str(&format!("[python]\nindex_url = \"http://localhost:{}/simple/\"\n", index.port));
+    let repo = Repo::from_fixture(&sandbox, "acme", "pyindex", "rt-python");
+    let server = Server::start(&sandbox);
+    let deps = format!("{}/deps", repo.import_path);
+    assert_eq!(data(&server, &deps, "shout('hi')").await, "HI!");
+    assert!(index.requests().contains("GET /simple/skyfoo/"), "{}", index.requests());
+
+    repo.change(
+        "deps/requirements.txt",
+        &format!("--index-url http://localhost:{}/simple/\nskyfoo==1.0\n", other.port),
+        "another index",
+    );
+    let (status, body) = server.call(json!({"url": deps, "call": "shout('hi')", "cache_bust": true})).await;
+    assert_eq!(status, 422, "{body}");
+    // The proxy answers pip's plain-HTTP request 403, which pip reports as no such package.
+    assert!(body["output"].as_str().unwrap().contains("No matching distribution"), "{body}");
+    assert_eq!(other.requests(), "", "the repository's index heard nothing");
+}
+
 /// A wheel of `skyfoo` 1.0 (pure Python), made with the host's Python.
 fn make_wheel(dir: &Path) {
     let script = r#"
