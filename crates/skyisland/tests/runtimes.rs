@@ -1,7 +1,8 @@
 //! Python, JavaScript and Lua functions through a real server: the literal grammar of
 //! each language, printing and return values, async functions, errors and their statuses,
-//! limits, dependencies installed in the build jail (a local pip find-links directory and
-//! an npm tarball, offline), versions, busts and the request cache, and the walls of each
+//! limits, dependencies installed in the build jail (a local pip find-links directory, an
+//! index on loopback named by the operator and reached through the egress proxy, and an
+//! npm tarball, offline), versions, busts and the request cache, and the walls of each
 //! runtime's jail: it sees its interpreter and the package, read-only, and nothing else
 //! of the host; an install's own code cannot write what other builds use.
 
