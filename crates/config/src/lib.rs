@@ -456,6 +456,10 @@ impl Config {
                 Some(AllowedHost { host, port: Some(u.port_or_known_default()?) })
             })
             .collect();
+        // PyPI's own index names files on another host.
+        if hosts.iter().any(|h| h.host == "pypi.org") {
+            hosts.push(AllowedHost { host: "files.pythonhosted.org".to_owned(), port: Some(443) });
+        }
         if self.allow_downloads() {
             let mut public = Vec::new();
             if self.python.index_url.is_none() {
@@ -1487,6 +1491,11 @@ mod tests {
             shown("[go]\nallow_module_downloads = true\nproxy = \"off\"\n[python]\nindex_url = \"file:///srv/pypi\""),
             "registry.npmjs.org:443 sum.golang.org:443",
             "the old name allows downloads too; a set index replaces the public one"
+        );
+        assert_eq!(
+            shown("[python]\nindex_url = \"https://pypi.org/simple/\""),
+            "files.pythonhosted.org:443 pypi.org:443",
+            "PyPI named as the index brings the host its files are on"
         );
     }
 
