@@ -71,6 +71,13 @@ fn timed(cmd: &mut Command, answer: &str) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
+/// How long `cmd` took to succeed.
+fn took(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    crate::functions::sh(cmd)?;
+    Ok(started.elapsed())
+}
+
 /// The same command under bubblewrap: the host's /usr and the package read-only, new
 /// namespaces of every kind.
 fn bwrap(argv: &[String], package: &Path) -> Command {
@@ -223,14 +230,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // By hand: the new commit into a clone, then each package's install and call.
         let _ = fs::remove_dir_all(&hand_deps);
         let _ = fs::remove_dir_all(hand.join("jsdeps/node_modules"));
-        let started = Instant::now();
-        crate::functions::sh(
-            Command::new("git").args(["fetch", "-q", "--depth=1", "origin", "HEAD"]).current_dir(&hand),
-        )?;
-        crate::functions::sh(Command::new("git").args(["checkout", "-q", "-f", "FETCH_HEAD"]).current_dir(&hand))?;
-        let fetched = started.elapsed();
-        let started = Instant::now();
-        crate::functions::sh(
+        let fetched =
+            took(Command::new("git").args(["fetch", "-q", "--depth=1", "origin", "HEAD"]).current_dir(&hand))?
+                + took(Command::new("git").args(["checkout", "-q", "-f", "FETCH_HEAD"]).current_dir(&hand))?;
+        let pip = took(
             Command::new("/usr/bin/python3")
                 .args(["-I", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input"])
                 .args(["--no-index", "--find-links"])
@@ -240,9 +243,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .args(["-r", "requirements.txt"])
                 .current_dir(hand.join("pydeps")),
         )?;
-        let pip = started.elapsed();
-        let started = Instant::now();
-        let out = crate::functions::sh(
+        let called = timed(
             Command::new("/usr/bin/python3")
                 .args([
                     "-I",
@@ -251,32 +252,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ])
                 .arg(hand.join("pydeps"))
                 .arg(&hand_deps),
+            "A!",
         )?;
         rows[py + 3].1.push(pip);
-        rows[py + 4].1.push(fetched + pip + started.elapsed());
-        if out != "A!" {
-            bail!("pydeps by hand: {out:?}");
-        }
-        let started = Instant::now();
-        crate::functions::sh(
+        rows[py + 4].1.push(fetched + pip + called);
+        let npm = took(
             Command::new("/usr/bin/npm")
                 .args(["install", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--offline"])
                 .args(["--no-package-lock", "--cache"])
                 .arg(&npm_cache)
                 .current_dir(hand.join("jsdeps")),
         )?;
-        let npm = started.elapsed();
-        let started = Instant::now();
-        let out = crate::functions::sh(
+        let called = timed(
             Command::new("/usr/bin/node")
                 .args(["-e", "process.stdout.write(require('./index.js').pad('a', 3))"])
                 .current_dir(hand.join("jsdeps")),
+            "**a",
         )?;
         rows[js + 3].1.push(npm);
-        rows[js + 4].1.push(fetched + npm + started.elapsed());
-        if out != "**a" {
-            bail!("jsdeps by hand: {out:?}");
-        }
+        rows[js + 4].1.push(fetched + npm + called);
     }
     let rows: Vec<(&str, stats::Summary)> =
         rows.into_iter().map(|(name, mut runs)| (name, summarize(&mut runs))).collect();
