@@ -290,10 +290,13 @@ impl Jails {
     /// Runs one jail to its end: a warm one when one fits the request (its setup already
     /// done), a new one otherwise.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
-        let label = request.label.clone();
+        // The label is copied for the log only when the log will show it: this is every call's path.
+        let label = tracing::enabled!(tracing::Level::DEBUG).then(|| request.label.clone());
         let started = Instant::now();
         let result = self.run_jail(request).await;
-        tracing::debug!(%label, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "jail ended");
+        if let Some(label) = label {
+            tracing::debug!(%label, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "jail ended");
+        }
         result
     }
 
