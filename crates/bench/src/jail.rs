@@ -294,6 +294,7 @@ async fn one(jails: &Jails, config: &Config, program: &Path) -> anyhow::Result<(
         network: None,
         input: None,
         prestart: false,
+        reports_end: false,
     };
     let report = jails.run(request).await?;
     if report.end != End::Exited || !report.status.success() {

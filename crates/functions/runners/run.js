@@ -3,11 +3,13 @@
 // module (JSON); the module is loaded first, then the call is read from stdin as JSON data,
 // never as source: a pre-started runner waits there, its package loaded, for its one call.
 // Exit 87: no such module or export; 88: the package does not
-// load (a syntax error); an exception: its stack and exit 1.
+// load (a syntax error); an exception: its stack and exit 1. When the process then exits
+// with 0 (its event loop empty, the package's own exit listeners run), it writes the status
+// as one byte to stdin (a socket): Sky Island answers then and ends the jail.
 // CommonJS, not an ES module: the ES loader's start costs every call ~5 ms more. ES
 // modules of the package are loaded with import().
 "use strict";
-const { existsSync, readFileSync } = require("node:fs");
+const { existsSync, readFileSync, writeSync } = require("node:fs");
 const { join } = require("node:path");
 
 function fail(code, message) {
@@ -84,6 +86,15 @@ async function main() {
   else if (typeof result === "string") text = result;
   else text = JSON.stringify(result, (_, v) => (typeof v === "bigint" ? v.toString() : v)) ?? "";
   process.stdout.write(text);
+  // Registered last, so it runs after the exit listeners the package added during its call.
+  process.on("exit", (code) => {
+    if (code !== 0) return;
+    try {
+      writeSync(0, Buffer.of(0));
+    } catch {
+      // Not run by Sky Island: nobody to tell.
+    }
+  });
 }
 
 main().catch((e) => {

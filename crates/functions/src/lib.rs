@@ -1023,7 +1023,10 @@ impl Inner {
             output: Output::Capture,
             exec: Some(program),
             network,
+            // The dispatcher and the runners read their call from stdin, and say there when
+            // they are done.
             prestart: input.is_some(),
+            reports_end: input.is_some(),
             input,
         };
         let started = Instant::now();

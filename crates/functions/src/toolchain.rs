@@ -372,6 +372,7 @@ impl Toolchain {
             exec: None,
             input: None,
             prestart: false,
+            reports_end: false,
         }
     }
 

@@ -22,7 +22,7 @@ use skyisland_config::Config;
 use skyisland_jail::{ExitStatus, HostError, JailHost, JailIo, Launch, Program, SlotKind};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::pipe;
+use tokio::net::unix::{OwnedReadHalf, pipe};
 use tokio::sync::Notify;
 
 pub use machine::MachineError;
@@ -87,6 +87,13 @@ pub struct RunRequest {
     /// Whether the program may be pre-started for the next calls like this one: it reads
     /// its call from stdin and does nothing before that a call could tell apart.
     pub prestart: bool,
+    /// Whether the program says when it is done: one byte, the status it exits with,
+    /// written to its stdin (a socket) after its last output — Sky Island's dispatcher and
+    /// runners do. The run is answered then, with what the program wrote before (in the
+    /// pipes by then), and the jail killed: whatever it would still do (an interpreter's
+    /// teardown, the kernel's unmapping of a runtime's memory) is off the call's path, and
+    /// a program cannot say it is done and go on running.
+    pub reports_end: bool,
 }
 
 /// Gives a jail a network of its own (the pool's address, a link to the bridge).
@@ -305,7 +312,18 @@ impl Jails {
         if self.closing.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
-        let RunRequest { mut launch, label, timeout, output_limit, output, exec, network, input, prestart } = request;
+        let RunRequest {
+            mut launch,
+            label,
+            timeout,
+            output_limit,
+            output,
+            exec,
+            network,
+            input,
+            prestart,
+            reports_end,
+        } = request;
         let mut netns = None;
         let network = match network {
             Some(mut network) => {
@@ -335,9 +353,11 @@ impl Jails {
             && let Some(mut started) = self.prestart.take(key).await
         {
             // Its program has started; from here on it is watched like any jail.
-            feed(started.stdin.take(), input);
+            let done = feed(started.stdin.take(), input, reports_end)?;
+            let report = self.supervise(started, done, &launch, label, timeout, output_limit, output).await;
+            // Once answered: starting the next one would compete with this call for the CPU.
             self.prestart.replenish(self, key);
-            return self.supervise(started, &launch, label, timeout, output_limit, output).await;
+            return report;
         }
         let template = match &key {
             Some(_) => {
@@ -372,13 +392,13 @@ impl Jails {
                 started
             }
         };
-        feed(started.stdin.take(), input);
+        let done = feed(started.stdin.take(), input, reports_end)?;
         if let Some(profile) = &profile {
             self.warm.replenish(self, profile.clone(), &launch);
         }
         let prestart_label = label.clone();
         let limits = LimitsInfo::of(&launch, timeout, output_limit);
-        let report = self.supervise(started, &launch, label, timeout, output_limit, output).await;
+        let report = self.supervise(started, done, &launch, label, timeout, output_limit, output).await;
         // Under load there were no slots to spare for warming; now this one is free.
         if let Some(profile) = profile {
             self.warm.replenish(self, profile, &launch);
@@ -428,11 +448,18 @@ impl Jails {
             let exec =
                 exec.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup the program", e))?;
             let netns = netns.as_ref().map(OwnedFd::try_clone).transpose().map_err(|e| RunError::Io("dup netns", e))?;
-            // Execution jails read their input (or end-of-file) from a pipe of ours.
+            // Execution jails read their input (or end-of-file) from a socket of ours, on
+            // which Sky Island's own programs say when they are done (`reports_end`).
             let (stdin, stdin_write) = match launch.kind {
                 SlotKind::Exec => {
-                    let (read, write) = pipe_pair()?;
-                    (Some(read), Some(write))
+                    let (ours, theirs) = rustix::net::socketpair(
+                        rustix::net::AddressFamily::UNIX,
+                        rustix::net::SocketType::STREAM,
+                        rustix::net::SocketFlags::CLOEXEC,
+                        None,
+                    )
+                    .map_err(|e| RunError::Io("socketpair", e.into()))?;
+                    (Some(theirs), Some(ours))
                 }
                 SlotKind::Build => (None, None),
             };
@@ -484,11 +511,13 @@ impl Jails {
         Ok(Started { id, running, stdout: out_read, stderr: err_read, stdin, setup, control, network: None })
     }
 
-    /// Watches a started jail to its end, then releases its network.
+    /// Watches a started jail to its end, then releases its network. A jail that said it
+    /// was done is answered for at once and ended in the background.
     #[allow(clippy::too_many_arguments)]
     async fn supervise(
         &self,
         mut started: Started,
+        done: Option<OwnedReadHalf>,
         launch: &Launch,
         label: String,
         timeout: Duration,
@@ -497,31 +526,47 @@ impl Jails {
     ) -> Result<RunReport, RunError> {
         let network = started.network.take();
         let ip4 = network.as_ref().map(|(_, address)| address.clone());
-        let result = self.watch(started, ip4, launch, label, timeout, output_limit, output).await;
-        // (Were this future dropped instead, the jail's network namespace would die with
-        // it, and the kernel remove its link with it.)
-        if let Some((network, _)) = network {
-            network.release().await;
+        match self.watch(started, done, ip4, launch, label, timeout, output_limit, output).await {
+            Ok(Watched::Answered(report, rest)) => {
+                tokio::spawn(async move {
+                    rest.await;
+                    if let Some((network, _)) = network {
+                        network.release().await;
+                    }
+                });
+                Ok(report)
+            }
+            result => {
+                // (Were this future dropped instead, the jail's network namespace would die
+                // with it, and the kernel remove its link with it.)
+                if let Some((network, _)) = network {
+                    network.release().await;
+                }
+                result.map(|watched| match watched {
+                    Watched::Ended(report) | Watched::Answered(report, _) => report,
+                })
+            }
         }
-        result
     }
 
-    /// Watches a started jail to its end: setup, output, timeout, kill requests.
+    /// Watches a started jail to its end: setup, output, timeout, kill requests; or until
+    /// it says it is done (`done`, see [`RunRequest::reports_end`]).
     #[allow(clippy::too_many_arguments)]
     async fn watch(
         &self,
         started: Started,
+        done: Option<OwnedReadHalf>,
         ip4: Option<String>,
         launch: &Launch,
         label: String,
         timeout: Duration,
         output_limit: u64,
         output: Output,
-    ) -> Result<RunReport, RunError> {
+    ) -> Result<Watched, RunError> {
         let Started { id, running, stdout, stderr, stdin: _, mut setup, control, network: _ } = started;
         let since = Instant::now();
         let kill = Arc::new(Notify::new());
-        let _listed = self.registry.insert(
+        let listed = self.registry.insert(
             JailInfo {
                 id: id.clone(),
                 jid: 0,
@@ -577,7 +622,10 @@ impl Jails {
         let mut status = None;
         let mut end = End::Exited;
         let (mut out_buf, mut err_buf) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
-        while status.is_none() || out_open || err_open {
+        let mut done = done;
+        let mut said = [0u8; 1];
+        let mut reported = None;
+        while (status.is_none() || out_open || err_open) && !(reported.is_some() && end == End::Exited) {
             tokio::select! {
                 ready = exited.readable(), if status.is_none() => {
                     let mut guard = ready.map_err(|e| RunError::Io("wait", e))?;
@@ -594,6 +642,28 @@ impl Jails {
                 read = stderr.read_buf(&mut err_buf), if err_open => {
                     err_open = take_output(read, Stream::Err, &mut err_buf, &mut sink, &mut end, &running).await?;
                 }
+                read = async { done.as_mut().expect("polled only while open").read(&mut said).await },
+                    if done.is_some() && end == End::Exited && status.is_none() => {
+                    match read {
+                        // Everything it wrote before saying so is in the pipes by now.
+                        Ok(1..) => {
+                            for (open, receiver, stream, buf) in [
+                                (&mut out_open, &stdout, Stream::Out, &mut out_buf),
+                                (&mut err_open, &stderr, Stream::Err, &mut err_buf),
+                            ] {
+                                while *open && end == End::Exited {
+                                    let read = read_now(receiver, buf);
+                                    if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                                        break;
+                                    }
+                                    *open = take_output(read, stream, buf, &mut sink, &mut end, &running).await?;
+                                }
+                            }
+                            reported = Some(ExitStatus::Exited(i32::from(said[0])));
+                        }
+                        _ => done = None,
+                    }
+                }
                 () = &mut deadline, if end == End::Exited && status.is_none() => {
                     end = End::TimedOut;
                     running.kill().map_err(|e| RunError::Io("kill", e))?;
@@ -604,14 +674,51 @@ impl Jails {
                 }
             }
         }
-        let status = status.expect("loop ends after the jail exited");
         let duration = since.elapsed();
+        if let (None, Some(reported)) = (status, reported) {
+            // It said it is done: what it would still do is not part of the call. It is
+            // ended now, and cleaned up after in the background (still listed and counted
+            // as active until then).
+            running.kill().map_err(|e| RunError::Io("kill", e))?;
+            let active = Active::count(&self.active);
+            let rest = async move {
+                let _ = exited.readable().await;
+                match skyisland_jail::process::wait(exited.get_ref().as_fd()) {
+                    Ok(status) => {
+                        if let Err(e) = finish(running, status).await {
+                            tracing::warn!(error = %e, "cleaning up after a jail that said it was done");
+                        }
+                    }
+                    // Dropped unfinished, it is cleaned up all the same.
+                    Err(e) => tracing::warn!(error = %e, "waiting for a jail that said it was done"),
+                }
+                drop((listed, active));
+            };
+            let report = RunReport { id, end, status: reported, stdout: sink.stdout, stderr: sink.stderr, duration };
+            return Ok(Watched::Answered(report, Box::pin(rest)));
+        }
+        let status = status.expect("loop ends after the jail exited");
         let outcome = finish(running, status).await?;
         if outcome.oom_killed && end == End::Exited && status == ExitStatus::Signaled(9) {
             end = End::MemoryLimit;
         }
-        Ok(RunReport { id, end, status, stdout: sink.stdout, stderr: sink.stderr, duration })
+        drop(listed);
+        Ok(Watched::Ended(RunReport { id, end, status, stdout: sink.stdout, stderr: sink.stderr, duration }))
     }
+}
+
+/// How watching a jail ended: with the jail, or when it said it was done — then with what
+/// is left to do once it has exited (reap it, clean up, take it off the list).
+enum Watched {
+    Ended(RunReport),
+    Answered(RunReport, BoxFuture<'static, ()>),
+}
+
+/// Reads what is in a jail's output pipe now, without waiting (`WouldBlock` when empty).
+/// Not through tokio's readiness, which may not yet know of data that is there.
+fn read_now(receiver: &pipe::Receiver, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.reserve(16 * 1024);
+    Ok(rustix::io::read(receiver, rustix::buffer::spare_capacity(buf))?)
 }
 
 /// Hands what a read of one of a jail's output streams brought to the sink, and kills the
@@ -688,14 +795,23 @@ async fn finish(running: skyisland_jail::Running, status: ExitStatus) -> Result<
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Writes `input` to a jail's stdin in the background and closes it (at once when there is
-/// no input). A jail that ends before reading it all ends the write (a broken pipe).
-fn feed(stdin: Option<OwnedFd>, input: Option<Vec<u8>>) {
-    let (Some(stdin), Some(input)) = (stdin, input) else { return };
-    tokio::spawn(async move {
-        let Ok(mut sender) = pipe::Sender::from_owned_fd(stdin) else { return };
-        let _ = sender.write_all(&input).await;
-    });
+/// Writes `input` to a jail's stdin (a socket) in the background and shuts its writing
+/// down (at once when there is no input): the program reads end-of-file after its input. A
+/// jail that ends before reading it all ends the write. With `reports_end`, the socket's
+/// reading half, on which the program says when it is done.
+fn feed(stdin: Option<OwnedFd>, input: Option<Vec<u8>>, reports_end: bool) -> Result<Option<OwnedReadHalf>, RunError> {
+    let Some(stdin) = stdin else { return Ok(None) };
+    let socket = std::os::unix::net::UnixStream::from(stdin);
+    socket.set_nonblocking(true).map_err(|e| RunError::Io("stdin socket", e))?;
+    let socket = tokio::net::UnixStream::from_std(socket).map_err(|e| RunError::Io("stdin socket", e))?;
+    // Dropping the writing half shuts the socket down for writing.
+    let (reading, mut writing) = socket.into_split();
+    if let Some(input) = input {
+        tokio::spawn(async move {
+            let _ = writing.write_all(&input).await;
+        });
+    }
+    Ok(reports_end.then_some(reading))
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RunError> {

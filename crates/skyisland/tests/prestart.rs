@@ -245,3 +245,86 @@ async fn a_program_that_keeps_working_while_it_waits_is_stopped_and_not_prestart
     server.stop();
     sandbox.assert_clean();
 }
+
+/// The dispatcher and the runners say when they are done (a byte on stdin), and the call
+/// is answered then: with everything printed before — more than a pipe holds, what a
+/// Python thread or exit handler or a Node timer printed after the function returned —
+/// and nothing after. A program that says it is done and goes on is ended at once: saying
+/// so early does not let a jail outlive its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_answered_when_its_program_says_it_is_done() {
+    if !root_or_skip("a_call_is_answered_when_its_program_says_it_is_done") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    sandbox.jails_config = "exec_timeout = \"30s\"".into();
+    let go = Repo::from_items(
+        &sandbox,
+        "acme",
+        "saysdone",
+        &[
+            ("go.mod", file("module example.test/acme/saysdone\n\ngo 1.19\n")),
+            (
+                "done.go",
+                file(
+                    "package saysdone\n\nimport (\n\t\"fmt\"\n\t\"strings\"\n\t\"syscall\"\n\t\"time\"\n)\n\n\
+                     // Big returns more than a pipe holds.\n\
+                     func Big(n int) string { return strings.Repeat(\"y\", n) }\n\n\
+                     // Early says it is done, then goes on.\n\
+                     func Early() string {\n\tfmt.Print(\"before\")\n\tsyscall.Write(0, []byte{0})\n\t\
+                     time.Sleep(time.Minute)\n\tfmt.Print(\"after\")\n\treturn \"never\"\n}\n",
+                ),
+            ),
+        ],
+    );
+    let py = Repo::from_items(
+        &sandbox,
+        "acme",
+        "pylate",
+        &[(
+            "main.py",
+            file(
+                "import atexit, threading, time\n\
+                 atexit.register(lambda: print(' bye', end=''))\n\n\
+                 def late():\n    def run():\n        time.sleep(0.3)\n        print(' thread', end='', flush=True)\n\
+                 \x20   threading.Thread(target=run).start()\n    return 'value'\n",
+            ),
+        )],
+    );
+    let js = Repo::from_items(
+        &sandbox,
+        "acme",
+        "jslate",
+        &[(
+            "index.js",
+            file(
+                "exports.late = () => {\n  setTimeout(() => process.stdout.write(' later'), 300);\n  \
+                 process.on('exit', () => process.stdout.write(' exit'));\n  return 'value';\n};\n",
+            ),
+        )],
+    );
+    let mut server = Server::start(&sandbox);
+    // Twice each: a cold call, then (most likely) a pre-started one.
+    for _ in 0..2 {
+        let big = data(&server, &go.import_path, "Big(300000)").await;
+        assert!(big.len() == 300_000 && big.bytes().all(|b| b == b'y'), "{} bytes", big.len());
+        assert_eq!(data(&server, &py.import_path, "late()").await, "value thread bye");
+        assert_eq!(data(&server, &js.import_path, "late()").await, "value later exit");
+    }
+    let running = || async {
+        let (status, body) = server.admin(reqwest::Method::GET, "/api/v1/admin/jails").await;
+        assert_eq!(status, 200, "{body}");
+        body["jails"].as_array().unwrap().len()
+    };
+    for _ in 0..2 {
+        let started = Instant::now();
+        assert_eq!(data(&server, &go.import_path, "Early()").await, "before");
+        assert!(started.elapsed() < Duration::from_secs(10), "answered when it said so");
+        support::eventually_async("the jail that said it was done to be gone", Duration::from_secs(5), || async {
+            running().await == 0
+        })
+        .await;
+    }
+    server.stop();
+    sandbox.assert_clean();
+}

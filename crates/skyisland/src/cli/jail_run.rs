@@ -54,6 +54,7 @@ pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCod
         network: None,
         input: None,
         prestart: false,
+        reports_end: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {
