@@ -128,7 +128,7 @@ pub(crate) fn start(dir: &Path, extra: &str) -> anyhow::Result<Server> {
 
 /// A server of the `skyisland` binary at `exe`, with its own data, uids and cgroups.
 fn start_binary(dir: &Path, extra: &str, exe: &Path, uid_base: u32, cgroup: &str) -> anyhow::Result<Server> {
-    start_with(dir, &dir.join("git"), extra, exe, uid_base, cgroup)
+    start_with(dir, &dir.join("git"), extra, exe, (uid_base, ""), cgroup)
 }
 
 /// A server of this build in `dir` serving the repositories under `git`.
@@ -139,15 +139,23 @@ pub(crate) fn start_serving(
     uid_base: u32,
     cgroup: &str,
 ) -> anyhow::Result<Server> {
-    start_with(dir, git, extra, &std::env::current_exe()?.with_file_name("skyisland"), uid_base, cgroup)
+    start_with(dir, git, extra, &std::env::current_exe()?.with_file_name("skyisland"), (uid_base, ""), cgroup)
 }
 
-fn start_with(dir: &Path, git: &Path, extra: &str, exe: &Path, uid_base: u32, cgroup: &str) -> anyhow::Result<Server> {
+/// `jails`: the jail slots' first uid, and more keys of `[jails]` (lines).
+fn start_with(
+    dir: &Path,
+    git: &Path,
+    extra: &str,
+    exe: &Path,
+    (uid_base, jails): (u32, &str),
+    cgroup: &str,
+) -> anyhow::Result<Server> {
     let config = dir.join("skyisland.toml");
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = {uid_base}\n[cgroup]\nparent = \"{cgroup}\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{g}/example.test/\"\n{extra}",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n[admin]\ntoken = \"bench-token\"\n[jails]\nuid_base = {uid_base}\n{jails}[cgroup]\nparent = \"{cgroup}\"\n[git.url_rewrite]\n\"https://example.test/\" = \"file://{g}/example.test/\"\n{extra}",
             d = dir.display(),
             g = git.display()
         ),
@@ -252,6 +260,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             fresh_args.push(started.elapsed());
             assert_eq!(body["built"], false);
         }
+        let prestart = prestarted(&http, &url, &args.dir).await?;
         let mut throughput = Vec::new();
         for concurrency in [1usize, 16] {
             let period = Duration::from_secs(5);
@@ -271,9 +280,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let total: u64 = futures::future::try_join_all(workers).await?.into_iter().sum();
             throughput.push((concurrency, total as f64 / started.elapsed().as_secs_f64()));
         }
-        anyhow::Ok((first, hand, repeat, fresh_args, throughput))
+        anyhow::Ok((first, hand, repeat, fresh_args, prestart, throughput))
     })?;
-    let (mut first, mut hand, mut repeat, mut fresh_args, throughput) = report;
+    let (mut first, mut hand, mut repeat, mut fresh_args, prestart, throughput) = report;
     let first = summarize(&mut first);
     let hand = summarize(&mut hand);
     let repeat = summarize(&mut repeat);
@@ -292,7 +301,125 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (concurrency, rate) in throughput {
         println!("cached calls per second at concurrency {concurrency}: {rate:.0}");
     }
+    prestart.print();
     Ok(())
+}
+
+/// Samples of the pre-started jails' section: paced and back to back.
+struct Prestarted {
+    paced: [Vec<Duration>; 3],
+    back_to_back: [Vec<Duration>; 3],
+    rate: u32,
+}
+
+const VARIANTS: [&str; 3] =
+    ["server call, pre-started jail", "server call, pre-start off (warm jails)", "fork+exec of the same binary"];
+
+impl Prestarted {
+    fn print(mut self) {
+        for (what, samples) in [
+            (format!("paced: a call every {} ms, each variant in turn", 1000 / self.rate), &mut self.paced),
+            ("back to back".to_owned(), &mut self.back_to_back),
+        ] {
+            println!("\n## Cached Go call (`\"cache\": false`) with and without pre-start, {what}\n");
+            stats::header();
+            let s: Vec<_> = samples.iter_mut().map(|v| summarize(v)).collect();
+            for (name, summary) in VARIANTS.iter().zip(&s) {
+                stats::row(name, summary);
+            }
+            println!();
+            stats::ratio("pre-started / fork+exec, median", s[0].median, s[2].median);
+            stats::ratio("pre-started / pre-start off, median", s[0].median, s[1].median);
+            stats::ratio("pre-started / pre-start off, p99", s[0].p99, s[1].p99);
+        }
+    }
+}
+
+/// The cached Go call through a server with pre-started jails (`url`), through a second
+/// server of this build with them off, and the same program run by plain fork+exec
+/// (the dispatcher binary the server built, its argv form of the call), interleaved in
+/// rotating order: first paced (a round every `1 / rate`, so that the machine keeps up
+/// with starting jails ahead — a sustained rate it can serve), then back to back (each
+/// call right after the last: what the two cores do when every call must also pay for
+/// the next one's start).
+async fn prestarted(http: &reqwest::Client, url: &str, dir: &Path) -> anyhow::Result<Prestarted> {
+    let other_dir = dir.join("prestart-off");
+    fs::create_dir_all(&other_dir)?;
+    let exe = std::env::current_exe()?.with_file_name("skyisland");
+    let other = start_with(
+        &other_dir,
+        &dir.join("git"),
+        "",
+        &exe,
+        (40_300_000, "prestart_budget = 0\n"),
+        "skyisland-bench-functions-b",
+    )?;
+    let body = json!({"url": REPO, "call": "Encode(57.64911, 10.40744)", "cache": false});
+    let answer = call(http, url, body.clone()).await?;
+    let expected = answer["data"].clone();
+    let commit = answer["commit"].as_str().context("no commit in the answer")?.to_owned();
+    call(http, &other.url, body.clone()).await?;
+    let binary = dispatcher_of(&dir.join("data/binaries"), &commit)?;
+    let argv = ["Encode", "float:+:57.64911", "float:+:10.40744"];
+    let fork_exec = || -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let out = Command::new(&binary).args(argv).output()?;
+        let took = started.elapsed();
+        anyhow::ensure!(out.status.success() && *String::from_utf8_lossy(&out.stdout) == expected, "{out:?}");
+        Ok(took)
+    };
+    let server_call = |url: String| {
+        let body = body.clone();
+        let expected = expected.clone();
+        async move {
+            let started = Instant::now();
+            let answer = call(http, &url, body).await?;
+            let took = started.elapsed();
+            anyhow::ensure!(answer["data"] == expected, "{answer}");
+            anyhow::Ok(took)
+        }
+    };
+    let rate = 100;
+    let (runs, pause) = (300, Duration::from_secs(1) / rate);
+    let mut paced: [Vec<Duration>; 3] = Default::default();
+    let mut back_to_back: [Vec<Duration>; 3] = Default::default();
+    // Warm-up: both servers have seen the function called (pre-starting begins).
+    for _ in 0..20 {
+        server_call(url.to_owned()).await?;
+        server_call(other.url.clone()).await?;
+        fork_exec()?;
+    }
+    for (samples, wait) in [(&mut paced, Some(pause)), (&mut back_to_back, None)] {
+        let mut next = tokio::time::Instant::now();
+        for i in 0..runs {
+            for k in (0..3).map(|k| (k + i) % 3) {
+                if let Some(wait) = wait {
+                    next += wait;
+                    tokio::time::sleep_until(next).await;
+                }
+                let took = match k {
+                    0 => server_call(url.to_owned()).await?,
+                    1 => server_call(other.url.clone()).await?,
+                    _ => fork_exec()?,
+                };
+                samples[k].push(took);
+            }
+        }
+    }
+    Ok(Prestarted { paced, back_to_back, rate })
+}
+
+/// The dispatcher binary a server built for `commit` of the benchmark's package.
+fn dispatcher_of(binaries: &Path, commit: &str) -> anyhow::Result<PathBuf> {
+    for entry in fs::read_dir(binaries)? {
+        let dir = entry?.path();
+        let Ok(meta) = fs::read_to_string(dir.join("meta.json")) else { continue };
+        let meta: Value = serde_json::from_str(&meta)?;
+        if meta["repo"] == REPO && meta["commit"] == commit && meta["call"].is_null() {
+            return Ok(dir.join("fn"));
+        }
+    }
+    bail!("no dispatcher for {REPO} at {commit} under {}", binaries.display())
 }
 
 /// A network namespace for the benchmark's jail networks, removed when dropped.
