@@ -152,6 +152,9 @@ pub struct Jails {
     prestart: Arc<prestart::PrestartPool>,
     /// Requests waiting for a slot to come free; while any waits, no jail is warmed.
     wanting: Arc<AtomicUsize>,
+    /// Jails answered for (they said they were done) and being ended: their slots come
+    /// back within a millisecond or so.
+    ending: Arc<AtomicUsize>,
 }
 
 /// Counts a run as active (or a request as wanting a slot) until dropped, also when its
@@ -200,6 +203,7 @@ impl Jails {
                 idle: config.jails.prestart_idle.get(),
             })),
             wanting: Arc::default(),
+            ending: Arc::default(),
         })
     }
 
@@ -354,10 +358,8 @@ impl Jails {
         {
             // Its program has started; from here on it is watched like any jail.
             let done = feed(started.stdin.take(), input, reports_end)?;
-            let report = self.supervise(started, done, &launch, label, timeout, output_limit, output).await;
-            // Once answered: starting the next one would compete with this call for the CPU.
             self.prestart.replenish(self, key);
-            return report;
+            return self.supervise(started, done, &launch, label, timeout, output_limit, output).await;
         }
         let template = match &key {
             Some(_) => {
@@ -484,13 +486,16 @@ impl Jails {
                 // discarded, or a run cleaning up.
                 Err(HostError::Busy(kind)) if !warm && Instant::now() < yield_deadline => {
                     _wanting.get_or_insert_with(|| Active::count(&self.wanting));
+                    // A jail being ended gives its slot back soon: wait for that rather
+                    // than throw away the work of one set up or started ahead.
+                    let ending = self.ending.load(Ordering::Acquire) > 0;
                     let victim = match kind {
-                        SlotKind::Exec => self.warm.evict_one().or_else(|| self.prestart.evict_one()),
-                        SlotKind::Build => None,
+                        SlotKind::Exec if !ending => self.warm.evict_one().or_else(|| self.prestart.evict_one()),
+                        _ => None,
                     };
                     match victim {
                         Some(victim) => warm::discard(vec![victim]).await,
-                        None => tokio::time::sleep(Duration::from_millis(2)).await,
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -680,7 +685,7 @@ impl Jails {
             // ended now, and cleaned up after in the background (still listed and counted
             // as active until then).
             running.kill().map_err(|e| RunError::Io("kill", e))?;
-            let active = Active::count(&self.active);
+            let active = (Active::count(&self.active), Active::count(&self.ending));
             let rest = async move {
                 let _ = exited.readable().await;
                 match skyisland_jail::process::wait(exited.get_ref().as_fd()) {
