@@ -533,12 +533,16 @@ impl Jails {
         let ip4 = network.as_ref().map(|(_, address)| address.clone());
         match self.watch(started, done, ip4, launch, label, timeout, output_limit, output).await {
             Ok(Watched::Answered(report, rest)) => {
-                tokio::spawn(async move {
-                    rest.await;
-                    if let Some((network, _)) = network {
+                match network {
+                    // Its address is free again by the time the answer is out: the caller's
+                    // next call may need it (a pool of one address, say). The jail is
+                    // killed already; this is its reaping, a millisecond or so.
+                    Some((network, _)) => {
+                        rest.await;
                         network.release().await;
                     }
-                });
+                    None => drop(tokio::spawn(rest)),
+                }
                 Ok(report)
             }
             result => {
@@ -800,20 +804,33 @@ async fn finish(running: skyisland_jail::Running, status: ExitStatus) -> Result<
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Writes `input` to a jail's stdin (a socket) in the background and shuts its writing
-/// down (at once when there is no input): the program reads end-of-file after its input. A
-/// jail that ends before reading it all ends the write. With `reports_end`, the socket's
-/// reading half, on which the program says when it is done.
+/// Writes `input` to a jail's stdin (a socket) and shuts its writing down (at once when
+/// there is no input): the program reads end-of-file after its input. What fits in the
+/// socket's buffer — a call's input, always in practice — is written here, on the call's
+/// path, without a task to schedule; the rest in the background. A jail that ends before
+/// reading it all ends the write. With `reports_end`, the socket's reading half, on which
+/// the program says when it is done.
 fn feed(stdin: Option<OwnedFd>, input: Option<Vec<u8>>, reports_end: bool) -> Result<Option<OwnedReadHalf>, RunError> {
     let Some(stdin) = stdin else { return Ok(None) };
     let socket = std::os::unix::net::UnixStream::from(stdin);
     socket.set_nonblocking(true).map_err(|e| RunError::Io("stdin socket", e))?;
+    let written = match &input {
+        Some(input) => match rustix::net::send(&socket, input, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::AGAIN) => 0,
+            // The jail is gone: nothing more to write.
+            Err(_) => input.len(),
+        },
+        None => 0,
+    };
     let socket = tokio::net::UnixStream::from_std(socket).map_err(|e| RunError::Io("stdin socket", e))?;
     // Dropping the writing half shuts the socket down for writing.
     let (reading, mut writing) = socket.into_split();
-    if let Some(input) = input {
+    if let Some(input) = input
+        && written < input.len()
+    {
         tokio::spawn(async move {
-            let _ = writing.write_all(&input).await;
+            let _ = writing.write_all(&input[written..]).await;
         });
     }
     Ok(reports_end.then_some(reading))
