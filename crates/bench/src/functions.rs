@@ -308,7 +308,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Samples of the pre-started jails' section: paced and back to back.
 struct Prestarted {
     paced: [Vec<Duration>; 3],
-    back_to_back: [Vec<Duration>; 3],
+    unpaused: [Vec<Duration>; 3],
     rate: u32,
 }
 
@@ -319,7 +319,7 @@ impl Prestarted {
     fn print(mut self) {
         for (what, samples) in [
             (format!("paced: a call every {} ms, each variant in turn", 1000 / self.rate), &mut self.paced),
-            ("back to back".to_owned(), &mut self.back_to_back),
+            ("without pauses, each variant in turn".to_owned(), &mut self.unpaused),
         ] {
             println!("\n## Cached Go call (`\"cache\": false`) with and without pre-start, {what}\n");
             stats::header();
@@ -338,10 +338,10 @@ impl Prestarted {
 /// The cached Go call through a server with pre-started jails (`url`), through a second
 /// server of this build with them off, and the same program run by plain fork+exec
 /// (the dispatcher binary the server built, its argv form of the call), interleaved in
-/// rotating order: first paced (a round every `1 / rate`, so that the machine keeps up
-/// with starting jails ahead — a sustained rate it can serve), then back to back (each
-/// call right after the last: what the two cores do when every call must also pay for
-/// the next one's start).
+/// rotating order: first paced (a call every `1 / rate`, so that the machine keeps up
+/// with starting jails ahead — a sustained rate it can serve), then without pauses (each
+/// call right after the last, still in turn: each server sees every third call; one
+/// server called truly back to back is the "repeated call" row above).
 async fn prestarted(http: &reqwest::Client, url: &str, dir: &Path) -> anyhow::Result<Prestarted> {
     let other_dir = dir.join("prestart-off");
     fs::create_dir_all(&other_dir)?;
@@ -382,14 +382,14 @@ async fn prestarted(http: &reqwest::Client, url: &str, dir: &Path) -> anyhow::Re
     let rate = 100;
     let (runs, pause) = (300, Duration::from_secs(1) / rate);
     let mut paced: [Vec<Duration>; 3] = Default::default();
-    let mut back_to_back: [Vec<Duration>; 3] = Default::default();
+    let mut unpaused: [Vec<Duration>; 3] = Default::default();
     // Warm-up: both servers have seen the function called (pre-starting begins).
     for _ in 0..20 {
         server_call(url.to_owned()).await?;
         server_call(other.url.clone()).await?;
         fork_exec()?;
     }
-    for (samples, wait) in [(&mut paced, Some(pause)), (&mut back_to_back, None)] {
+    for (samples, wait) in [(&mut paced, Some(pause)), (&mut unpaused, None)] {
         let mut next = tokio::time::Instant::now();
         for i in 0..runs {
             for k in (0..3).map(|k| (k + i) % 3) {
@@ -406,7 +406,7 @@ async fn prestarted(http: &reqwest::Client, url: &str, dir: &Path) -> anyhow::Re
             }
         }
     }
-    Ok(Prestarted { paced, back_to_back, rate })
+    Ok(Prestarted { paced, unpaused, rate })
 }
 
 /// The dispatcher binary a server built for `commit` of the benchmark's package.
