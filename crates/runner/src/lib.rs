@@ -686,9 +686,11 @@ impl Jails {
         let duration = since.elapsed();
         if let (None, Some(reported)) = (status, reported) {
             // It said it is done: what it would still do is not part of the call. It is
-            // ended now, and cleaned up after in the background (still listed and counted
-            // as active until then).
+            // killed now, so no longer listed as running (the admin API shows no jail for
+            // an answered call), and reaped and cleaned up after in the background,
+            // counted as active until then.
             running.kill().map_err(|e| RunError::Io("kill", e))?;
+            drop(listed);
             let active = (Active::count(&self.active), Active::count(&self.ending));
             let rest = async move {
                 let _ = exited.readable().await;
@@ -701,7 +703,7 @@ impl Jails {
                     // Dropped unfinished, it is cleaned up all the same.
                     Err(e) => tracing::warn!(error = %e, "waiting for a jail that said it was done"),
                 }
-                drop((listed, active));
+                drop(active);
             };
             let report = RunReport { id, end, status: reported, stdout: sink.stdout, stderr: sink.stderr, duration };
             return Ok(Watched::Answered(report, Box::pin(rest)));
