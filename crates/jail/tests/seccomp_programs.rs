@@ -237,6 +237,18 @@ fn real_programs_need_nothing_the_policy_refuses() {
 
     let mut refused = Vec::new();
     for (name, (label, arg_sets)) in &all {
+        // strace names a number it does not know `syscall_0x…`. Far beyond x86-64's table
+        // (~470 entries) it is no system call at all — seen once from `go build` as
+        // syscall_0x8000, a number strace misread around a signal — and the kernel's
+        // answer to it is the same ENOSYS as the policy's. A number strace does not know
+        // within the table's range is still reported: a newer call the policy may lack.
+        if name
+            .strip_prefix("syscall_0x")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|nr| nr >= 1024)
+        {
+            continue;
+        }
         let Some(nr) = syscall_number(name) else {
             refused.push(format!("{name} (by {label}): not in the system call table"));
             continue;
