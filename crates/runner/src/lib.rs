@@ -436,13 +436,7 @@ impl Jails {
             let (out_read, out_write) = pipe_pair()?;
             let (err_read, err_write) = pipe_pair()?;
             let (control, go) = if warm {
-                let (ours, theirs) = rustix::net::socketpair(
-                    rustix::net::AddressFamily::UNIX,
-                    rustix::net::SocketType::SEQPACKET,
-                    rustix::net::SocketFlags::CLOEXEC,
-                    None,
-                )
-                .map_err(|e| RunError::Io("socketpair", e.into()))?;
+                let (ours, theirs) = socket_pair(rustix::net::SocketType::SEQPACKET)?;
                 (Some(ours), Some(theirs))
             } else {
                 (None, None)
@@ -454,13 +448,7 @@ impl Jails {
             // which Sky Island's own programs say when they are done (`reports_end`).
             let (stdin, stdin_write) = match launch.kind {
                 SlotKind::Exec => {
-                    let (ours, theirs) = rustix::net::socketpair(
-                        rustix::net::AddressFamily::UNIX,
-                        rustix::net::SocketType::STREAM,
-                        rustix::net::SocketFlags::CLOEXEC,
-                        None,
-                    )
-                    .map_err(|e| RunError::Io("socketpair", e.into()))?;
+                    let (ours, theirs) = socket_pair(rustix::net::SocketType::STREAM)?;
                     (Some(theirs), Some(ours))
                 }
                 SlotKind::Build => (None, None),
@@ -840,6 +828,12 @@ fn feed(stdin: Option<OwnedFd>, input: Option<Vec<u8>>, reports_end: bool) -> Re
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RunError> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| RunError::Io("pipe", e.into()))
+}
+
+/// A connected pair of unix sockets of `kind`, closed on exec.
+fn socket_pair(kind: rustix::net::SocketType) -> Result<(OwnedFd, OwnedFd), RunError> {
+    rustix::net::socketpair(rustix::net::AddressFamily::UNIX, kind, rustix::net::SocketFlags::CLOEXEC, None)
+        .map_err(|e| RunError::Io("socketpair", e.into()))
 }
 
 /// A short random id, unique among the jails of a host for all practical purposes.
