@@ -73,6 +73,12 @@ pub struct HostConfig {
     /// Clone jails from this process instead of a helper (a one-shot command, which must
     /// stay single-threaded while it launches).
     pub inline_spawner: bool,
+    /// At [`JailHost::shutdown`], leave the slots ready for the next process instead of
+    /// removing them: their cgroups (empty, limits set) and empty scratch directories,
+    /// as a server keeps them between its jails. A one-shot command would otherwise make
+    /// and remove three cgroups per run; [`JailHost::remove_free_slots`] (a server's
+    /// shutdown, `skyisland jail clean`) removes them.
+    pub leave_slots_ready: bool,
 }
 
 /// What one jail should run, and within which limits.
@@ -103,7 +109,10 @@ struct Inner {
     exec: Arc<SlotPool>,
     build: Arc<SlotPool>,
     scratch_dir: PathBuf,
+    /// `<run_dir>/slots`: the slots' locks, and (left ready) their network namespaces.
+    slot_dir: PathBuf,
     inline: bool,
+    leave_slots_ready: bool,
 }
 
 /// The jail machinery of this host. Cheap to clone.
@@ -150,7 +159,9 @@ impl JailHost {
                 exec,
                 build,
                 scratch_dir,
+                slot_dir: slot_dir.clone(),
                 inline: config.inline_spawner,
+                leave_slots_ready: config.leave_slots_ready,
             }),
         };
         let mut first_error = None;
@@ -198,6 +209,13 @@ impl JailHost {
         if let Ok(entries) = fs::read_dir(&inner.scratch_dir) {
             present.extend(entries.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()));
         }
+        if let Ok(entries) = fs::read_dir(&inner.slot_dir) {
+            present.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok()?.strip_suffix(NETNS_SUFFIX).map(str::to_owned)),
+            );
+        }
         for pool in [&inner.exec, &inner.build] {
             pool.for_each_unheld(|def| present.contains(&def.name), |lease| f(inner, lease));
         }
@@ -216,9 +234,13 @@ impl JailHost {
         }
         let lease = inner.pool(launch.kind).acquire().ok_or(HostError::Busy(launch.kind))?;
         if launch.network == Network::None {
-            let netns = lease
-                .network_namespace(crate::spawner::empty_network_namespace)
-                .map_err(io_at("create the network namespace of slot", Path::new(&lease.def().name)))?;
+            let kept = inner.netns_file(&lease.def().name);
+            let netns = if inner.leave_slots_ready {
+                lease.network_namespace(|| kept_network_namespace(&kept))
+            } else {
+                lease.network_namespace(crate::spawner::empty_network_namespace)
+            }
+            .map_err(io_at("create the network namespace of slot", Path::new(&lease.def().name)))?;
             io.netns = Some(netns);
         }
         let slot = lease.def().clone();
@@ -280,10 +302,28 @@ impl JailHost {
         self.inner.build.release_idle(idle);
     }
 
-    /// Removes the cgroups and scratch directories of every slot no process holds, and
-    /// reaps what is left in them. Jails still running keep theirs.
+    /// Lets go of every slot. Unless [`HostConfig::leave_slots_ready`], also removes the
+    /// slots no process holds ([`JailHost::remove_free_slots`]).
     pub fn shutdown(&self) -> Result<(), HostError> {
+        let result = if self.inner.leave_slots_ready {
+            // Every jail of this process has ended, and each one's slot went back only
+            // once its cgroup was empty: what stays holds no process.
+            Ok(0)
+        } else {
+            self.remove_free_slots()
+        };
+        self.inner.exec.release_all();
+        self.inner.build.release_all();
+        result.map(drop)
+    }
+
+    /// Removes the cgroups and scratch directories of every slot no process holds, after
+    /// reaping what is left in them, and the parent cgroup if nothing else is in it.
+    /// Slots in use (by this process or another) keep theirs. Returns how many slots had
+    /// anything to remove.
+    pub fn remove_free_slots(&self) -> Result<usize, HostError> {
         let mut first_error = None;
+        let mut removed = 0;
         self.for_each_unheld_slot(|inner, lease| {
             let name = &lease.def().name;
             let result = inner.reap(lease.def()).and_then(|()| Ok(inner.cgroups.remove(name)?)).and_then(|()| {
@@ -292,15 +332,20 @@ impl JailHost {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at("remove", &scratch)(e)),
                     _ => Ok(()),
                 }
+                .and_then(|()| {
+                    let netns = inner.netns_file(name);
+                    remove_kept_network_namespace(&netns).map_err(io_at("remove", &netns))
+                })
             });
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         });
         self.inner.cgroups.remove_parent_if_empty();
-        self.inner.exec.release_all();
-        self.inner.build.release_all();
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(removed), Err)
     }
 }
 
@@ -318,7 +363,53 @@ fn rlimits(launch: &Launch) -> Vec<Rlimit> {
     limits
 }
 
+/// `<slot>.netns` in the slot directory: a slot's network namespace left ready.
+const NETNS_SUFFIX: &str = ".netns";
+
+/// The slot's empty network namespace as a one-shot process leaves it for the next: bound
+/// on `file` (as `ip netns` keeps one), so the next run opens it instead of paying ~0.6 ms
+/// for a new one. Made (and bound) when `file` is not a bound namespace yet. The slot's
+/// lock makes its use exclusive, and a jail can change nothing in it (no capability in
+/// it, loopback down); what a jail opens in it dies with the jail's processes.
+fn kept_network_namespace(file: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    // nsfs's magic number (linux/magic.h), which rustix does not name.
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    if let Ok(fd) = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+        // The jail's setns(CLONE_NEWNET) refuses any other kind of namespace.
+        if rustix::fs::fstatfs(&fd).is_ok_and(|st| st.f_type == NSFS_MAGIC) {
+            return Ok(fd);
+        }
+    }
+    let netns = crate::spawner::empty_network_namespace()?;
+    fs::OpenOptions::new().write(true).create(true).truncate(false).open(file)?;
+    let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&netns));
+    rustix::mount::mount_bind(source.as_str(), file)?;
+    Ok(netns)
+}
+
+/// Unbinds and removes a slot's kept network namespace, if there is one.
+fn remove_kept_network_namespace(file: &Path) -> std::io::Result<()> {
+    // Until it is no mount point (EINVAL): the binding may have gone with a mount
+    // namespace or a reboot, or have been made twice.
+    for _ in 0..8 {
+        match rustix::mount::unmount(file, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Inner {
+    fn netns_file(&self, slot: &str) -> PathBuf {
+        self.slot_dir.join(format!("{slot}{NETNS_SUFFIX}"))
+    }
+
     fn pool(&self, kind: SlotKind) -> &Arc<SlotPool> {
         match kind {
             SlotKind::Exec => &self.exec,

@@ -277,7 +277,8 @@ impl Jails {
     }
 
     /// Refuses new jails, kills every running one and waits (up to `patience`) until all
-    /// runs are over, then removes the slots' cgroups and directories.
+    /// runs are over, then removes the slots' cgroups and directories (a one-shot
+    /// command's leaves them ready for its next run: [`skyisland_jail::HostConfig::leave_slots_ready`]).
     pub async fn shutdown(&self, patience: Duration) -> Result<(), HostError> {
         self.closing.store(true, Ordering::Release);
         let deadline = Instant::now() + patience;
@@ -293,6 +294,11 @@ impl Jails {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let host = self.host.clone();
+        if host.launches_inline() {
+            // A one-shot command: nothing else runs, and a blocking-pool thread would cost
+            // more than the few file operations.
+            return host.shutdown();
+        }
         tokio::task::spawn_blocking(move || host.shutdown())
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))

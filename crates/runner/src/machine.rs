@@ -50,7 +50,8 @@ pub fn cgroups(config: &Config) -> Result<Cgroups, MachineError> {
 
 /// Execution slot `n` runs as `uid_base + 1 + n`; the build jail as `uid_base`. A server
 /// holds the slots it uses and spawns through a helper; a one-shot command (`one_shot`)
-/// lets go of its slot at once and clones its jail itself.
+/// lets go of its slot at once, clones its jail itself and leaves the slot ready for the
+/// next run (`skyisland jail clean` removes it).
 pub fn host_config(config: &Config, one_shot: bool) -> Result<HostConfig, MachineError> {
     let jails = &config.jails;
     Ok(HostConfig {
@@ -62,6 +63,7 @@ pub fn host_config(config: &Config, one_shot: bool) -> Result<HostConfig, Machin
         build_slots: jails.max_builds,
         keep_slots: !one_shot,
         inline_spawner: one_shot,
+        leave_slots_ready: one_shot,
     })
 }
 

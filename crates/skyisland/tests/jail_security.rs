@@ -1,6 +1,7 @@
 //! The security suite: real hostile programs in real jails through `skyisland jail run`.
 //! Each test checks containment, then that the host is unharmed and nothing is left
-//! behind (mounts, cgroups, processes, scratch directories).
+//! behind (mounts, processes; the slot's empty cgroups and scratch directory stay ready
+//! for the next run until `skyisland jail clean`).
 
 mod support;
 
@@ -14,14 +15,15 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// Runs the attack program's `command` in a fresh jail of a fresh sandbox, checks the
-/// sandbox is clean afterwards, and returns the output.
+/// sandbox holds nothing but a slot ready for the next run afterwards (and nothing after
+/// `jail clean`), and returns the output.
 fn attack_in_jail(flags: &[&str], command: &[&str]) -> Output {
     let sandbox = Sandbox::new();
     let attack = attack();
     let mut program = vec![attack.to_str().unwrap()];
     program.extend_from_slice(command);
     let out = sandbox.jail_run(flags, &program);
-    sandbox.assert_clean();
+    sandbox.assert_clean_after_jail_run();
     out
 }
 
@@ -48,7 +50,7 @@ fn the_jail_is_unprivileged_and_isolated() {
     ] {
         assert!(stdout.contains(line), "{line} in {stdout}");
     }
-    sandbox.assert_clean();
+    sandbox.assert_clean_after_jail_run();
 }
 
 #[test]
@@ -236,7 +238,7 @@ fn output_and_exit_status_pass_through() {
     let (stdout, stderr) = text(&out);
     assert!(stdout.starts_with("hi from sky-"), "{stdout} {stderr}");
     assert!(stdout.contains("Read-only file system"), "{stdout}");
-    sandbox.assert_clean();
+    sandbox.assert_clean_after_jail_run();
 }
 
 #[test]
@@ -273,4 +275,60 @@ fn bad_input_is_one_clear_line() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("bad.toml:2:1: unknown field `memory_limt`"), "{stderr}");
+}
+
+#[test]
+fn jail_run_leaves_its_slot_ready_and_jail_clean_spares_slots_in_use() {
+    if !root_or_skip("jail_run_leaves_its_slot_ready_and_jail_clean_spares_slots_in_use") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let slot = format!("exec-{}", sandbox.uid_base + 1);
+    let out = sandbox.jail_run(&[], &["/bin/sh", "-c", "echo one > /tmp/mark; ls /tmp"]);
+    assert_eq!(text(&out).0, "mark\n", "{}", text(&out).1);
+    // The slot stays, empty, for the next run: no mkdir and rmdir of three cgroups a run.
+    let census = sandbox.census();
+    assert!(census.cgroups.contains(&slot), "{census:?}");
+    assert!(census.scratch.contains(&slot), "{census:?}");
+    let netns = sandbox.run_dir().join("slots").join(format!("{slot}.netns"));
+    assert!(census.mounts.contains(netns.to_str().unwrap()), "its network namespace stays bound: {census:?}");
+    // The next run takes the same slot and finds nothing of the last one.
+    let out = sandbox.jail_run(&[], &["/bin/sh", "-c", "ls -A /tmp"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "");
+    let parent = format!("the parent {}", sandbox.cgroup_parent);
+    assert_eq!(sandbox.census().cgroups, [slot.clone(), parent.clone()].into(), "the same slot again");
+
+    // `jail clean` removes free slots only: a jail running meanwhile keeps its slot and
+    // ends normally, while the slot a second run left ready goes.
+    let mut running = std::process::Command::new(support::bin())
+        .args(["jail", "run", "--config"])
+        .arg(sandbox.config())
+        .args(["--", "/bin/sh", "-c", "echo started; sleep 2; echo survived"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = running.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"started\n");
+    let out = sandbox.jail_run(&[], &["/bin/true"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let second = format!("exec-{}", sandbox.uid_base + 2);
+    assert_eq!(
+        sandbox.census().cgroups,
+        [slot.clone(), second.clone(), parent].into(),
+        "the running one's, the left one"
+    );
+    let out = sandbox.jail_clean();
+    assert_eq!(text(&out).0, "removed 1 free jail slot\n", "{}", text(&out).1);
+    assert!(out.status.success());
+    let census = sandbox.census();
+    assert!(census.cgroups.contains(&slot) && !census.cgroups.contains(&second), "{census:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "survived\n");
+    assert!(running.wait().unwrap().success());
+    sandbox.assert_clean_after_jail_run();
 }

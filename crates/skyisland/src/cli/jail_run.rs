@@ -97,6 +97,25 @@ pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// `skyisland jail clean`: removes the slots `jail run` left ready, and any other slot no
+/// process holds (a running server keeps the slots it holds).
+pub fn clean(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    skyisland_runner::machine::require_root("jail clean")?;
+    let host = match skyisland_jail::JailHost::open(skyisland_runner::machine::host_config(&config, true)?) {
+        Ok(host) => host,
+        // No base root filesystem: no jail has run here, so there is no slot to remove.
+        Err(skyisland_jail::HostError::NotInitialised) => {
+            println!("removed 0 free jail slots");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let removed = host.remove_free_slots()?;
+    println!("removed {removed} free jail slot{}", if removed == 1 { "" } else { "s" });
+    Ok(ExitCode::SUCCESS)
+}
+
 fn humanize(d: std::time::Duration) -> String {
     skyisland_config::Span(d).to_string()
 }

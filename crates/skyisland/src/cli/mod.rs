@@ -164,6 +164,9 @@ enum JailCommand {
     /// Copy a host program into a fresh jail and run it; its output and exit status pass
     /// through. A timeout exits 124; a kill by another limit exits 137.
     Run(JailRunArgs),
+    /// Remove what `jail run` leaves ready for its next run: the cgroups and scratch
+    /// directories of the slots no process holds (after killing anything left in them).
+    Clean,
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +211,7 @@ pub fn main() -> ExitCode {
         (None, true) | (Some(Command::Init), false) => init(config),
         (None, false) | (Some(Command::Serve), false) => serve::run(config),
         (Some(Command::Jail { command: JailCommand::Run(args) }), false) => jail_run::run(config, args),
+        (Some(Command::Jail { command: JailCommand::Clean }), false) => jail_run::clean(config),
         (Some(Command::ApiKey { command }), false) => api_key::run(config, command),
         (Some(Command::Call(args)), false) => call::run(args),
         (Some(Command::Invocation { command }), false) => work::invocation(command),

@@ -165,6 +165,40 @@ parent = "{cgroup}"
         cmd.output().unwrap()
     }
 
+    /// `skyisland jail clean` with this sandbox's configuration.
+    pub fn jail_clean(&self) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(["jail", "clean", "--config"]).arg(self.config());
+        cmd.output().unwrap()
+    }
+
+    /// Fails unless, after `jail run`s have finished, nothing runs and nothing is mounted,
+    /// and what stays is only slots left ready for the next run (cgroups without a
+    /// process, empty scratch directories); then `skyisland jail clean` must leave the
+    /// sandbox holding nothing.
+    pub fn assert_clean_after_jail_run(&self) {
+        let census = self.census();
+        // A slot's network namespace, bound on `<run_dir>/slots/<slot>.netns`, may stay.
+        let slots = self.run_dir().join("slots");
+        let kept = |m: &String| Path::new(m).parent() == Some(&slots) && m.ends_with(".netns");
+        assert!(
+            census.mounts.iter().all(kept) && census.processes.is_empty(),
+            "jail run left things behind: {census:?}"
+        );
+        if let Some(cgroups) = self.cgroups() {
+            for slot in cgroups.list() {
+                assert_eq!(cgroups.procs(&slot).unwrap(), Vec::<i32>::new(), "slot {slot} kept with processes");
+            }
+        }
+        for name in &census.scratch {
+            let dir = self.run_dir().join("jails").join(name);
+            assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "{} kept with contents", dir.display());
+        }
+        let out = self.jail_clean();
+        assert!(out.status.success(), "jail clean: {}", String::from_utf8_lossy(&out.stderr));
+        self.assert_clean();
+    }
+
     /// What this sandbox holds on the host right now.
     pub fn census(&self) -> Census {
         let root = self.path().to_string_lossy().into_owned();
@@ -224,6 +258,12 @@ impl Drop for Sandbox {
     /// A failed test may have killed its server mid-flight: take its jails' cgroups (the
     /// only thing outside the sandbox's directory) with it.
     fn drop(&mut self) {
+        // And the slots' network namespaces `jail run` left bound in the run directory.
+        for entry in fs::read_dir(self.run_dir().join("slots")).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".netns") {
+                let _ = Command::new("umount").arg("-l").arg(entry.path()).stderr(Stdio::null()).status();
+            }
+        }
         if let Some(cgroups) = self.cgroups() {
             for slot in cgroups.list() {
                 let _ = cgroups.kill_all(&slot, Duration::from_secs(1));
