@@ -375,16 +375,29 @@ fn kept_network_namespace(file: &Path) -> std::io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     // nsfs's magic number (linux/magic.h), which rustix does not name.
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    if let Ok(fd) = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-        // The jail's setns(CLONE_NEWNET) refuses any other kind of namespace.
-        if rustix::fs::fstatfs(&fd).is_ok_and(|st| st.f_type == NSFS_MAGIC) {
+    if let Ok(fd) = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()) {
+        // A namespace, and not this process's own (the host's): the jail's
+        // setns(CLONE_NEWNET) then refuses any other kind of namespace.
+        let own = rustix::fs::stat("/proc/thread-self/ns/net")?;
+        if rustix::fs::fstatfs(&fd).is_ok_and(|st| st.f_type == NSFS_MAGIC)
+            && rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino))
+        {
             return Ok(fd);
         }
     }
     let netns = crate::spawner::empty_network_namespace()?;
-    fs::OpenOptions::new().write(true).create(true).truncate(false).open(file)?;
     let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&netns));
-    rustix::mount::mount_bind(source.as_str(), file)?;
+    // Whatever else is there (a stale file, a symlink) goes; the new file is made
+    // exclusively, so the binding lands on it and nowhere a link points.
+    let bound = match fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => fs::OpenOptions::new().write(true).create_new(true).open(file),
+    }
+    .and_then(|_| Ok(rustix::mount::mount_bind(source.as_str(), file)?));
+    if let Err(e) = bound {
+        // Only the next run's saving is lost: this run has its namespace.
+        tracing::debug!(file = %file.display(), error = %e, "cannot keep the slot's network namespace");
+    }
     Ok(netns)
 }
 

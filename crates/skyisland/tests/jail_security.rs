@@ -300,6 +300,22 @@ fn jail_run_leaves_its_slot_ready_and_jail_clean_spares_slots_in_use() {
     let parent = format!("the parent {}", sandbox.cgroup_parent);
     assert_eq!(sandbox.census().cgroups, [slot.clone(), parent.clone()].into(), "the same slot again");
 
+    // The kept namespace is the jail's own, empty one; a link planted in its place (to
+    // the host's namespace) is replaced, not followed.
+    let out = sandbox.jail_run(&[], &[attack().to_str().unwrap(), "interfaces"]);
+    assert_eq!(text(&out).0.trim(), "lo up=false");
+    std::fs::remove_file(&netns).unwrap_or_else(|_| {
+        support::run(std::process::Command::new("umount").arg(&netns));
+        std::fs::remove_file(&netns).unwrap();
+    });
+    std::os::unix::fs::symlink("/proc/1/ns/net", &netns).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = sandbox.jail_run(&[], &[attack().to_str().unwrap(), "connect", &addr]);
+    assert_eq!(text(&out).0.trim(), format!("connect {addr}: network is unreachable"), "{}", text(&out).1);
+    assert!(!std::fs::symlink_metadata(&netns).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(sandbox.census().mounts.contains(netns.to_str().unwrap()));
+
     // `jail clean` removes free slots only: a jail running meanwhile keeps its slot and
     // ends normally, while the slot a second run left ready goes.
     let mut running = std::process::Command::new(support::bin())
