@@ -387,13 +387,11 @@ fn kept_network_namespace(file: &Path) -> std::io::Result<OwnedFd> {
     }
     let netns = crate::spawner::empty_network_namespace()?;
     let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&netns));
-    // Whatever else is there (a stale file, a symlink) goes; the new file is made
-    // exclusively, so the binding lands on it and nowhere a link points.
-    let bound = match fs::remove_file(file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => fs::OpenOptions::new().write(true).create_new(true).open(file),
-    }
-    .and_then(|_| Ok(rustix::mount::mount_bind(source.as_str(), file)?));
+    // Whatever else is there (a stale file, a link, another binding) goes; the new file
+    // is made exclusively, so the binding lands on it and nowhere a link points.
+    let bound = remove_kept_network_namespace(file)
+        .and_then(|()| fs::OpenOptions::new().write(true).create_new(true).open(file))
+        .and_then(|_| Ok(rustix::mount::mount_bind(source.as_str(), file)?));
     if let Err(e) = bound {
         // Only the next run's saving is lost: this run has its namespace.
         tracing::debug!(file = %file.display(), error = %e, "cannot keep the slot's network namespace");
@@ -406,7 +404,9 @@ fn remove_kept_network_namespace(file: &Path) -> std::io::Result<()> {
     // Until it is no mount point (EINVAL): the binding may have gone with a mount
     // namespace or a reboot, or have been made twice.
     for _ in 0..8 {
-        match rustix::mount::unmount(file, rustix::mount::UnmountFlags::DETACH) {
+        // Never through a link: what it points to is not ours to unmount.
+        match rustix::mount::unmount(file, rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW)
+        {
             Ok(()) => {}
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => break,
             Err(e) => return Err(e.into()),

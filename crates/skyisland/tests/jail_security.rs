@@ -301,20 +301,29 @@ fn jail_run_leaves_its_slot_ready_and_jail_clean_spares_slots_in_use() {
     assert_eq!(sandbox.census().cgroups, [slot.clone(), parent.clone()].into(), "the same slot again");
 
     // The kept namespace is the jail's own, empty one; a link planted in its place (to
-    // the host's namespace) is replaced, not followed.
+    // the host's namespace: the one of whoever opens it) is replaced, not followed.
     let out = sandbox.jail_run(&[], &[attack().to_str().unwrap(), "interfaces"]);
     assert_eq!(text(&out).0.trim(), "lo up=false");
     std::fs::remove_file(&netns).unwrap_or_else(|_| {
         support::run(std::process::Command::new("umount").arg(&netns));
         std::fs::remove_file(&netns).unwrap();
     });
-    std::os::unix::fs::symlink("/proc/1/ns/net", &netns).unwrap();
+    std::os::unix::fs::symlink("/proc/self/ns/net", &netns).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let out = sandbox.jail_run(&[], &[attack().to_str().unwrap(), "connect", &addr]);
     assert_eq!(text(&out).0.trim(), format!("connect {addr}: network is unreachable"), "{}", text(&out).1);
     assert!(!std::fs::symlink_metadata(&netns).unwrap().file_type().is_symlink(), "the link was replaced");
     assert!(sandbox.census().mounts.contains(netns.to_str().unwrap()));
+    // The host's namespace bound there (which only root could do) is refused and replaced.
+    use std::os::unix::fs::MetadataExt;
+    let host_ns = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    support::run(std::process::Command::new("umount").arg(&netns));
+    support::run(std::process::Command::new("mount").args(["--bind", "/proc/self/ns/net"]).arg(&netns));
+    assert_eq!(std::fs::metadata(&netns).unwrap().ino(), host_ns);
+    let out = sandbox.jail_run(&[], &[attack().to_str().unwrap(), "connect", &addr]);
+    assert_eq!(text(&out).0.trim(), format!("connect {addr}: network is unreachable"), "{}", text(&out).1);
+    assert_ne!(std::fs::metadata(&netns).unwrap().ino(), host_ns, "the binding was replaced");
 
     // `jail clean` removes free slots only: a jail running meanwhile keeps its slot and
     // ends normally, while the slot a second run left ready goes.
@@ -337,8 +346,19 @@ fn jail_run_leaves_its_slot_ready_and_jail_clean_spares_slots_in_use() {
         [slot.clone(), second.clone(), parent].into(),
         "the running one's, the left one"
     );
+    // A link in a slot's place to some other mount: cleaning removes the link, and never
+    // unmounts what it points to.
+    let victim = sandbox.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    support::run(std::process::Command::new("mount").args(["-t", "tmpfs", "victim"]).arg(&victim));
+    let third = sandbox.run_dir().join("slots").join(format!("exec-{}.netns", sandbox.uid_base + 3));
+    std::os::unix::fs::symlink(&victim, &third).unwrap();
     let out = sandbox.jail_clean();
-    assert_eq!(text(&out).0, "removed 1 free jail slot\n", "{}", text(&out).1);
+    let victim_mounted = sandbox.census().mounts.contains(victim.to_str().unwrap());
+    assert!(victim_mounted, "jail clean unmounted what a link pointed to");
+    support::run(std::process::Command::new("umount").arg(&victim));
+    assert!(std::fs::symlink_metadata(&third).is_err(), "the link is gone");
+    assert_eq!(text(&out).0, "removed 2 free jail slots\n", "{}", text(&out).1);
     assert!(out.status.success());
     let census = sandbox.census();
     assert!(census.cgroups.contains(&slot) && !census.cgroups.contains(&second), "{census:?}");
