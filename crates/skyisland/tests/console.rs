@@ -24,6 +24,9 @@ use support::{NetNs, Repo, Sandbox, Server, root_or_skip};
 struct Browser {
     client: Client,
     driver: Child,
+    /// `SKYISLAND_TEST_BROWSER=<value>` in the environment of chromedriver and of every
+    /// process it starts: how they are found to be ended.
+    mark: String,
     _profile: tempfile::TempDir,
 }
 
@@ -44,8 +47,10 @@ impl WebDriverCompatibleCommand for BrowserLog {
 impl Browser {
     async fn start() -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mark = format!("{}-{port}", std::process::id());
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env(BROWSER_MARK, &mark)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +94,7 @@ impl Browser {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        Browser { client, driver, _profile: profile }
+        Browser { client, driver, mark, _profile: profile }
     }
 
     /// Console messages since the last call: (level, message).
@@ -156,10 +161,37 @@ impl Browser {
     }
 }
 
+/// The environment variable that marks one test's browser processes.
+const BROWSER_MARK: &str = "SKYISLAND_TEST_BROWSER";
+
 impl Drop for Browser {
+    /// Chromium outlives a killed chromedriver, and its crash handlers leave the process
+    /// group: every process carrying this browser's mark is killed.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let mark = format!("{BROWSER_MARK}={}", self.mark);
+        for _ in 0..50 {
+            let marked: Vec<i32> = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == mark.as_bytes()))
+                })
+                .collect();
+            if marked.is_empty() {
+                return;
+            }
+            for pid in marked {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
