@@ -74,9 +74,10 @@ pub struct HostConfig {
     /// stay single-threaded while it launches).
     pub inline_spawner: bool,
     /// At [`JailHost::shutdown`], leave the slots ready for the next process instead of
-    /// removing them: their cgroups (empty, limits set) and empty scratch directories,
-    /// as a server keeps them between its jails. A one-shot command would otherwise make
-    /// and remove three cgroups per run; [`JailHost::remove_free_slots`] (a server's
+    /// removing them: their cgroups (empty, limits set), empty scratch directories and
+    /// empty network namespaces (bound on `<run_dir>/slots/<slot>.netns`), as a server
+    /// keeps them between its jails. A one-shot command would otherwise make and remove
+    /// three cgroups and a namespace per run; [`JailHost::remove_free_slots`] (a server's
     /// shutdown, `skyisland jail clean`) removes them.
     pub leave_slots_ready: bool,
 }

@@ -164,8 +164,9 @@ enum JailCommand {
     /// Copy a host program into a fresh jail and run it; its output and exit status pass
     /// through. A timeout exits 124; a kill by another limit exits 137.
     Run(JailRunArgs),
-    /// Remove what `jail run` leaves ready for its next run: the cgroups and scratch
-    /// directories of the slots no process holds (after killing anything left in them).
+    /// Remove what `jail run` leaves ready for its next run: the cgroups, scratch
+    /// directories and network namespaces of the slots no process holds (after killing
+    /// anything left in them).
     Clean,
 }
 
