@@ -235,9 +235,8 @@ impl JailHost {
         }
         let lease = inner.pool(launch.kind).acquire().ok_or(HostError::Busy(launch.kind))?;
         if launch.network == Network::None {
-            let kept = inner.netns_file(&lease.def().name);
             let netns = if inner.leave_slots_ready {
-                lease.network_namespace(|| kept_network_namespace(&kept))
+                lease.network_namespace(|| kept_network_namespace(&inner.netns_file(&lease.def().name)))
             } else {
                 lease.network_namespace(crate::spawner::empty_network_namespace)
             }
@@ -327,17 +326,17 @@ impl JailHost {
         let mut removed = 0;
         self.for_each_unheld_slot(|inner, lease| {
             let name = &lease.def().name;
-            let result = inner.reap(lease.def()).and_then(|()| Ok(inner.cgroups.remove(name)?)).and_then(|()| {
+            let result = (|| {
+                inner.reap(lease.def())?;
+                inner.cgroups.remove(name)?;
                 let scratch = inner.scratch_dir.join(name);
                 match fs::remove_dir(&scratch) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at("remove", &scratch)(e)),
-                    _ => Ok(()),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_at("remove", &scratch)(e)),
+                    _ => {}
                 }
-                .and_then(|()| {
-                    let netns = inner.netns_file(name);
-                    remove_kept_network_namespace(&netns).map_err(io_at("remove", &netns))
-                })
-            });
+                let netns = inner.netns_file(name);
+                remove_kept_network_namespace(&netns).map_err(io_at("remove", &netns))
+            })();
             match result {
                 Ok(()) => removed += 1,
                 Err(e) => {

@@ -327,9 +327,8 @@ fn jail_run_leaves_its_slot_ready_and_jail_clean_spares_slots_in_use() {
 
     // `jail clean` removes free slots only: a jail running meanwhile keeps its slot and
     // ends normally, while the slot a second run left ready goes.
-    let mut running = std::process::Command::new(support::bin())
-        .args(["jail", "run", "--config"])
-        .arg(sandbox.config())
+    let mut running = sandbox
+        .jail_command("run")
         .args(["--", "/bin/sh", "-c", "echo started; sleep 2; echo survived"])
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -160,16 +160,19 @@ parent = "{cgroup}"
 
     /// `skyisland jail run` with this sandbox's configuration.
     pub fn jail_run(&self, flags: &[&str], program: &[&str]) -> Output {
-        let mut cmd = Command::new(bin());
-        cmd.args(["jail", "run", "--config"]).arg(self.config()).args(flags).arg("--").args(program);
-        cmd.output().unwrap()
+        self.jail_command("run").args(flags).arg("--").args(program).output().unwrap()
     }
 
     /// `skyisland jail clean` with this sandbox's configuration.
     pub fn jail_clean(&self) -> Output {
+        self.jail_command("clean").output().unwrap()
+    }
+
+    /// `skyisland jail SUBCOMMAND --config <this sandbox's>`, to be completed.
+    pub fn jail_command(&self, subcommand: &str) -> Command {
         let mut cmd = Command::new(bin());
-        cmd.args(["jail", "clean", "--config"]).arg(self.config());
-        cmd.output().unwrap()
+        cmd.args(["jail", subcommand, "--config"]).arg(self.config());
+        cmd
     }
 
     /// Fails unless, after `jail run`s have finished, nothing runs and nothing is mounted,
