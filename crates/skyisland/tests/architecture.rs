@@ -106,3 +106,55 @@ fn the_jail_crate_never_links_tokio() {
     let manifest: toml::Table = manifest.parse().unwrap();
     assert!(!manifest["dependencies"].as_table().unwrap().contains_key("tokio"));
 }
+
+/// `skyisland` is the small program: `jail run` starts no faster than the program it is,
+/// so it must not carry the server (src/lib.rs). Crate names appear in a binary's symbols
+/// only when the crate is linked in.
+#[test]
+fn the_small_program_carries_none_of_the_server() {
+    let small = std::fs::read(support::bin()).unwrap();
+    let full = std::fs::read(PathBuf::from(env!("CARGO_BIN_EXE_skyisland-full"))).unwrap();
+    let has = |binary: &[u8], name: &str| binary.windows(name.len()).any(|w| w == name.as_bytes());
+    for krate in ["skyisland_server", "skyisland_functions", "skyisland_client"] {
+        assert!(has(&full, krate), "the whole program links {krate} (the check can see a crate)");
+        assert!(!has(&small, krate), "skyisland links {krate}: only skyisland-full may");
+    }
+    assert!(has(&small, "skyisland_jail"), "skyisland runs jails itself");
+}
+
+/// The small program runs `jail` commands without the whole program, hands it everything
+/// else (found beside it or in ../libexec/skyisland/), and says so when it is missing.
+#[test]
+fn the_small_program_hands_every_other_command_to_the_whole_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("bin/skyisland");
+    std::fs::create_dir_all(alone.parent().unwrap()).unwrap();
+    std::fs::copy(support::bin(), &alone).unwrap();
+    let run = |args: &[&str]| std::process::Command::new(&alone).args(args).output().unwrap();
+
+    let version = run(&["--version"]);
+    let stderr = String::from_utf8_lossy(&version.stderr);
+    assert_eq!(version.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("skyisland: the whole program is missing: neither "), "{stderr}");
+    assert!(stderr.contains("libexec/skyisland/skyisland-full"), "{stderr}");
+
+    // Run here, without the whole program: the jail command's own error, not a missing program.
+    let jail = run(&["jail", "run", "--", "/nonexistent/program"]);
+    let stderr = String::from_utf8_lossy(&jail.stderr);
+    assert_eq!(jail.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("skyisland: ") && !stderr.contains("whole program"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/program") || stderr.contains("root"), "{stderr}");
+
+    let libexec = dir.path().join("libexec/skyisland");
+    std::fs::create_dir_all(&libexec).unwrap();
+    std::os::unix::fs::symlink(PathBuf::from(env!("CARGO_BIN_EXE_skyisland-full")), libexec.join("skyisland-full"))
+        .unwrap();
+    let version = run(&["--version"]);
+    assert!(version.status.success(), "{}", String::from_utf8_lossy(&version.stderr));
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("skyisland {}", env!("CARGO_PKG_VERSION")));
+    // A mistake in a jail command is the whole program's message, exit 2.
+    let mistake = run(&["jail", "run", "--memory", "lots", "--", "/bin/true"]);
+    let stderr = String::from_utf8_lossy(&mistake.stderr);
+    assert_eq!(mistake.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("skyisland: invalid value 'lots' for '--memory"), "{stderr}");
+}

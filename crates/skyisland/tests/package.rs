@@ -63,6 +63,11 @@ async fn the_debian_package_installs_a_service_that_runs() {
     // What is in it.
     let binary = root.join("usr/bin/skyisland");
     assert!(std::fs::metadata(&binary).unwrap().permissions().mode() & 0o111 != 0);
+    // The small program `skyisland` hands every command but `jail run` and `jail clean` to
+    // the whole one, which it finds at ../libexec/skyisland/ from itself: the service's
+    // run below goes through both.
+    let full = root.join("usr/libexec/skyisland/skyisland-full");
+    assert!(std::fs::metadata(&full).unwrap().permissions().mode() & 0o111 != 0);
     for file in [
         "etc/skyisland/skyisland.toml",
         "usr/lib/systemd/system/skyisland.service",

@@ -4,7 +4,6 @@
 mod api_key;
 mod call;
 mod doctor;
-mod jail_run;
 mod layout;
 mod serve;
 mod work;
@@ -15,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use skyisland_config::{Config, Size, Span};
+use skyisland_cli::jail::{self as jail_run, JailCommand};
+use skyisland_cli::{finish, load};
+use skyisland_config::Config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -159,39 +160,6 @@ enum ApiKeyCommand {
     Revoke { id: String },
 }
 
-#[derive(Debug, Subcommand)]
-enum JailCommand {
-    /// Copy a host program into a fresh jail and run it; its output and exit status pass
-    /// through. A timeout exits 124; a kill by another limit exits 137.
-    Run(JailRunArgs),
-    /// Remove what `jail run` leaves ready for its next run: the cgroups, scratch
-    /// directories and network namespaces of the slots no process holds (after killing
-    /// anything left in them).
-    Clean,
-}
-
-#[derive(Debug, clap::Args)]
-struct JailRunArgs {
-    /// Memory limit, e.g. "256MiB" (default: jails.memory_limit).
-    #[arg(long)]
-    memory: Option<Size>,
-    /// Maximum number of processes and threads (default: jails.pids_limit).
-    #[arg(long)]
-    pids: Option<u32>,
-    /// Wall-clock limit, e.g. "5s" (default: jails.exec_timeout).
-    #[arg(long)]
-    timeout: Option<Span>,
-    /// Writable space, e.g. "64MiB" (default: jails.disk_limit).
-    #[arg(long)]
-    disk: Option<Size>,
-    /// Give the jail a network of its own.
-    #[arg(long)]
-    net: bool,
-    /// The program and its arguments.
-    #[arg(required = true, last = true, value_name = "PROGRAM [ARGS]...")]
-    program: Vec<String>,
-}
-
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -233,39 +201,7 @@ pub fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("skyisland: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The error and its causes on one line (a cause that its error's text already ends with
-/// is not repeated).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain().map(ToString::to_string) {
-        if line.ends_with(&cause) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&cause);
-    }
-    line
-}
-
-/// The configuration, its warnings (keys of the original's that mean nothing here) on
-/// stderr.
-fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
-    let (config, warnings) = Config::load(path.as_deref())?;
-    for warning in warnings {
-        eprintln!("skyisland: warning: {warning}");
-    }
-    Ok(config)
+    finish(result)
 }
 
 fn config_command(path: Option<PathBuf>, command: ConfigCommand) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! `skyisland jail run`: a host program in a fresh jail, its output and status passed
 //! through. The program is executed from a descriptor, so it needs no copy in the jail;
 //! a dynamically linked one also gets the host's /usr, read-only, for its libraries.
+//! `skyisland jail clean`: the slots `jail run` leaves ready, removed.
 
 use std::fs::File;
 use std::io::Read;
@@ -9,10 +10,53 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use clap::Subcommand;
+use skyisland_config::{Size, Span};
 use skyisland_jail::Bind;
 use skyisland_runner::{End, Jails, Output, RunError, RunRequest};
 
-use super::{JailRunArgs, load};
+use crate::load;
+
+#[derive(Debug, Subcommand)]
+pub enum JailCommand {
+    /// Copy a host program into a fresh jail and run it; its output and exit status pass
+    /// through. A timeout exits 124; a kill by another limit exits 137.
+    Run(JailRunArgs),
+    /// Remove what `jail run` leaves ready for its next run: the cgroups, scratch
+    /// directories and network namespaces of the slots no process holds (after killing
+    /// anything left in them).
+    Clean,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JailRunArgs {
+    /// Memory limit, e.g. "256MiB" (default: jails.memory_limit).
+    #[arg(long)]
+    memory: Option<Size>,
+    /// Maximum number of processes and threads (default: jails.pids_limit).
+    #[arg(long)]
+    pids: Option<u32>,
+    /// Wall-clock limit, e.g. "5s" (default: jails.exec_timeout).
+    #[arg(long)]
+    timeout: Option<Span>,
+    /// Writable space, e.g. "64MiB" (default: jails.disk_limit).
+    #[arg(long)]
+    disk: Option<Size>,
+    /// Give the jail a network of its own.
+    #[arg(long)]
+    net: bool,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROGRAM [ARGS]...")]
+    program: Vec<String>,
+}
+
+/// Runs a `jail` command.
+pub fn main(config: Option<PathBuf>, command: JailCommand) -> ExitCode {
+    crate::finish(match command {
+        JailCommand::Run(args) => run(config, args),
+        JailCommand::Clean => clean(config),
+    })
+}
 
 pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let mut config = load(config)?;
@@ -117,7 +161,7 @@ pub fn clean(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 fn humanize(d: std::time::Duration) -> String {
-    skyisland_config::Span(d).to_string()
+    Span(d).to_string()
 }
 
 /// Finds `name` like a shell would (a path if it has a slash, else on PATH) and opens it.
