@@ -73,6 +73,12 @@ pub struct HostConfig {
     /// Clone jails from this process instead of a helper (a one-shot command, which must
     /// stay single-threaded while it launches).
     pub inline_spawner: bool,
+    /// The spawner helper, forked at [`JailHost::open`], executes this program (which
+    /// must call [`crate::spawner::run_as_program`] on [`crate::spawner::SPAWNER_ARG`]):
+    /// every jail is a clone of the helper, so the fewer pages the helper has, the less
+    /// each clone copies and each jail's exec throws away. `None`: the helper stays a
+    /// copy of this process.
+    pub spawner_program: Option<PathBuf>,
     /// At [`JailHost::shutdown`], leave the slots ready for the next process instead of
     /// removing them: their cgroups (empty, limits set), empty scratch directories and
     /// empty network namespaces (bound on `<run_dir>/slots/<slot>.netns`), as a server
@@ -151,7 +157,8 @@ impl JailHost {
             SlotPool::open(&slot_dir, exec_defs, config.keep_slots).map_err(io_at("open slot locks in", &slot_dir))?;
         let build =
             SlotPool::open(&slot_dir, build_defs, config.keep_slots).map_err(io_at("open slot locks in", &slot_dir))?;
-        let spawner = if config.inline_spawner { Spawner::inline()? } else { Spawner::start()? };
+        let spawner =
+            if config.inline_spawner { Spawner::inline()? } else { Spawner::start(config.spawner_program.as_deref())? };
         let host = JailHost {
             inner: Arc::new(Inner {
                 spawner,

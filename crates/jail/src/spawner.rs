@@ -8,6 +8,10 @@
 //! the server gets its pidfd back and waits on it directly. The helper keeps the one
 //! shared empty network namespace and the compiled seccomp policy.
 //!
+//! The forked helper may execute a small program of the host's ([`start`]'s `program`,
+//! which hands over to [`run_as_program`]): a copy of a big server carries its relocated
+//! data and heap, which every clone copies and every jail's exec throws away again.
+//!
 //! Invariant: the helper never starts a thread, which is what makes allocating in the
 //! cloned child safe.
 
@@ -143,7 +147,10 @@ impl Spawner {
     /// Forks the helper. Call it while the process is still single-threaded (before an
     /// async runtime starts), from the thread that lives as long as the jails: their
     /// parent-death signal is tied to it.
-    pub fn start() -> Result<Spawner, SpawnError> {
+    ///
+    /// With a `program`, the helper executes it as `PROGRAM SPAWNER_ARG <socket> <pid>`
+    /// (see [`run_as_program`]) before it serves.
+    pub fn start(program: Option<&std::path::Path>) -> Result<Spawner, SpawnError> {
         let start = |what: &str, e: io::Error| SpawnError::Start(format!("{what}: {e}"));
         if sys::thread_count().map_err(|e| start("count threads", e))? != 1 {
             return Err(SpawnError::Threads);
@@ -156,6 +163,14 @@ impl Spawner {
         match unsafe { sys::fork() }.map_err(|e| start("fork", e))? {
             None => {
                 drop(ours);
+                if let Some(program) = program {
+                    let error = execute_helper(program, &theirs, parent);
+                    let error = format!("execute {}: {error}", program.display());
+                    if let Ok(body) = serde_json::to_vec(&Reply::Failed { error }) {
+                        let _ = send(theirs.as_fd(), &body, &[]);
+                    }
+                    sys::exit_now(1)
+                }
                 let code = match serve(theirs, parent) {
                     Ok(()) => 0,
                     Err(e) => {
@@ -303,6 +318,59 @@ struct Cloner {
 }
 
 /// The helper's main loop: one jail per request until the server closes the socket.
+/// The argument that makes a program the spawner helper (see [`run_as_program`]).
+pub const SPAWNER_ARG: &str = "__skyisland-jail-spawner";
+
+/// In the forked helper: executes `program` with the socket kept open across the exec.
+/// Returns only on failure.
+fn execute_helper(program: &std::path::Path, conn: &OwnedFd, parent: rustix::process::Pid) -> io::Error {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if let Err(e) = rustix::io::fcntl_setfd(conn, rustix::io::FdFlags::empty()) {
+        return e.into();
+    }
+    std::process::Command::new(program)
+        .arg0("skyisland-spawner")
+        .arg(SPAWNER_ARG)
+        .arg(conn.as_raw_fd().to_string())
+        .arg(parent.as_raw_nonzero().to_string())
+        .exec()
+}
+
+/// The helper, in the program [`Spawner::start`] executed: `args` are what followed
+/// [`SPAWNER_ARG`] (the socket's descriptor and the server's pid). Call it first thing in
+/// `main`, before any thread starts; it returns the process's exit status.
+pub fn run_as_program(mut args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    let mut number = || args.next().and_then(|a| a.to_str().and_then(|a| a.parse::<i32>().ok()));
+    let (Some(fd), Some(parent)) = (number(), number()) else {
+        eprintln!("skyisland spawner: expected a socket descriptor and the server's pid");
+        return 2;
+    };
+    let Some(parent) = rustix::process::Pid::from_raw(parent) else {
+        eprintln!("skyisland spawner: bad server pid {parent}");
+        return 2;
+    };
+    // SAFETY: F_GETFD only reads this process's descriptor table (EBADF if not open).
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        eprintln!("skyisland spawner: descriptor {fd} is not open");
+        return 2;
+    }
+    // SAFETY: the descriptor is open (checked above), not a standard stream, and was
+    // inherited across the exec for this call: nothing else in this process owns it.
+    let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if rustix::fs::fstat(&conn).map_or(true, |stat| stat.st_mode & libc::S_IFMT != libc::S_IFSOCK) {
+        eprintln!("skyisland spawner: descriptor {fd} is not a socket");
+        return 2;
+    }
+    match serve(conn, parent) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skyisland spawner: {e}");
+            1
+        }
+    }
+}
+
 fn serve(conn: OwnedFd, parent: rustix::process::Pid) -> io::Result<()> {
     let helper = match prepare(conn, parent) {
         Ok(helper) => helper,

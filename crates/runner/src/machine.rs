@@ -63,6 +63,7 @@ pub fn host_config(config: &Config, one_shot: bool) -> Result<HostConfig, Machin
         build_slots: jails.max_builds,
         keep_slots: !one_shot,
         inline_spawner: one_shot,
+        spawner_program: if one_shot { None } else { spawner_program() },
         leave_slots_ready: one_shot,
     })
 }
@@ -89,4 +90,20 @@ pub fn exec_launch(config: &Config, argv: Vec<String>) -> Launch {
         proc_subset_pid: true,
         max_open_files: 1024,
     }
+}
+
+/// The small `skyisland` program, when this process is the whole one (`skyisland-full`):
+/// beside it (a build tree) or in `../../bin/` (the package's `/usr/libexec/skyisland/`).
+/// A server's spawner executes it: see [`HostConfig::spawner_program`].
+fn spawner_program() -> Option<std::path::PathBuf> {
+    let this = std::env::current_exe().ok()?;
+    if this.file_name()? != "skyisland-full" {
+        return None;
+    }
+    let dir = this.parent()?;
+    let found = [dir.join("skyisland"), dir.join("../../bin/skyisland")].into_iter().find(|path| path.is_file());
+    if found.is_none() {
+        tracing::info!("no small skyisland program beside {}: the spawner stays a copy of the server", this.display());
+    }
+    found
 }

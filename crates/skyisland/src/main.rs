@@ -34,6 +34,12 @@ enum Command {
 const FULL: &str = "skyisland-full";
 
 fn main() -> ExitCode {
+    // A server's spawner helper (skyisland_jail::spawner): before anything else, while
+    // this process has one thread.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|arg| arg == skyisland_jail::spawner::SPAWNER_ARG) {
+        return ExitCode::from(u8::try_from(skyisland_jail::spawner::run_as_program(args)).unwrap_or(1));
+    }
     match Cli::try_parse() {
         Ok(Cli { config, command: Command::Jail { command } }) => skyisland_cli::jail::main(config, command),
         Err(_) => {
