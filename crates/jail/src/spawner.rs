@@ -317,7 +317,6 @@ struct Cloner {
     clone_parent: bool,
 }
 
-/// The helper's main loop: one jail per request until the server closes the socket.
 /// The argument that makes a program the spawner helper (see [`run_as_program`]).
 pub const SPAWNER_ARG: &str = "__skyisland-jail-spawner";
 
@@ -371,6 +370,7 @@ pub fn run_as_program(mut args: impl Iterator<Item = std::ffi::OsString>) -> i32
     }
 }
 
+/// The helper's main loop: one jail per request until the server closes the socket.
 fn serve(conn: OwnedFd, parent: rustix::process::Pid) -> io::Result<()> {
     let helper = match prepare(conn, parent) {
         Ok(helper) => helper,

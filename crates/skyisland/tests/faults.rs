@@ -493,24 +493,6 @@ async fn a_client_that_goes_away_takes_its_jail_with_it_and_sigint_stops_cleanly
     sandbox.assert_clean();
 }
 
-/// The server's children: each one's executable and command line.
-fn children(pid: u32) -> Vec<(std::path::PathBuf, Vec<String>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let dir = entry.path();
-        let Ok(status) = std::fs::read_to_string(dir.join("status")) else { continue };
-        if status.lines().any(|line| line.strip_prefix("PPid:").is_some_and(|p| p.trim() == pid.to_string())) {
-            let (Ok(exe), Ok(cmdline)) = (std::fs::read_link(dir.join("exe")), std::fs::read(dir.join("cmdline")))
-            else {
-                continue;
-            };
-            let args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
-            found.push((exe, args.map(|a| String::from_utf8_lossy(a).into_owned()).collect()));
-        }
-    }
-    found
-}
-
 /// A server's spawner (the helper every jail is cloned from) executes the small
 /// `skyisland` program, so that clones copy few pages; a whole program found without it
 /// keeps a forked copy of itself as the spawner and serves the same.
@@ -524,11 +506,11 @@ async fn the_spawner_is_the_small_program_unless_it_is_missing() {
     let small = support::bin().canonicalize().unwrap();
 
     let mut server = Server::start(&sandbox);
-    let spawners: Vec<_> = children(server.pid())
+    let spawners: Vec<_> = support::children(server.pid())
         .into_iter()
         .filter(|(_, args)| args.get(1).is_some_and(|a| a == "__skyisland-jail-spawner"))
         .collect();
-    assert_eq!(spawners.len(), 1, "one spawner: {:?}", children(server.pid()));
+    assert_eq!(spawners.len(), 1, "one spawner: {:?}", support::children(server.pid()));
     assert_eq!(spawners[0].0, small, "the spawner executes the small program");
     assert_eq!(server.data(&repo.import_path, "Hello()").await, "hello");
     assert!(server.stop().success());
@@ -539,7 +521,7 @@ async fn the_spawner_is_the_small_program_unless_it_is_missing() {
     let mut command = std::process::Command::new(&lone);
     command.arg("serve").arg("--config").arg(sandbox.config());
     let mut server = Server::start_command(&sandbox, command);
-    let kids = children(server.pid());
+    let kids = support::children(server.pid());
     assert!(kids.iter().all(|(_, args)| args.get(1).is_none_or(|a| a != "__skyisland-jail-spawner")), "{kids:?}");
     assert!(kids.iter().any(|(exe, _)| *exe == lone), "the spawner is a copy of the server: {kids:?}");
     assert_eq!(server.data(&repo.import_path, "Hello()").await, "hello");

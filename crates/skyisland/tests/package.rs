@@ -143,6 +143,15 @@ async fn the_debian_package_installs_a_service_that_runs() {
     let n = notify.recv(&mut message).expect("READY=1 from the server");
     assert!(String::from_utf8_lossy(&message[..n]).contains("READY=1"), "{:?}", &message[..n]);
     assert_eq!(server.data(&repo.import_path, "Hello()").await, "hello");
+    // The server (the whole program) found the small one at ../../bin/ for its spawner.
+    let spawner = support::children(server.pid())
+        .into_iter()
+        .find(|(_, args)| args.get(1).is_some_and(|a| a == "__skyisland-jail-spawner"));
+    assert_eq!(
+        spawner.map(|(exe, _)| exe),
+        Some(binary.canonicalize().unwrap()),
+        "the spawner executes usr/bin/skyisland"
+    );
     let health = server.health().await;
     assert_eq!(health["status"], "ok", "{health}");
     assert!(server.stop().success(), "{}", server.log());

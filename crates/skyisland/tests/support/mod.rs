@@ -966,3 +966,20 @@ pub fn assert_answers(what: &str, output: &str, expected: &[(&str, &str)]) {
         assert!(output.lines().any(|l| l == line), "{what}: expected {line:?} in:\n{output}");
     }
 }
+
+/// The server's children: each one's executable and command line.
+pub fn children(pid: u32) -> Vec<(PathBuf, Vec<String>)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let dir = entry.path();
+        let Ok(status) = fs::read_to_string(dir.join("status")) else { continue };
+        if status.lines().any(|line| line.strip_prefix("PPid:").is_some_and(|p| p.trim() == pid.to_string())) {
+            let (Ok(exe), Ok(cmdline)) = (fs::read_link(dir.join("exe")), fs::read(dir.join("cmdline"))) else {
+                continue;
+            };
+            let args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+            found.push((exe, args.map(|a| String::from_utf8_lossy(a).into_owned()).collect()));
+        }
+    }
+    found
+}
