@@ -31,6 +31,27 @@ fn doctor_reports_each_requirement_and_serve_refuses_without_one() {
     assert!(text.lines().any(|l| l.starts_with("warn    Redis: 127.0.0.1:") && l.contains("start Redis")), "{text}");
     assert!(text.ends_with("Sky Island can run here.\n"), "{text}");
 
+    // cgroup v1 (this host): whether a hierarchy is mounted with favordynmods, and what
+    // to do when none is. Mounting a controller-less hierarchy for a moment turns it on
+    // host-wide; unmounting it (it has no cgroups) turns it off again.
+    let favoured = |text: &str| text.lines().any(|l| l.starts_with("ok      cgroup migrations: favordynmods on "));
+    let already = std::fs::read_to_string("/proc/self/mounts").unwrap().contains("favordynmods");
+    if !already {
+        assert!(
+            text.lines().any(|l| l.starts_with("warn    cgroup migrations: ") && l.contains("favordynmods")),
+            "{text}"
+        );
+        let point = sandbox.path().join("favordynmods");
+        std::fs::create_dir_all(&point).unwrap();
+        let name = format!("name=skyisland-test-{},favordynmods", std::process::id());
+        support::run(Command::new("mount").args(["-t", "cgroup", "-o", &format!("none,{name}"), "cgroup"]).arg(&point));
+        let (ok, text) = doctor(&sandbox);
+        support::run(Command::new("umount").arg(&point));
+        assert!(ok && favoured(&text), "{text}");
+    } else {
+        assert!(favoured(&text), "{text}");
+    }
+
     // No Go anywhere: missing, exit 1, and serve will not start.
     sandbox.extra_config = "[go]\nprogram = \"/nonexistent/go\"\ntoolchains = []\n".into();
     let (ok, text) = doctor(&sandbox);

@@ -99,6 +99,9 @@ fn advisories(config: &Config) -> Vec<Check> {
         }
         checks.push(check);
     }
+    if let Some(check) = cgroup_migrations(config) {
+        checks.push(check);
+    }
     checks.push(free_disk(&config.data_dir));
     checks.push(run_dir(&config.run_dir));
     checks.push(descriptors());
@@ -207,6 +210,36 @@ fn cgroups(config: &Config) -> Check {
             "mount cgroup v2 with the memory, pids and cpu controllers enabled, or v1 hierarchies of each (see [cgroup] in the configuration)",
         ),
     }
+}
+
+/// On cgroup v1 a jail joins its cgroups by writing its pid, which waits for an RCU grace
+/// period (7–15 ms measured) when no process moved between cgroups in the last few
+/// milliseconds, unless some hierarchy is mounted with `favordynmods` (BENCHMARKS.md). On
+/// v2 jails are cloned into their cgroup: nothing to say.
+fn cgroup_migrations(config: &Config) -> Option<Check> {
+    let cgroups = skyisland_runner::machine::cgroups(config).ok()?;
+    if cgroups.version() != skyisland_jail::CgroupVersion::V1 {
+        return None;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let favoured = mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(point), Some(kind), Some(options)) = (fields.get(1), fields.get(2), fields.get(3)) else {
+            return None;
+        };
+        (kind.starts_with("cgroup") && options.split(',').any(|o| o == "favordynmods")).then(|| point.to_string())
+    });
+    Some(match favoured {
+        Some(point) => {
+            Check::ok("cgroup migrations", format!("favordynmods on {point}: joining a cgroup does not wait"))
+        }
+        None => Check::bad(
+            "cgroup migrations",
+            Level::Warn,
+            "after a quiet moment, joining a v1 cgroup waits for an RCU grace period (7–15 ms measured): a `jail run` and the first jail of a burst pay it",
+            "if forks slightly costlier host-wide are acceptable, keep a hierarchy mounted with favordynmods (docs/operators.md, Tuning)",
+        ),
+    })
 }
 
 fn filesystem(what: &'static str, name: &str, fix: &str) -> Check {
