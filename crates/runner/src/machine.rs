@@ -92,17 +92,25 @@ pub fn exec_launch(config: &Config, argv: Vec<String>) -> Launch {
     }
 }
 
-/// The small `skyisland` program, when this process is the whole one (`skyisland-full`):
-/// beside it (a build tree) or in `../../bin/` (the package's `/usr/libexec/skyisland/`).
-/// A server's spawner executes it: see [`HostConfig::spawner_program`].
+/// The small `skyisland` program, when this process is another program: beside it (a
+/// build tree, where the benchmarks run too) or, for the whole program (`skyisland-full`,
+/// the server), also in `../../bin/` (the package's `/usr/libexec/skyisland/`). A
+/// spawner executes it: see [`HostConfig::spawner_program`]. The small program itself
+/// (`jail run --net`) keeps a forked copy of itself, already small.
 fn spawner_program() -> Option<std::path::PathBuf> {
     let this = std::env::current_exe().ok()?;
-    if this.file_name()? != "skyisland-full" {
+    let name = this.file_name()?;
+    if name == "skyisland" {
         return None;
     }
     let dir = this.parent()?;
-    let found = [dir.join("skyisland"), dir.join("../../bin/skyisland")].into_iter().find(|path| path.is_file());
-    if found.is_none() {
+    let server = name == "skyisland-full";
+    let mut candidates = vec![dir.join("skyisland")];
+    if server {
+        candidates.push(dir.join("../../bin/skyisland"));
+    }
+    let found = candidates.into_iter().find(|path| path.is_file());
+    if found.is_none() && server {
         tracing::info!("no small skyisland program beside {}: the spawner stays a copy of the server", this.display());
     }
     found
