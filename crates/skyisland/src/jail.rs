@@ -50,15 +50,15 @@ pub struct JailRunArgs {
     program: Vec<String>,
 }
 
-/// Runs a `jail` command.
-pub fn main(config: Option<PathBuf>, command: JailCommand) -> ExitCode {
-    crate::finish(match command {
+/// Runs a `jail` command (both programs come here).
+pub fn run_command(config: Option<PathBuf>, command: JailCommand) -> anyhow::Result<ExitCode> {
+    match command {
         JailCommand::Run(args) => run(config, args),
         JailCommand::Clean => clean(config),
-    })
+    }
 }
 
-pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCode> {
+fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCode> {
     let mut config = load(config)?;
     // The flags are configuration for this one jail, checked like the file's own values.
     let j = &mut config.jails;
@@ -143,7 +143,7 @@ pub fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCod
 
 /// `skyisland jail clean`: removes the slots `jail run` left ready, and any other slot no
 /// process holds (a running server keeps the slots it holds).
-pub fn clean(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn clean(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load(config)?;
     skyisland_runner::machine::require_root("jail clean")?;
     let host = match skyisland_jail::JailHost::open(skyisland_runner::machine::host_config(&config, true)?) {

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(skyisland_jail::spawner::run_as_program(args)).unwrap_or(1));
     }
     match Cli::try_parse() {
-        Ok(Cli { config, command: Command::Jail { command } }) => skyisland_cli::jail::main(config, command),
+        Ok(Cli { config, command: Command::Jail { command } }) => {
+            skyisland_cli::finish(skyisland_cli::jail::run_command(config, command))
+        }
         Err(_) => {
             let error = match full_program() {
                 Ok(path) => {

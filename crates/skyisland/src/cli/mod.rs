@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use skyisland_cli::jail::{self as jail_run, JailCommand};
+use skyisland_cli::jail::{self, JailCommand};
 use skyisland_cli::{finish, load};
 use skyisland_config::Config;
 
@@ -179,8 +179,7 @@ pub fn main() -> ExitCode {
         (Some(_), true) => Err(anyhow::anyhow!("-i initialises and exits: give it without a command")),
         (None, true) | (Some(Command::Init), false) => init(config),
         (None, false) | (Some(Command::Serve), false) => serve::run(config),
-        (Some(Command::Jail { command: JailCommand::Run(args) }), false) => jail_run::run(config, args),
-        (Some(Command::Jail { command: JailCommand::Clean }), false) => jail_run::clean(config),
+        (Some(Command::Jail { command }), false) => jail::run_command(config, command),
         (Some(Command::ApiKey { command }), false) => api_key::run(config, command),
         (Some(Command::Call(args)), false) => call::run(args),
         (Some(Command::Invocation { command }), false) => work::invocation(command),
