@@ -293,7 +293,7 @@ async fn one(jails: &Jails, config: &Config, program: &Path) -> anyhow::Result<(
         exec: Some(fs::File::open(program)?.into()),
         network: None,
         input: None,
-        prestart: false,
+        prestart: None,
         reports_end: false,
     };
     let report = jails.run(request).await?;

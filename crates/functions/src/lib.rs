@@ -415,6 +415,7 @@ impl Functions {
             if full {
                 inner.repos.bust(&repo).await?;
                 inner.binaries.remove_repo(&path.repo);
+                inner.jails.retire_prestarted(|l| of_repo(l, &path.repo)).await;
                 inner.artifacts.remove_repo(&path.repo);
             }
             inner.results.bust_repo(&path.repo);
@@ -1025,7 +1026,7 @@ impl Inner {
             network,
             // The dispatcher and the runners read their call from stdin, and say there when
             // they are done.
-            prestart: input.is_some(),
+            prestart: input.is_some().then(|| lineage(entry, interpreter.map_or(Runtime::Go, |i| i.runtime))),
             reports_end: input.is_some(),
             input,
         };
@@ -1069,6 +1070,18 @@ impl Inner {
             (End::Killed, _) => Err(FunctionError::Killed),
         }
     }
+}
+
+/// Which function a program run for `entry` is, and which version: its binary's (or its
+/// install's) cache key, which changes with the commit, the toolchain and the generator.
+fn lineage(entry: &Entry, runtime: Runtime) -> skyisland_runner::Lineage {
+    let Meta { repo, subdir, .. } = &entry.meta;
+    skyisland_runner::Lineage { function: format!("{repo} {subdir} {}", runtime.name()), version: entry.key.clone() }
+}
+
+/// Whether `lineage` (made by [`lineage`]) is a function of the repository `repo`.
+fn of_repo(lineage: &skyisland_runner::Lineage, repo: &str) -> bool {
+    lineage.function.split(' ').next() == Some(repo)
 }
 
 /// Everything one build needs, owned, so it can run as its own task.

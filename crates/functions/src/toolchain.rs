@@ -371,7 +371,7 @@ impl Toolchain {
             output: Output::Capture,
             exec: None,
             input: None,
-            prestart: false,
+            prestart: None,
             reports_end: false,
         }
     }

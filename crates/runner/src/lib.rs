@@ -84,9 +84,10 @@ pub struct RunRequest {
     /// Written to the program's stdin once it runs (then closed): the call, for programs
     /// that read it there. An execution jail without input reads end-of-file.
     pub input: Option<Vec<u8>>,
-    /// Whether the program may be pre-started for the next calls like this one: it reads
-    /// its call from stdin and does nothing before that a call could tell apart.
-    pub prestart: bool,
+    /// Whether the program may be pre-started for the next calls like this one (it reads
+    /// its call from stdin and does nothing before that a call could tell apart), and
+    /// which version of which function it is.
+    pub prestart: Option<Lineage>,
     /// Whether the program says when it is done: one byte, the status it exits with,
     /// written to its stdin (a socket) after its last output — Sky Island's dispatcher and
     /// runners do. The run is answered then, with what the program wrote before (in the
@@ -94,6 +95,16 @@ pub struct RunRequest {
     /// teardown, the kernel's unmapping of a runtime's memory) is off the call's path, and
     /// a program cannot say it is done and go on running.
     pub reports_end: bool,
+}
+
+/// Which function a pre-startable program is, and which version of it: the first cold
+/// call of a version retires the pre-started jails of the function's other versions (a
+/// new commit, a rebuild), which no call would take again before they idled out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lineage {
+    /// What the function's versions share.
+    pub function: String,
+    pub version: String,
 }
 
 /// Gives a jail a network of its own (the pool's address, a link to the bridge).
@@ -268,6 +279,15 @@ impl Jails {
         }
     }
 
+    /// Kills the pre-started jails of the functions `retire` picks, and forgets those
+    /// functions (their jails being started are let go when ready); how many were killed.
+    pub async fn retire_prestarted(&self, retire: impl Fn(&Lineage) -> bool) -> usize {
+        let retired = self.prestart.retire(retire);
+        let n = retired.len();
+        warm::discard(retired).await;
+        n
+    }
+
     /// Kills every pre-started jail (they are started again as calls come); their ids.
     pub async fn kill_all_prestarted(&self) -> Vec<String> {
         let drained = self.prestart.drain();
@@ -354,7 +374,7 @@ impl Jails {
         };
         let profile = warm::Profile::of(&launch);
         let key = match (&profile, &exec) {
-            (Some(profile), Some(exec)) if prestart && self.prestart.enabled() => {
+            (Some(profile), Some(exec)) if prestart.is_some() && self.prestart.enabled() => {
                 prestart::Key::of(profile, &launch, exec)
             }
             _ => None,
@@ -411,9 +431,10 @@ impl Jails {
         if let Some(profile) = profile {
             self.warm.replenish(self, profile, &launch);
         }
-        if let (Some(key), Some(template)) = (&key, template) {
+        if let (Some(key), Some(template), Some(lineage)) = (&key, template, prestart) {
             let succeeded = report.as_ref().is_ok_and(|r| r.end == End::Exited && r.status.success());
-            self.prestart.cold_call(key, &launch, template, &prestart_label, limits, cold.elapsed(), succeeded);
+            let cold = prestart::Cold { label: &prestart_label, lineage, limits, cost: cold.elapsed(), succeeded };
+            self.prestart.cold_call(key, &launch, template, cold);
             self.prestart.replenish(self, key);
         }
         report

@@ -16,7 +16,9 @@
 //! is not pre-started again until a cold call of it succeeds; one whose waiting program
 //! keeps using CPU past what its start costs (a cold call's run twice, plus a second) is
 //! killed and not pre-started again while the server remembers it — a waiting jail has no
-//! timeout, so it must not be a way to run code for longer than a call may.
+//! timeout, so it must not be a way to run code for longer than a call may. The first
+//! cold call of a function's new version (its [`crate::Lineage`]: a new commit, a rebuild)
+//! retires the jails of its other versions, and a `cache_bust` those of its repository.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -64,6 +66,18 @@ struct Template {
     /// pre-started jail has no call yet) and the limits a call gets.
     package: String,
     limits: crate::LimitsInfo,
+    lineage: crate::Lineage,
+}
+
+/// What a cold call of a pre-startable function tells the pool.
+pub(crate) struct Cold<'a> {
+    /// The call's label (its first word is the package).
+    pub(crate) label: &'a str,
+    pub(crate) lineage: crate::Lineage,
+    pub(crate) limits: crate::LimitsInfo,
+    /// From launch to answer.
+    pub(crate) cost: Duration,
+    pub(crate) succeeded: bool,
 }
 
 /// A pre-started jail waiting for its call, and its slot's CPU time when it was handed
@@ -149,6 +163,20 @@ struct State {
 impl State {
     fn held(&self) -> usize {
         self.functions.values().map(Function::held).sum()
+    }
+
+    /// Forgets the functions whose lineage `retire` picks (a jail of theirs still being
+    /// started is let go when it is ready); their waiting jails.
+    fn retire(&mut self, retire: impl Fn(&crate::Lineage) -> bool) -> Vec<Started> {
+        let mut retired = Vec::new();
+        self.functions.retain(|_, f| {
+            let keep = !f.template.as_ref().is_some_and(|t| retire(&t.lineage));
+            if !keep {
+                retired.extend(f.ready.drain(..).map(|w| w.started));
+            }
+            keep
+        });
+        retired
     }
 
     /// A ready jail of the least recently called function other than `except`, called
@@ -263,17 +291,9 @@ impl PrestartPool {
 
     /// After a cold call of `key`: how to start its jails, what the call cost, and whether
     /// it succeeded (which lets a function whose pre-start failed be pre-started again).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn cold_call(
-        &self,
-        key: &Key,
-        launch: &Launch,
-        exec: OwnedFd,
-        label: &str,
-        limits: crate::LimitsInfo,
-        cost: Duration,
-        succeeded: bool,
-    ) {
+    /// The first of a version retires the jails of the function's other versions.
+    pub(crate) fn cold_call(&self, key: &Key, launch: &Launch, exec: OwnedFd, cold: Cold<'_>) {
+        let Cold { label, lineage, limits, cost, succeeded } = cold;
         let mut state = self.lock();
         let now = Instant::now();
         let function = state.functions.entry(key.clone()).or_insert_with(|| Function::new(now));
@@ -283,10 +303,27 @@ impl PrestartPool {
         if succeeded {
             function.failed = false;
         }
-        if function.template.is_none() {
-            let package = label.split_once(' ').map_or(label, |(package, _)| package).to_owned();
-            function.template = Some(Arc::new(Template { launch: launch.clone(), exec, package, limits }));
+        if function.template.is_some() {
+            return;
         }
+        let package = label.split_once(' ').map_or(label, |(package, _)| package).to_owned();
+        let current = lineage.clone();
+        function.template = Some(Arc::new(Template { launch: launch.clone(), exec, package, limits, lineage }));
+        let retired = state.retire(|l| l.function == current.function && l.version != current.version);
+        drop(state);
+        if !retired.is_empty() {
+            self.evicted(retired.len(), "retired");
+            tokio::spawn(discard(retired));
+        }
+    }
+
+    /// Forgets the functions whose lineage `retire` picks; their waiting jails, to be killed.
+    pub(crate) fn retire(&self, retire: impl Fn(&crate::Lineage) -> bool) -> Vec<Started> {
+        let retired = self.lock().retire(retire);
+        if !retired.is_empty() {
+            self.evicted(retired.len(), "retired");
+        }
+        retired
     }
 
     /// Starts jails in the background until `key` has what it wants, within the budget.

@@ -97,7 +97,7 @@ fn run(config: Option<PathBuf>, args: JailRunArgs) -> anyhow::Result<ExitCode> {
         exec: Some(program),
         network: None,
         input: None,
-        prestart: false,
+        prestart: None,
         reports_end: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -332,3 +332,116 @@ async fn a_call_is_answered_when_its_program_says_it_is_done() {
     server.stop();
     sandbox.assert_clean();
 }
+
+/// The pre-started jails of a function's old version go when its new version is first
+/// called (a new commit), and a `cache_bust` takes its repository's at once; without
+/// that they would wait for calls that never come until `prestart_idle` (a minute here)
+/// passed, holding slots and memory. And none outlives a kill -9 of its server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_or_a_cache_bust_retires_the_old_versions_prestarted_jails() {
+    if !root_or_skip("a_new_version_or_a_cache_bust_retires_the_old_versions_prestarted_jails") {
+        return;
+    }
+    let mut sandbox = Sandbox::new();
+    // No warm jails: every spare slot is the pre-started jails', so that none of them is
+    // taken from one function for another.
+    sandbox.jails_config = "prestart_idle = \"60s\"\nwarm_jails = 0".into();
+    let go = |version: &str| {
+        format!("package versions\n\n// Version is the commit's.\nfunc Version() string {{ return \"{version}\" }}\n")
+    };
+    let repo = Repo::from_items(
+        &sandbox,
+        "acme",
+        "versions",
+        &[
+            ("go.mod", file("module example.test/acme/versions\n\ngo 1.19\n")),
+            ("version.go", file(&go("v1"))),
+            ("py/main.py", file("def version():\n    return 'v1'\n")),
+        ],
+    );
+    let py = format!("{}/py", repo.import_path);
+    let mut server = Server::start(&sandbox);
+
+    assert_eq!(data(&server, &repo.import_path, "Version()").await, "v1");
+    assert_eq!(data(&server, &py, "version()").await, "v1");
+    let go_v1 = prestarted(&server, &repo.import_path).await;
+    let py_v1 = prestarted(&server, &py).await;
+
+    // A new commit, called by its hash: the old version's jails go, the new one's come.
+    repo.change("version.go", &go("v2"), "v2");
+    let v2 = repo.change("py/main.py", "def version():\n    return 'v2'\n", "v2");
+    for (url, call) in [(&repo.import_path, "Version()"), (&py, "version()")] {
+        let (status, body) = server.call(json!({"url": url, "call": call, "version": v2, "cache": false})).await;
+        assert_eq!((status, body["data"].as_str()), (200, Some("v2")), "{body}");
+    }
+    gone(&server, &repo.import_path, &go_v1).await;
+    gone(&server, &py, &py_v1).await;
+    let go_v2 = prestarted(&server, &repo.import_path).await;
+    let py_v2 = prestarted(&server, &py).await;
+
+    // A cache_bust fetches the repository again and rebuilds (the current commit is v2 by
+    // now); the jails of what was built before go with it.
+    let (status, body) = server.call(json!({"url": repo.import_path, "call": "Version()", "cache_bust": true})).await;
+    assert_eq!((status, body["data"].as_str()), (200, Some("v2")), "{body}");
+    gone(&server, &repo.import_path, &go_v2).await;
+    gone(&server, &py, &py_v2).await;
+    let retired = server.metric("skyisland_prestart_evictions_total", &["reason=\"retired\""]).await;
+    assert!(retired >= 4.0, "retired jails are counted as evictions ({retired})");
+
+    // kill -9 of the server: its pre-started jails die with it (their parent-death
+    // signal), and the next server finds nothing of them.
+    prestarted(&server, &repo.import_path).await;
+    server.crash();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sandbox.census().processes.is_empty() {
+        assert!(Instant::now() < deadline, "pre-started jails outlived their server: {:?}", sandbox.census());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut server = Server::start(&sandbox);
+    assert_eq!(data(&server, &py, "version()").await, "v2");
+    server.stop();
+    sandbox.assert_clean();
+}
+
+/// The ids of the pre-started jails waiting with `package`'s program.
+async fn waiting(server: &Server, package: &str) -> Vec<String> {
+    let (status, body) = server.admin(reqwest::Method::GET, "/api/v1/admin/jails").await;
+    assert_eq!(status, 200, "{body}");
+    let of = |j: &&Value| j["label"].as_str().unwrap().starts_with(&format!("{package} "));
+    body["prestarted"].as_array().unwrap().iter().filter(of).map(|j| j["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits until `package` has pre-started jails; their ids.
+async fn prestarted(server: &Server, package: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ids = waiting(server, package).await;
+        if !ids.is_empty() {
+            return ids;
+        }
+        if Instant::now() > deadline {
+            let (_, jails) = server.admin(reqwest::Method::GET, "/api/v1/admin/jails").await;
+            let mut reasons = String::new();
+            for reason in ["idle", "budget", "slots", "retired"] {
+                let label = format!("reason=\"{reason}\"");
+                let n = server.metric("skyisland_prestart_evictions_total", &[&label]).await;
+                reasons.push_str(&format!("{reason}={n} "));
+            }
+            panic!("no pre-started jail of {package}: {jails}\n{}\n{reasons}", server.health().await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until none of the jails `ids` of `package` waits any more.
+async fn gone(server: &Server, package: &str, ids: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = waiting(server, package).await;
+        if !now.iter().any(|id| ids.contains(id)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the jails {ids:?} of {package} still wait: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
