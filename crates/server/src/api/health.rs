@@ -106,7 +106,7 @@ fn point_in_time_gauges(app: &App) {
     for outcome in ["hit", "miss"] {
         metrics::counter!("skyisland_prestart_calls_total", "outcome" => outcome).increment(0);
     }
-    for reason in ["idle", "budget", "slots"] {
+    for reason in ["idle", "budget", "slots", "retired"] {
         metrics::counter!("skyisland_prestart_evictions_total", "reason" => reason).increment(0);
     }
     metrics::counter!("skyisland_prestart_failures_total").increment(0);
