@@ -1398,9 +1398,13 @@ impl InstallJob {
                     })
                     .map_err(|e| FunctionError::Internal(format!("sealing the installed package: {e}"))),
                 (End::TimedOut, _) => Err(FunctionError::BuildTimedOut(self.toolchain.timeout)),
-                (End::Exited, _) => Err(FunctionError::BuildFailed {
-                    output: repos::redact_locations(&tail(&report.stderr, 64 * 1024)),
-                }),
+                (End::Exited, _) => {
+                    let mut output = repos::redact_locations(&tail(&report.stderr, 64 * 1024));
+                    if let Some(hint) = self.policy.offline_hint(self.runtime) {
+                        output = format!("{}\n{hint}", output.trim_end());
+                    }
+                    Err(FunctionError::BuildFailed { output })
+                }
                 (end, status) => Err(FunctionError::Internal(format!(
                     "the install jail ended with {end:?} {status:?}: {}",
                     tail(&report.stderr, 2000)

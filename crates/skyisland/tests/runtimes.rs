@@ -316,6 +316,10 @@ async fn runtimes_are_detected_or_named() {
             ("both/main.py", support::Item::File("def which():\n    return 'python'\n".into())),
             ("both/index.js", support::Item::File("exports.which = () => 'node';\n".into())),
             ("none/README", support::Item::File("nothing to run\n".into())),
+            ("pydeps/main.py", support::Item::File("import skyfoo\n".into())),
+            ("pydeps/requirements.txt", support::Item::File("skyfoo==1.0\n".into())),
+            ("jsdeps/index.js", support::Item::File("require('skyfoo');\n".into())),
+            ("jsdeps/package.json", support::Item::File(r#"{"dependencies": {"skyfoo": "1.0.0"}}"#.into())),
         ],
     );
     let both = format!("{}/both", repo.import_path);
@@ -333,6 +337,16 @@ async fn runtimes_are_detected_or_named() {
     assert_eq!(code, 400, "{body}");
     let body = status(&server, &format!("{}/none", repo.import_path), "which()", 422).await;
     assert!(body["error"].as_str().unwrap().contains("no Go, Python"), "{body}");
+
+    // Dependencies with nowhere configured to install them from: the installer's own
+    // complaint, and what the operator can set.
+    for (dir, installer) in [("pydeps", "No matching distribution"), ("jsdeps", "ENOTCACHED")] {
+        let body = status(&server, &format!("{}/{dir}", repo.import_path), "f()", 422).await;
+        let output = body["output"].as_str().unwrap();
+        assert!(output.contains(installer), "{body}");
+        assert!(output.trim_end().ends_with(if dir == "pydeps" { "find_links" } else { "[node] registry" }), "{body}");
+        assert!(output.contains("[build] allow_downloads = true"), "{body}");
+    }
 }
 
 /// An install runs the repository's own code (a setup.py here): it writes only its own
@@ -426,6 +440,7 @@ async fn the_operators_index_is_reached_by_name_and_nothing_else() {
     assert_eq!(status, 422, "{body}");
     // The proxy answers pip's plain-HTTP request 403, which pip reports as no such package.
     assert!(body["output"].as_str().unwrap().contains("No matching distribution"), "{body}");
+    assert!(!body["output"].as_str().unwrap().contains("ran offline"), "an index is configured: {body}");
     assert_eq!(other.requests(), "", "the repository's index heard nothing");
 }
 

@@ -95,6 +95,10 @@ pub struct InstallPolicy {
     pub node_network: bool,
     /// Whether npm runs packages' install scripts (`[node] install_scripts`).
     pub node_scripts: bool,
+    /// No index, find-links or registry is configured, nor downloads allowed: installs
+    /// run offline and find nothing to install.
+    pub python_offline: bool,
+    pub node_offline: bool,
 }
 
 impl InstallPolicy {
@@ -144,6 +148,8 @@ impl InstallPolicy {
             None => {}
         }
         policy.node_network = downloads || node.registry.as_deref().is_some_and(is_remote);
+        policy.python_offline = !downloads && py.index_url.is_none() && py.find_links.is_empty();
+        policy.node_offline = !downloads && node.registry.is_none();
         policy.node_scripts = node.install_scripts;
         policy.npm_options = npm.join(" ");
         policy
@@ -155,6 +161,22 @@ impl InstallPolicy {
             Runtime::Python => format!("pip {}", self.pip_options),
             Runtime::Node => format!("npm {}", self.npm_options),
             _ => String::new(),
+        }
+    }
+
+    /// What a failed install's output ends with when it could only have run offline: the
+    /// settings that give it somewhere to install from.
+    pub fn offline_hint(&self, runtime: Runtime) -> Option<&'static str> {
+        match runtime {
+            Runtime::Python if self.python_offline => Some(
+                "skyisland: no package index is configured, so pip ran offline: the operator can set \
+                 [build] allow_downloads = true (PyPI) or [python] index_url / find_links",
+            ),
+            Runtime::Node if self.node_offline => Some(
+                "skyisland: no registry is configured, so npm ran offline: the operator can set \
+                 [build] allow_downloads = true (registry.npmjs.org) or [node] registry",
+            ),
+            _ => None,
         }
     }
 
