@@ -332,8 +332,10 @@ impl PrestartPool {
             return;
         }
         let now = Instant::now();
-        let mut evicted = Vec::new();
-        let (template, missing) = {
+        // Per jail to start: the jail whose slot it takes, if any (ended first).
+        let mut victims: Vec<Option<Started>> = Vec::new();
+        let mut evicted = 0;
+        let template = {
             let mut state = self.lock();
             let Some(function) = state.functions.get(key) else { return };
             let Some(template) = function.template.clone() else { return };
@@ -346,36 +348,37 @@ impl PrestartPool {
             // Never the last free slot: that one is a cold call's.
             let mut spare = jails.host.free_slots(SlotKind::Exec).saturating_sub(1);
             let mut held = state.held();
-            let mut granted = 0;
             while missing > 0 {
                 if held < budget && spare > 0 {
                     held += 1;
                     spare -= 1;
+                    victims.push(None);
                 } else if let Some(victim) = state.evict_lru(Some(key), Some(last_call)) {
                     // Its slot and its share of the budget pass to this function.
-                    evicted.push(victim);
+                    evicted += 1;
+                    victims.push(Some(victim));
                 } else {
                     break;
                 }
                 missing -= 1;
-                granted += 1;
             }
             if let Some(function) = state.functions.get_mut(key) {
-                function.starting += granted;
+                function.starting += victims.len();
             }
-            (template, granted)
+            template
         };
-        if !evicted.is_empty() {
-            self.evicted(evicted.len(), "budget");
-            tokio::spawn(discard(evicted));
+        if evicted > 0 {
+            self.evicted(evicted, "budget");
         }
-        for _ in 0..missing {
+        for victim in victims {
             let jails = jails.clone();
             let key = key.clone();
             let template = Arc::clone(&template);
             let active = Active::count(&jails.active);
             tokio::spawn(async move {
                 let _active = active;
+                // Its slot first, or the launch would find none free.
+                discard(victim.into_iter().collect()).await;
                 let started = tokio::time::timeout(STARTING_TIMEOUT, start(&jails, &template)).await;
                 let unwanted = {
                     let mut state = jails.prestart.lock();

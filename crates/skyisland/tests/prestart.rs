@@ -344,7 +344,8 @@ async fn a_new_version_or_a_cache_bust_retires_the_old_versions_prestarted_jails
     }
     let mut sandbox = Sandbox::new();
     // No warm jails: every spare slot is the pre-started jails', so that none of them is
-    // taken from one function for another.
+    // taken from one function for another (warm jails, two per jail profile, a Python
+    // install being part of its profile, would hold most of the eight slots here).
     sandbox.jails_config = "prestart_idle = \"60s\"\nwarm_jails = 0".into();
     let go = |version: &str| {
         format!("package versions\n\n// Version is the commit's.\nfunc Version() string {{ return \"{version}\" }}\n")
