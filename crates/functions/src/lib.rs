@@ -415,7 +415,7 @@ impl Functions {
             if full {
                 inner.repos.bust(&repo).await?;
                 inner.binaries.remove_repo(&path.repo);
-                inner.jails.retire_prestarted(|l| of_repo(l, &path.repo)).await;
+                inner.jails.retire_prestarted(|l| l.repo == path.repo).await;
                 inner.artifacts.remove_repo(&path.repo);
             }
             inner.results.bust_repo(&path.repo);
@@ -1076,12 +1076,11 @@ impl Inner {
 /// install's) cache key, which changes with the commit, the toolchain and the generator.
 fn lineage(entry: &Entry, runtime: Runtime) -> skyisland_runner::Lineage {
     let Meta { repo, subdir, .. } = &entry.meta;
-    skyisland_runner::Lineage { function: format!("{repo} {subdir} {}", runtime.name()), version: entry.key.clone() }
-}
-
-/// Whether `lineage` (made by [`lineage`]) is a function of the repository `repo`.
-fn of_repo(lineage: &skyisland_runner::Lineage, repo: &str) -> bool {
-    lineage.function.split(' ').next() == Some(repo)
+    skyisland_runner::Lineage {
+        repo: repo.clone(),
+        function: format!("{subdir} {}", runtime.name()),
+        version: entry.key.clone(),
+    }
 }
 
 /// Everything one build needs, owned, so it can run as its own task.

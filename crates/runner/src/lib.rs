@@ -102,7 +102,9 @@ pub struct RunRequest {
 /// new commit, a rebuild), which no call would take again before they idled out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lineage {
-    /// What the function's versions share.
+    /// The repository it comes from (a `cache_bust` retires by it).
+    pub repo: String,
+    /// Which function of the repository: what its versions share.
     pub function: String,
     pub version: String,
 }

@@ -309,7 +309,8 @@ impl PrestartPool {
         let package = label.split_once(' ').map_or(label, |(package, _)| package).to_owned();
         let current = lineage.clone();
         function.template = Some(Arc::new(Template { launch: launch.clone(), exec, package, limits, lineage }));
-        let retired = state.retire(|l| l.function == current.function && l.version != current.version);
+        let retired =
+            state.retire(|l| l.repo == current.repo && l.function == current.function && l.version != current.version);
         drop(state);
         if !retired.is_empty() {
             self.evicted(retired.len(), "retired");
